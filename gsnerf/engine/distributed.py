@@ -1,0 +1,59 @@
+"""Multi-process training through ``torchrun``: NCCL on CUDA, gloo on the CPU.
+
+``torchrun --nproc_per_node=N train.py ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
+without them the run is a single process and nothing here does anything.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistributedContext:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_kind: str) -> DistributedContext:
+    """Join the process group started by torchrun (if any) and return this process's place."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext(rank=0, world_size=1, local_rank=0)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    if device_kind == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def all_ranks_finite(value: torch.Tensor, context: DistributedContext) -> bool:
+    """True when the loss is finite on every rank (a step is skipped on all ranks together)."""
+    finite = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if context.enabled:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item() > 0)
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def shutdown(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,315 @@
+"""The training loop: optimiser, warm-up + cosine, clipping, AMP, NaN guard, validation, resume.
+
+Reproducibility: the weights are initialised from ``seed``; training item ``i`` and the rays of
+step ``s`` come from generators seeded by ``(seed, i)`` and ``(seed, s)``, so a run resumed from
+a checkpoint continues exactly as if it had never stopped.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+
+from gsnerf.data.dataset import MultiViewDataset, collate_examples, open_split
+from gsnerf.engine.checkpoint import (
+    load_checkpoint,
+    resolve_resume_path,
+    save_checkpoint,
+    step_checkpoint_name,
+)
+from gsnerf.engine.device import autocast_context, make_grad_scaler, resolve_device
+from gsnerf.engine.distributed import (
+    DistributedContext,
+    all_ranks_finite,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from gsnerf.engine.logging import RunLogger, setup_file_logging
+from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
+from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
+from gsnerf.engine.step import ray_targets, sample_pixels
+from gsnerf.losses import compute_losses
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainCfg:
+    # Optimiser steps of the run (spec 4: 300k).
+    steps: int = 300_000
+    # Target rays per step and scene (spec 4: 1024).
+    rays_per_step: int = 1024
+    # Scenes (examples) per step and process (spec 4: 1).
+    batch_size: int = 1
+    # Adam and its warm-up + cosine schedule (spec 4).
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    # Gradient clipping: "value" (clamp each entry, spec 4), "norm" (global L2) or "none".
+    grad_clip: str = "value"
+    # Threshold of the gradient clipping (spec 4: 2.0, by value).
+    grad_clip_threshold: float = 2.0
+    # Numeric precision: "auto" (bf16 autocast on CUDA if supported, else fp32), "fp32",
+    # "bf16" or "fp16" (fp16 uses a gradient scaler).
+    precision: str = "auto"
+    # Device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
+    device: str = "auto"
+    # Data-loader worker processes (0 = load in the training process).
+    num_workers: int = 0
+    # Steps between validations on the held-out scenes (0 = only at the end).
+    val_every: int = 5000
+    # Held-out views rendered per validation during training (null = all test views).
+    val_max_views: int | None = 8
+    # Steps between numbered checkpoints (last.pt is rewritten at the same time).
+    checkpoint_every: int = 5000
+    # Steps between scalar logs.
+    log_every: int = 50
+    # Consecutive steps with a non-finite loss after which training stops with an error.
+    max_nonfinite_steps: int = 20
+    # Resume: "" (fresh run), "true" (latest last.pt of this run or its siblings), a run
+    # directory or a checkpoint file.
+    resume: str = ""
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class Trainer:
+    """Owns the model, the optimiser state, the data and the run directory of one training run."""
+
+    def __init__(self, cfg, run_dir: Path) -> None:
+        from gsnerf.model import build_model
+
+        self.cfg = cfg
+        self.train_cfg: TrainCfg = cfg.train
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.device = resolve_device(self.train_cfg.device)
+        self.context: DistributedContext = init_distributed(self.device.type)
+        if self.context.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.context.local_rank)
+        if self.context.is_main:
+            setup_file_logging(run_dir, "train")
+        self.logger = RunLogger(run_dir, self.context.is_main, cfg.logger.tensorboard)
+
+        seed_everything(cfg.seed)
+        train_scenes = open_split(cfg.dataset, "train")
+        self.class_names = train_scenes[0].class_names
+        self.ignore_index = train_scenes[0].ignore_index
+        self.train_set = MultiViewDataset(
+            train_scenes,
+            cfg.dataset,
+            "train",
+            seed=cfg.seed,
+            length=self.train_cfg.steps * self.train_cfg.batch_size * self.context.world_size,
+        )
+        self.model = build_model(cfg.model, len(self.class_names)).to(self.device)
+        self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.train_cfg.steps, self.train_cfg.optim
+        )
+        self.scaler = make_grad_scaler(self.train_cfg.precision, self.device)
+        self.step = 0
+        self.best_metric = float("-inf")
+        self._resume_if_asked()
+        if self.context.enabled:
+            self.model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+
+    def _resume_if_asked(self) -> None:
+        path = resolve_resume_path(self.train_cfg.resume, self.checkpoint_dir)
+        if path is None:
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best_metric = float(state["best_metric"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "best_metric": self.best_metric,
+            "class_names": self.class_names,
+        }
+
+    def save(self, numbered: bool) -> None:
+        if not self.context.is_main:
+            return
+        state = self._state()
+        if numbered:
+            save_checkpoint(state, self.checkpoint_dir / step_checkpoint_name(self.step))
+        save_checkpoint(state, self.checkpoint_dir / "last.pt")
+
+    def _loader(self) -> DataLoader:
+        # Item indices continue from the resumed step, one disjoint slice per rank.
+        per_step = self.train_cfg.batch_size * self.context.world_size
+        start = self.step * per_step
+        indices = [
+            i for i in range(start, len(self.train_set)) if i % self.context.world_size
+            == self.context.rank
+        ]
+        return DataLoader(
+            Subset(self.train_set, indices),
+            batch_size=self.train_cfg.batch_size,
+            shuffle=False,
+            num_workers=self.train_cfg.num_workers,
+            collate_fn=collate_examples,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.train_cfg.num_workers > 0,
+        )
+
+    def train_step(self, example) -> dict[str, float] | None:
+        """One optimiser step; returns the loss terms, or None when the step was skipped."""
+        cfg = self.train_cfg
+        example = example.to(self.device)
+        generator = torch.Generator(device="cpu").manual_seed(
+            self.cfg.seed * 7_919 + self.step * self.context.world_size + self.context.rank
+        )
+        pixels = sample_pixels(example.target, cfg.rays_per_step, generator).to(self.device)
+        self.model.train()
+        with autocast_context(cfg.precision, self.device):
+            result = self.model(example, pixels, training=True, generator=generator)
+        targets = ray_targets(example.target, pixels, result.rays)
+        losses = compute_losses(
+            self.cfg.loss,
+            result.render,
+            targets,
+            result.geometry,
+            example,
+            guide_distance=result.rays.guide_depth,
+        )
+        total = losses["total"]
+        if not all_ranks_finite(total, self.context):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            # The fp16 scaler skips steps with inf/NaN gradients itself and lowers its scale.
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            if not all_ranks_finite(self._gradient_sum(), self.context):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self._clip_gradients()
+            self.optimizer.step()
+        self.scheduler.step()
+        return {key: float(value.detach()) for key, value in losses.items()}
+
+    def _gradient_sum(self) -> torch.Tensor:
+        grads = [p.grad.abs().sum() for p in self.model.parameters() if p.grad is not None]
+        return torch.stack(grads).sum() if grads else torch.zeros((), device=self.device)
+
+    def _clip_gradients(self) -> None:
+        cfg = self.train_cfg
+        if cfg.grad_clip == "value":
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip_threshold)
+        elif cfg.grad_clip == "norm":
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_threshold)
+        elif cfg.grad_clip != "none":
+            raise ValueError(f"train.grad_clip must be value, norm or none, got {cfg.grad_clip!r}")
+
+    def validate(self) -> dict:
+        from gsnerf.evaluation.evaluator import evaluate
+
+        test_scenes = open_split(self.cfg.dataset, "test")
+        test_set = MultiViewDataset(test_scenes, self.cfg.dataset, "test", seed=self.cfg.seed)
+        limit = self.train_cfg.val_max_views
+        if limit is not None and limit < len(test_set):
+            # Spread the validation views over all test scenes rather than the first one.
+            stride = len(test_set) / limit
+            test_set = Subset(test_set, [int(i * stride) for i in range(limit)])
+        return evaluate(
+            _unwrap(self.model),
+            test_set,
+            self.cfg.eval,
+            self.class_names,
+            self.ignore_index,
+            self.run_dir / "validation" / f"step-{self.step:09d}",
+            device=self.device,
+            logger=self.logger,
+            step=self.step,
+        )
+
+    def fit(self) -> None:
+        cfg = self.train_cfg
+        nonfinite_in_a_row = 0
+        bar = self.logger.progress(cfg.steps, self.step, "train")
+        started = time.perf_counter()
+        steps_timed = 0
+        for example in self._loader():
+            if self.step >= cfg.steps:
+                break
+            terms = self.train_step(example)
+            if terms is None:
+                nonfinite_in_a_row += 1
+                log.warning(
+                    "step %d skipped: non-finite loss or gradient (scenes %s, target frames %s, "
+                    "source frames %s)",
+                    self.step,
+                    example.scenes,
+                    example.target.frame_ids.tolist(),
+                    example.sources.frame_ids.tolist(),
+                )
+                if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+                    raise FloatingPointError(
+                        f"{nonfinite_in_a_row} consecutive steps had a non-finite loss or "
+                        f"gradient (last at step {self.step}); lower train.optim.lr or use "
+                        f"train.precision=fp32; the last good weights are in "
+                        f"{self.checkpoint_dir / 'last.pt'}"
+                    )
+                continue
+            nonfinite_in_a_row = 0
+            self.step += 1
+            steps_timed += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                elapsed = time.perf_counter() - started
+                throughput = {
+                    "steps_per_s": steps_timed / elapsed,
+                    "rays_per_s": steps_timed * cfg.rays_per_step * cfg.batch_size / elapsed,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                }
+                self.logger.scalars({**terms, **throughput}, self.step, "train")
+                bar.set_postfix(loss=f"{terms['total']:.4f}")
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save(numbered=True)
+            if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                self._validate_and_keep_best()
+        bar.close()
+        self.save(numbered=True)
+        barrier(self.context)
+
+    def _validate_and_keep_best(self) -> dict:
+        metrics = self.validate() if self.context.is_main else {}
+        miou = metrics.get("miou")
+        if self.context.is_main and miou is not None and miou > self.best_metric:
+            self.best_metric = miou
+            save_checkpoint(self._state(), self.checkpoint_dir / "best.pt")
+            log.info("new best validation mIoU %.4f at step %d", miou, self.step)
+        barrier(self.context)
+        return metrics
+
+    def close(self) -> None:
+        self.logger.close()
+        shutdown(self.context)
