@@ -108,3 +108,15 @@ class RenderOutput:
     semantic_logits: Float[Tensor, "b rays classes"]
     weights: Float[Tensor, "b rays samples"]
     opacity: Float[Tensor, "b rays"]
+
+
+@dataclass
+class ImageRender:
+    """A whole rendered target image (evaluation, videos)."""
+
+    rgb: Float[Tensor, "b 3 h w"]  # in [0, 1]
+    depth: Float[Tensor, "b h w"]  # z-depth, metres, comparable with the dataset's depth maps
+    semantic_logits: Float[Tensor, "b classes h w"]
+    opacity: Float[Tensor, "b h w"]
+    guide_depth: Float[Tensor, "b h w"]  # D_T, z-depth, metres; 0 where invalid
+    guide_valid: Bool[Tensor, "b h w"]

@@ -22,7 +22,7 @@ from gsnerf.data.view_selection import (
     mvs_neighbours,
     nearest_views,
     select_training_sources,
-    test_split,
+    split_test_frames,
 )
 from gsnerf.types import Example, Views
 
@@ -55,6 +55,9 @@ class DatasetCfg:
     near_jitter: float = 0.95
     # Far is multiplied by U(1, far_jitter) when jittered (spec 1.7: 1.05).
     far_jitter: float = 1.05
+    # Frames a training item may use: "all" valid frames (spec 1.6) or only the test protocol's
+    # "source_pool" (per-scene fine-tuning, so the test queries are never trained on, spec 6).
+    train_frames: str = "all"
     # Source-view selection and test protocol (spec 1.5, 1.6).
     views: ViewSelectionCfg = field(default_factory=ViewSelectionCfg)
     # Generator settings, used only when kind is "synthetic" and the data is missing.
@@ -134,20 +137,41 @@ class MultiViewDataset(Dataset):
                     f"{needed} are needed for {self.num_sources} source views and a target"
                 )
         self.queries = self._test_queries() if split == "test" else []
+        self.train_positions = [self._training_positions(scene) for scene in scenes]
+
+    def _training_positions(self, scene: SceneReader) -> list[int]:
+        """Positions (into ``scene.frame_ids``) that training items may use as target or source."""
+        if self.cfg.train_frames == "all":
+            return list(range(len(scene.frame_ids)))
+        if self.cfg.train_frames != "source_pool":
+            raise ValueError(
+                f"dataset.train_frames must be 'all' or 'source_pool', got {self.cfg.train_frames!r}"
+            )
+        pool_ids, _ = self._split_of(scene)
+        position = {frame_id: i for i, frame_id in enumerate(scene.frame_ids)}
+        if len(pool_ids) < self.num_sources + 1:
+            raise ValueError(
+                f"scene {scene.name}: the source pool has {len(pool_ids)} frames, fewer than "
+                f"{self.num_sources + 1} needed to train on it"
+            )
+        return [position[frame_id] for frame_id in pool_ids]
+
+    def _split_of(self, scene: SceneReader) -> tuple[list[int], list[int]]:
+        views = self.cfg.views
+        return split_test_frames(
+            scene.frame_ids,
+            pool_stride=views.pool_stride,
+            pool_limit=views.pool_limit,
+            query_offset=views.query_offset,
+            query_stride=views.query_stride,
+            max_queries=views.max_queries,
+        )
 
     def _test_queries(self) -> list[tuple[int, int, list[int]]]:
         """(scene index, query frame id, source frame ids) of every test view (spec 1.5)."""
-        views = self.cfg.views
         queries = []
         for scene_index, scene in enumerate(self.scenes):
-            pool_ids, query_ids = test_split(
-                scene.frame_ids,
-                pool_stride=views.pool_stride,
-                pool_limit=views.pool_limit,
-                query_offset=views.query_offset,
-                query_stride=views.query_stride,
-                max_queries=views.max_queries,
-            )
+            pool_ids, query_ids = self._split_of(scene)
             position = {frame_id: i for i, frame_id in enumerate(scene.frame_ids)}
             pool_poses = scene.cam_to_world[[position[frame_id] for frame_id in pool_ids]]
             for query_id in query_ids:
@@ -155,7 +179,7 @@ class MultiViewDataset(Dataset):
                     scene.cam_to_world[position[query_id]],
                     pool_poses,
                     self.num_sources,
-                    views.direction_weight,
+                    self.cfg.views.direction_weight,
                 )
                 queries.append((scene_index, query_id, [pool_ids[i] for i in nearest.tolist()]))
         return queries
@@ -167,16 +191,18 @@ class MultiViewDataset(Dataset):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         scene_index = int(torch.randint(len(self.scenes), (1,), generator=generator))
         scene = self.scenes[scene_index]
-        target_position = int(torch.randint(len(scene.frame_ids), (1,), generator=generator))
-        source_positions = select_training_sources(
-            target_position,
-            scene.cam_to_world,
+        allowed = self.train_positions[scene_index]
+        target_choice = int(torch.randint(len(allowed), (1,), generator=generator))
+        source_choices = select_training_sources(
+            target_choice,
+            scene.cam_to_world[allowed],
             self.num_sources,
             pool_factor=self.cfg.views.train_pool_factor,
             direction_weight=self.cfg.views.direction_weight,
             generator=generator,
         )
-        source_ids = [scene.frame_ids[i] for i in source_positions.tolist()]
+        target_position = allowed[target_choice]
+        source_ids = [scene.frame_ids[allowed[i]] for i in source_choices.tolist()]
         near, far = self.cfg.near, self.cfg.far
         # Depth-range jitter of spec 1.7: one factor per item, shared by all its views.
         jitter_draws = torch.rand(3, generator=generator).tolist()

@@ -53,21 +53,33 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> int:
     return int(state.get("step", 0))
 
 
-def resolve_resume_path(resume: str, checkpoint_dir: Path) -> Path | None:
-    """Which checkpoint ``resume`` names: "" (none), "true"/"last" (this run's last.pt),
-    a checkpoint file, or a run directory (its checkpoints/last.pt)."""
-    if resume in ("", "false", "False"):
+def latest_checkpoint(runs_root: Path) -> Path | None:
+    """The most recently written ``last.pt`` of any run directory under ``runs_root``."""
+    candidates = sorted(runs_root.glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def resolve_resume_path(resume: str, run_dir: Path) -> Path | None:
+    """Which checkpoint ``resume`` names.
+
+    ``""``/``false``: none. ``true``/``last``: this run directory's ``checkpoints/last.pt``,
+    else the newest ``last.pt`` among its sibling run directories (Hydra gives every launch a
+    new directory). Otherwise a checkpoint file or a run directory.
+    """
+    if resume.lower() in ("", "false", "none"):
         return None
-    if resume in ("true", "True", "last"):
-        candidate = checkpoint_dir / "last.pt"
-        if not candidate.is_file():
+    if resume.lower() in ("true", "last"):
+        own = run_dir / "checkpoints" / "last.pt"
+        found = own if own.is_file() else latest_checkpoint(run_dir.parent)
+        if found is None:
             raise FileNotFoundError(
-                f"{candidate}: nothing to resume; pass resume=<run dir or checkpoint file>"
+                f"resume=true: no checkpoints/last.pt in {run_dir} or its sibling runs under "
+                f"{run_dir.parent}; pass resume=<run dir or checkpoint file>"
             )
-        return candidate
+        return found
     path = Path(resume)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+        path = path / "checkpoints" / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
     return path

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from gsnerf.data.dataset import MultiViewDataset, collate_examples, open_split
 from gsnerf.engine.checkpoint import (
     load_checkpoint,
+    load_model_weights,
     resolve_resume_path,
     save_checkpoint,
     step_checkpoint_name,
@@ -67,11 +68,13 @@ class TrainCfg:
     checkpoint_every: int = 5000
     # Steps between scalar logs.
     log_every: int = 50
+    # Stop this launch after this step (checkpoint written), to split a run over job-time
+    # limits; resume=true continues it exactly. null = run to ``steps``.
+    stop_at_step: int | None = None
     # Consecutive steps with a non-finite loss after which training stops with an error.
     max_nonfinite_steps: int = 20
-    # Resume: "" (fresh run), "true" (latest last.pt of this run or its siblings), a run
-    # directory or a checkpoint file.
-    resume: str = ""
+    # Checkpoint whose weights (only) start the run, e.g. per-scene fine-tuning (spec 6).
+    init_weights: str = ""
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -115,6 +118,8 @@ class Trainer:
         self.scaler = make_grad_scaler(self.train_cfg.precision, self.device)
         self.step = 0
         self.best_metric = float("-inf")
+        if self.train_cfg.init_weights and not cfg.resume:
+            load_model_weights(self.model, Path(self.train_cfg.init_weights))
         self._resume_if_asked()
         if self.context.enabled:
             self.model = DistributedDataParallel(
@@ -123,7 +128,7 @@ class Trainer:
             )
 
     def _resume_if_asked(self) -> None:
-        path = resolve_resume_path(self.train_cfg.resume, self.checkpoint_dir)
+        path = resolve_resume_path(self.cfg.resume, self.run_dir)
         if path is None:
             return
         state = load_checkpoint(path, map_location=self.device)
@@ -257,8 +262,9 @@ class Trainer:
         bar = self.logger.progress(cfg.steps, self.step, "train")
         started = time.perf_counter()
         steps_timed = 0
+        last_step = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
         for example in self._loader():
-            if self.step >= cfg.steps:
+            if self.step >= last_step:
                 break
             terms = self.train_step(example)
             if terms is None:

@@ -79,13 +79,11 @@ def unproject_depth(
     """World points of every pixel of a z-depth map: ``X = R (z K^-1 [x, y, 1]) + t``."""
     height, width = depth.shape[-2:]
     grid = pixel_grid(height, width, device=depth.device).to(depth.dtype)
-    fx = intrinsics[..., 0, 0, None, None]
-    fy = intrinsics[..., 1, 1, None, None]
-    cx = intrinsics[..., 0, 2, None, None]
-    cy = intrinsics[..., 1, 2, None, None]
-    x_cam = (grid[..., 0] - cx) / fx * depth
-    y_cam = (grid[..., 1] - cy) / fy * depth
-    points_cam = torch.stack([x_cam, y_cam, depth], dim=-1)
+    homogeneous = torch.cat([grid, torch.ones_like(grid[..., :1])], dim=-1)
+    # The full inverse keeps a non-zero skew K[0, 1] exact.
+    inverse_k = torch.linalg.inv(intrinsics)
+    directions = homogeneous @ inverse_k[..., None, :, :].transpose(-1, -2)
+    points_cam = directions * depth[..., None]
     flat = points_cam.reshape(*points_cam.shape[:-3], height * width, 3)
     world = transform_points(cam_to_world, flat)
     return world.reshape(*points_cam.shape)
@@ -99,8 +97,8 @@ def project_points(
 ) -> tuple[Float[Tensor, "*b n 2"], Float[Tensor, "*b n"]]:
     """Pixel coordinates ``(x, y)`` and z-depth of world points seen by a camera.
 
-    ``p = K (R^T (X - t))``, ``(x, y) = p_xy / p_z``. Points at or behind the camera get their
-    z clamped to ``eps`` for the division only; callers mask them with ``depth > 0``.
+    ``p = K (R^T (X - t))``, ``(x, y) = p_xy / p_z``. Only ``|z| < eps`` is clamped for the
+    division; points behind the camera get mirrored pixels, so callers mask with ``depth > 0``.
     """
     points_cam = transform_points(invert_pose(cam_to_world), points)
     z = points_cam[..., 2]
@@ -121,14 +119,8 @@ def camera_rays(
     gained per metre travelled along the unit direction (the cosine to the optical axis), so a
     point at z-depth ``z`` lies at distance ``z / z_per_distance`` along the ray.
     """
-    fx = intrinsics[..., 0, 0, None]
-    fy = intrinsics[..., 1, 1, None]
-    cx = intrinsics[..., 0, 2, None]
-    cy = intrinsics[..., 1, 2, None]
-    directions_cam = torch.stack(
-        [(pixels[..., 0] - cx) / fx, (pixels[..., 1] - cy) / fy, torch.ones_like(pixels[..., 0])],
-        dim=-1,
-    )
+    homogeneous = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)
+    directions_cam = homogeneous @ torch.linalg.inv(intrinsics).transpose(-1, -2)
     norms = directions_cam.norm(dim=-1)
     directions_cam = directions_cam / norms[..., None]
     directions = directions_cam @ cam_to_world[..., :3, :3].transpose(-1, -2)

@@ -1,0 +1,100 @@
+"""Decoding and resizing of dataset images; every error names the file and the problem.
+
+Sizes are ``(width, height)`` like ``cv2.resize`` and the readers' ``image_size``. Resizes keep
+pixel centres aligned (``x' = (x + 0.5) * s - 0.5``), the convention of
+:func:`gsnerf.geometry.camera.scale_intrinsics`: colour uses area averaging when shrinking (an
+antialiased reduction) and bilinear when enlarging; depth and label ids use nearest neighbour,
+so no depth or id is ever invented by blending two surfaces.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from jaxtyping import Float32, UInt8, UInt16
+
+from gsnerf.data.scene_reader import DatasetFormatError
+
+# Depth PNGs of ScanNet, Replica and the importer store millimetres (spec 1.2, 1.3).
+MILLIMETRES_PER_METRE = 1000.0
+
+_JPEG_START = b"\xff\xd8"
+_JPEG_END = b"\xff\xd9"
+
+
+def _read_bytes(path: Path) -> UInt8[np.ndarray, " n"]:
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: file not found")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise DatasetFormatError(f"{path}: empty file")
+    return data
+
+
+def _decode(path: Path, flags: int) -> np.ndarray:
+    data = _read_bytes(path)
+    raw = data.tobytes()
+    # Some libjpeg builds decode a truncated JPEG with only a warning; the end marker catches it.
+    if raw.startswith(_JPEG_START) and not raw.rstrip(b"\x00").endswith(_JPEG_END):
+        raise DatasetFormatError(f"{path}: truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(data, flags)
+    if image is None:
+        raise DatasetFormatError(f"{path}: cannot decode image (corrupt or not an image)")
+    return image
+
+
+def read_rgb(path: Path) -> UInt8[np.ndarray, "h w 3"]:
+    """8-bit RGB image (JPEG or PNG; grey or 16-bit inputs are converted), EXIF rotation ignored."""
+    image = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def read_depth_png(
+    path: Path, units_per_metre: float = MILLIMETRES_PER_METRE
+) -> Float32[np.ndarray, "h w"]:
+    """Single-channel 16-bit depth PNG -> metres (``value / units_per_metre``); 0 stays invalid."""
+    depth = _decode(path, cv2.IMREAD_UNCHANGED)
+    if depth.ndim != 2 or depth.dtype != np.uint16:
+        channels = 1 if depth.ndim == 2 else depth.shape[2]
+        raise DatasetFormatError(
+            f"{path}: expected a single-channel 16-bit depth PNG, got {depth.dtype} with "
+            f"{channels} channel(s)"
+        )
+    return depth.astype(np.float32) / np.float32(units_per_metre)
+
+
+def read_label_png(path: Path) -> UInt8[np.ndarray, "h w"] | UInt16[np.ndarray, "h w"]:
+    """Single-channel 8- or 16-bit image of raw label ids, as stored."""
+    labels = _decode(path, cv2.IMREAD_UNCHANGED)
+    if labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
+        channels = 1 if labels.ndim == 2 else labels.shape[2]
+        raise DatasetFormatError(
+            f"{path}: expected a single-channel 8/16-bit label-id PNG, got {labels.dtype} with "
+            f"{channels} channel(s) (a colour visualisation instead of ids?)"
+        )
+    return labels
+
+
+def size_of(image: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of an ``h w`` or ``h w c`` array."""
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def resize_rgb(image: UInt8[np.ndarray, "h w 3"], size: tuple[int, int]) -> UInt8[np.ndarray, "_ _ 3"]:
+    """Colour resize to ``size``: area averaging if no axis grows, bilinear otherwise."""
+    width, height = size_of(image)
+    if (width, height) == tuple(size):
+        return image
+    shrinking = size[0] <= width and size[1] <= height
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, tuple(size), interpolation=interpolation)
+
+
+def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize with centre alignment: output pixel x reads ``floor((x+0.5)/s)``.
+
+    Example: 640 -> 320 columns reads source columns 1, 3, 5, ...; 160 -> 320 reads 0, 0, 1, 1, ...
+    """
+    if size_of(image) == tuple(size):
+        return image
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_NEAREST_EXACT)

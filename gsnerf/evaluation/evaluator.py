@@ -1,0 +1,249 @@
+"""Render every test view, score it, and write ``metrics.json``, ``per_view.csv`` and strips.
+
+Metrics (each named by its definition in ``metrics.json``):
+- ``miou`` / ``total_accuracy`` / ``class_average_accuracy``: one confusion matrix over all
+  pixels of all views (dataset level, the standard);
+- ``paper_*``: the same three per image over the classes present in its GT, averaged over
+  images (spec 5.2, comparable with the GSNeRF tables);
+- ``psnr`` over valid-depth pixels, ``ssim`` (scikit-image) and ``lpips`` (VGG) on zero-masked
+  images (spec 5.2), averaged over images;
+- ``depth_*`` of the rendered depth and ``guide_*`` of the guide depth D_T (abs rel, RMSE,
+  delta < 1.25, ...), per image then averaged;
+- ``fps``: rendered frames per second including the source encoding, on the named device.
+"""
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gsnerf.data.dataset import collate_examples
+from gsnerf.engine.logging import RunLogger
+from gsnerf.evaluation.image_strip import view_strip
+from gsnerf.evaluation.metrics import (
+    ConfusionAccumulator,
+    DepthMetricsAccumulator,
+    LpipsMetric,
+    MetricValue,
+    PaperProtocolAccumulator,
+    psnr,
+    ssim,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalCfg:
+    # Rays rendered per chunk of a full image (spec 5.1: 4096); 0 renders the image at once.
+    chunk_rays: int = 4096
+    # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
+    save_images: bool = True
+    # Compute LPIPS (VGG, spec 5.2); reported unavailable when its weights are not present.
+    lpips: bool = True
+    # Evaluate after training on all held-out views (the quickstart's final table).
+    after_training: bool = True
+
+
+class SceneScores:
+    """Accumulators of one scene (or of the whole test set)."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        self.confusion = ConfusionAccumulator(num_classes, ignore_index)
+        self.paper = PaperProtocolAccumulator(num_classes, ignore_index)
+        self.depth = DepthMetricsAccumulator()
+        self.guide = DepthMetricsAccumulator()
+        self.image_scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": []}
+        self.lpips_reason: str | None = None
+        self.has_labels = False
+
+    def summary(self) -> dict[str, float | None]:
+        values: dict[str, MetricValue] = {}
+        if self.has_labels:
+            values.update(self.confusion.summary())
+            values.update({f"paper_{k}": v for k, v in self.paper.summary().items()})
+        for key, scores in self.image_scores.items():
+            if scores:
+                values[key] = MetricValue.of(float(np.mean(scores)))
+            elif key == "lpips" and self.lpips_reason:
+                values[key] = MetricValue.unavailable(self.lpips_reason)
+        values.update({f"depth_{k}": v for k, v in self.depth.per_image_mean().items()})
+        values.update({f"guide_{k}": v for k, v in self.guide.per_image_mean().items()})
+        return {key: value.value for key, value in values.items()}
+
+    def unavailable(self) -> dict[str, str]:
+        reasons = {}
+        if not self.image_scores["lpips"] and self.lpips_reason:
+            reasons["lpips"] = self.lpips_reason
+        if not self.has_labels:
+            reasons["miou"] = "the evaluated scenes have no semantic labels"
+        return reasons
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    cfg: EvalCfg,
+    class_names: list[str],
+    ignore_index: int,
+    out_dir: Path,
+    device: torch.device,
+    logger: RunLogger | None = None,
+    step: int = 0,
+) -> dict:
+    """Score ``model`` on every item of ``dataset``; returns the overall metrics dict."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = len(class_names)
+    overall = SceneScores(num_classes, ignore_index)
+    per_scene: dict[str, SceneScores] = {}
+    lpips_metric = LpipsMetric() if cfg.lpips else None
+    lpips_reason = None if lpips_metric is None else lpips_metric.unavailable_reason()
+    if not cfg.lpips:
+        lpips_reason = "disabled by eval.lpips=false"
+    rows = []
+    render_seconds = 0.0
+    model.eval()
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_examples)
+    for example in loader:
+        example = example.to(device)
+        _synchronize(device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            geometry = model.encode_sources(example)
+            image = model.render_image(example, geometry, cfg.chunk_rays)
+        _synchronize(device)
+        render_seconds += time.perf_counter() - started
+
+        scene = example.scenes[0]
+        frame_id = int(example.target.frame_ids[0, 0])
+        scores = per_scene.setdefault(scene, SceneScores(num_classes, ignore_index))
+        row = _score_view(example, image, scores, overall, lpips_metric, lpips_reason)
+        rows.append({"scene": scene, "frame": frame_id, **row})
+        if cfg.save_images or logger is not None:
+            strip = view_strip(example, image, class_names, ignore_index)
+            if cfg.save_images:
+                name = f"{scene.replace('/', '_')}_{frame_id:06d}.png"
+                (out_dir / "images").mkdir(exist_ok=True)
+                cv2.imwrite(str(out_dir / "images" / name), strip[..., ::-1])
+            if logger is not None and len(rows) <= 4:
+                logger.image(f"val/view_{len(rows) - 1}", strip, step)
+
+    frames = len(rows)
+    results = {
+        "overall": overall.summary(),
+        "per_scene": {name: scores.summary() for name, scores in per_scene.items()},
+        "unavailable": overall.unavailable(),
+        "class_names": class_names,
+        "views": frames,
+        "fps": frames / render_seconds if render_seconds > 0 else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "definitions": {
+            "miou": "dataset-level confusion matrix over all views, mean IoU of classes seen",
+            "paper_miou": "per image over classes present in its GT, averaged (spec 5.2)",
+            "psnr": "dB over pixels with GT depth > 0, averaged over views",
+            "ssim": "scikit-image, invalid-depth pixels zeroed in both images (spec 5.2)",
+            "lpips": "lpips VGG v0.1 on zero-masked images in [-1, 1] (spec 5.2)",
+            "depth_*": "rendered depth (z) vs GT depth, per view then averaged",
+            "guide_*": "guide depth D_T vs GT depth, per view then averaged",
+            "fps": "views per second including source encoding and D_T",
+        },
+    }
+    results["overall"]["fps"] = results["fps"]
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    _write_csv(out_dir / "per_view.csv", rows)
+    if logger is not None:
+        logger.scalars(results["overall"], step, "val")
+    return results["overall"]
+
+
+def _score_view(example, image, scores, overall, lpips_metric, lpips_reason) -> dict:
+    """Add one view to its scene's and the overall accumulators; returns its CSV row."""
+    target = example.target
+    gt_rgb = target.images[0, 0].float()
+    gt_depth = None if target.depths is None else target.depths[0, 0].float()
+    mask = None if gt_depth is None else gt_depth > 0
+    rgb = image.rgb[0].float().clamp(0, 1)
+    row: dict[str, float | None] = {
+        "psnr": psnr(rgb, gt_rgb, mask),
+        "ssim": ssim(rgb, gt_rgb, mask),
+        "lpips": None,
+    }
+    if lpips_metric is not None and lpips_reason is None:
+        row["lpips"] = lpips_metric(rgb, gt_rgb, mask).value
+    for accumulator in (scores, overall):
+        for key in ("psnr", "ssim", "lpips"):
+            if row[key] is not None:
+                accumulator.image_scores[key].append(row[key])
+        accumulator.lpips_reason = lpips_reason
+    if target.labels is not None:
+        prediction = image.semantic_logits[0].argmax(0)
+        gt_labels = target.labels[0, 0]
+        for accumulator in (scores, overall):
+            accumulator.has_labels = True
+            accumulator.confusion.add(prediction, gt_labels)
+            paper = accumulator.paper.add(prediction, gt_labels)
+        row["paper_miou"] = paper.miou
+        row["pixel_accuracy"] = paper.total_accuracy
+    if gt_depth is not None:
+        for accumulator in (scores, overall):
+            accumulator.depth.add(image.depth[0].float(), gt_depth)
+            accumulator.guide.add(image.guide_depth[0].float(), gt_depth, image.guide_valid[0])
+        valid = mask & (image.guide_valid[0])
+        if bool(valid.any()):
+            rel = (image.guide_depth[0][valid] - gt_depth[valid]).abs() / gt_depth[valid]
+            row["guide_abs_rel"] = float(rel.mean())
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(key for key in row if key not in keys)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+TABLE_COLUMNS = (
+    ("mIoU", "miou"),
+    ("paper mIoU", "paper_miou"),
+    ("Total Acc", "total_accuracy"),
+    ("Class Acc", "class_average_accuracy"),
+    ("PSNR", "psnr"),
+    ("SSIM", "ssim"),
+    ("LPIPS", "lpips"),
+    ("D_T absrel", "guide_abs_rel"),
+    ("depth absrel", "depth_abs_rel"),
+    ("FPS", "fps"),
+)
+
+
+def format_table(metrics: dict, title: str) -> str:
+    """A Markdown table shaped like the paper's (mIoU, accuracies, PSNR, SSIM, LPIPS) + depth."""
+    header = "| " + " | ".join(["setting"] + [name for name, _ in TABLE_COLUMNS]) + " |"
+    rule = "|" + "---|" * (len(TABLE_COLUMNS) + 1)
+    cells = []
+    for _, key in TABLE_COLUMNS:
+        value = metrics.get(key)
+        if value is None:
+            cells.append("n/a")
+        elif key in ("miou", "paper_miou", "total_accuracy", "class_average_accuracy"):
+            cells.append(f"{100 * value:.2f}")
+        elif key in ("psnr", "fps"):
+            cells.append(f"{value:.2f}")
+        else:
+            cells.append(f"{value:.3f}")
+    return "\n".join([header, rule, "| " + " | ".join([title] + cells) + " |"])
