@@ -1,4 +1,6 @@
-"""Decoding and resizing of dataset images; every error names the file and the problem.
+"""Decoding of dataset files (images, depth, label ids, text matrices) and image resizing.
+
+Every error names the file and the problem.
 
 Sizes are ``(width, height)`` like ``cv2.resize`` and the readers' ``image_size``. Resizes keep
 pixel centres aligned (``x' = (x + 0.5) * s - 0.5``), the convention of
@@ -7,16 +9,27 @@ antialiased reduction) and bilinear when enlarging; depth and label ids use near
 so no depth or id is ever invented by blending two surfaces.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from jaxtyping import Float32, UInt8, UInt16
+from jaxtyping import Float32, Float64, UInt8, UInt16
 
 from gsnerf.data.scene_reader import DatasetFormatError
 
 # Depth PNGs of ScanNet, Replica and the importer store millimetres (spec 1.2, 1.3).
 MILLIMETRES_PER_METRE = 1000.0
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """Files of one frame of a scene; ``labels`` is None where the scene has no label maps."""
+
+    color: Path
+    depth: Path
+    labels: Path | None
+
 
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
@@ -80,7 +93,9 @@ def size_of(image: np.ndarray) -> tuple[int, int]:
     return int(image.shape[1]), int(image.shape[0])
 
 
-def resize_rgb(image: UInt8[np.ndarray, "h w 3"], size: tuple[int, int]) -> UInt8[np.ndarray, "_ _ 3"]:
+def resize_rgb(
+    image: UInt8[np.ndarray, "h w 3"], size: tuple[int, int]
+) -> UInt8[np.ndarray, "_ _ 3"]:
     """Colour resize to ``size``: area averaging if no axis grows, bilinear otherwise."""
     width, height = size_of(image)
     if (width, height) == tuple(size):
@@ -98,3 +113,46 @@ def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if size_of(image) == tuple(size):
         return image
     return cv2.resize(image, tuple(size), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def read_matrix_txt(path: Path, shapes: tuple[tuple[int, int], ...]) -> Float64[np.ndarray, "r c"]:
+    """Whitespace-separated matrix text whose rows x columns is one of ``shapes``.
+
+    Entries such as ``-inf`` and ``nan`` parse (ScanNet writes ``-inf`` poses); callers decide.
+    """
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: file not found")
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    shape = (len(rows), len(rows[0]) if rows else 0)
+    if shape not in shapes or any(len(row) != shape[1] for row in rows):
+        expected = " or ".join(f"{r}x{c}" for r, c in shapes)
+        lengths = sorted({len(row) for row in rows})
+        raise DatasetFormatError(
+            f"{path}: expected a {expected} matrix, got {len(rows)} row(s) of {lengths} number(s)"
+        )
+    try:
+        return np.array([[float(value) for value in row] for row in rows], dtype=np.float64)
+    except ValueError as error:
+        raise DatasetFormatError(f"{path}: unparsable number ({error})") from error
+
+
+def read_pose_rows(path: Path) -> Float64[np.ndarray, "n 4 4"]:
+    """Poses stored one per line as 16 numbers, each a row-major 4x4 (Replica ``traj_w_c.txt``)."""
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: file not found")
+    poses = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        values = line.split()
+        if len(values) != 16:
+            raise DatasetFormatError(
+                f"{path}: line {line_number}: expected 16 numbers (a 4x4 pose), got {len(values)}"
+            )
+        try:
+            poses.append(np.array([float(value) for value in values]).reshape(4, 4))
+        except ValueError as error:
+            raise DatasetFormatError(f"{path}: line {line_number}: {error}") from error
+    if not poses:
+        raise DatasetFormatError(f"{path}: no pose")
+    return np.stack(poses)

@@ -104,12 +104,10 @@ class LabelTable:
         return self.lookup[index]
 
 
-def read_scannet_tsv(path: Path) -> Int64[np.ndarray, " ids"]:
-    """Raw ScanNet category id -> nyu40 id from ``scannetv2-labels.combined.tsv``.
+def read_scannet_tsv(path: Path) -> dict[int, int]:
+    """Raw ScanNet category id -> nyu40 id, from ``scannetv2-labels.combined.tsv``.
 
-    Columns are found by their header names ``id`` and ``nyu40id``, not by position. The result
-    has one entry per raw id up to the largest listed id plus one trailing entry; ids the file
-    does not list (and the trailing entry) are 0, the nyu40 "unannotated" id.
+    Columns are found by their header names ``id`` and ``nyu40id``, not by position.
     """
     if not path.is_file():
         raise DatasetFormatError(f"{path}: label table not found (needed to map label-filt ids)")
@@ -122,7 +120,7 @@ def read_scannet_tsv(path: Path) -> Int64[np.ndarray, " ids"]:
     if missing:
         raise DatasetFormatError(f"{path}: header lacks column(s) {missing}; header is {header}")
     id_column, nyu_column = header.index("id"), header.index("nyu40id")
-    pairs = []
+    raw_to_nyu40: dict[int, int] = {}
     for line_number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -136,12 +134,9 @@ def read_scannet_tsv(path: Path) -> Int64[np.ndarray, " ids"]:
             raise DatasetFormatError(
                 f"{path}: line {line_number}: id {raw_id} / nyu40id {nyu40_id} out of range"
             )
-        pairs.append((raw_id, nyu40_id))
-    if not pairs:
-        raise DatasetFormatError(f"{path}: no data row")
-    raw_to_nyu40 = np.zeros(max(raw_id for raw_id, _ in pairs) + 2, dtype=np.int64)
-    for raw_id, nyu40_id in pairs:
         raw_to_nyu40[raw_id] = nyu40_id
+    if not raw_to_nyu40:
+        raise DatasetFormatError(f"{path}: no data row")
     return raw_to_nyu40
 
 
@@ -167,9 +162,15 @@ def nyu40_lookup(mapping: LabelMapping) -> Int64[np.ndarray, " ids"]:
     return lookup
 
 
-def scannet_table(raw_to_nyu40: Int64[np.ndarray, " ids"], mapping: LabelMapping) -> LabelTable:
-    """Raw ScanNet id -> class id: the tsv lookup composed with :func:`nyu40_lookup`."""
-    return LabelTable(scannet_class_names(mapping), nyu40_lookup(mapping)[raw_to_nyu40])
+def scannet_table(raw_to_nyu40: dict[int, int], mapping: LabelMapping) -> LabelTable:
+    """Raw ScanNet id -> class id: the tsv composed with :func:`nyu40_lookup`.
+
+    Raw ids the tsv does not list (including every id past its largest) act as nyu40 0,
+    unannotated, as in the reference's lookup array (spec 1.4).
+    """
+    nyu40 = np.zeros(max(raw_to_nyu40) + 2, dtype=np.int64)
+    nyu40[list(raw_to_nyu40)] = list(raw_to_nyu40.values())
+    return LabelTable(scannet_class_names(mapping), nyu40_lookup(mapping)[nyu40])
 
 
 def replica_table(mapping: LabelMapping) -> LabelTable:

@@ -8,6 +8,7 @@ to a temporary file first and renamed, so a killed run never leaves a half-writt
 
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
         raise RuntimeError(f"{path}: cannot read checkpoint ({error})") from error
     if not isinstance(state, dict) or "model" not in state:
         raise RuntimeError(f"{path}: not a gsnerf checkpoint (no 'model' entry)")

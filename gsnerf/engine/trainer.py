@@ -199,6 +199,7 @@ class Trainer:
             result.geometry,
             example,
             guide_distance=result.rays.guide_depth,
+            guide_valid=result.rays.guide_valid,
         )
         total = losses["total"]
         if not all_ranks_finite(total, self.context):

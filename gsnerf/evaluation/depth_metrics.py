@@ -56,8 +56,9 @@ def _depth_sums(
     delta_hits = ((p > 0) & (ratio < cfg.delta_ratio)).sum()
     threshold_hits = [(error < t).sum() for t in cfg.abs_error_thresholds_m]
     stats = [p.numel(), error.sum(), (error / g).sum(), error.square().sum(), delta_hits]
+    device = pred.device
     return torch.stack(
-        [torch.as_tensor(s, dtype=torch.float64, device=pred.device) for s in stats + threshold_hits]
+        [torch.as_tensor(s, dtype=torch.float64, device=device) for s in stats + threshold_hits]
     )
 
 

@@ -100,11 +100,10 @@ def _supervised_terms(
             "is missing (example.sources.depths is None); set "
             "loss.depth_supervision=self_supervised for data without depth"
         )
-    downsample = _choice(GtDownsample, cfg.gt_downsample, "loss.supervised.gt_downsample")
     terms = {}
     if cfg.source_weight != 0:
         terms["depth_source"] = cfg.source_weight * source_depth_loss(
-            geometry.depths, gt_depth, cfg.level_weights, cfg.beta, downsample
+            geometry.depths, gt_depth, cfg.level_weights, cfg.beta, GtDownsample(cfg.gt_downsample)
         )
     if cfg.ray_weight != 0:
         if targets.depth is None:
@@ -132,18 +131,25 @@ def compute_losses(
     and ``guide_valid`` its validity (``RayBundle.guide_valid``); they feed the self-supervised
     pull toward D_T (spec 3.5c) and are ignored in supervised mode.
     """
+    # Every named choice is checked up front, so a typo fails at the first step in either mode.
     mode = _choice(DepthSupervision, cfg.depth_supervision, "loss.depth_supervision")
-    view_reduction = cfg.self_supervised.view_reduction
-    _choice(ViewReduction, view_reduction, "loss.self_supervised.view_reduction")
+    _choice(GtDownsample, cfg.supervised.gt_downsample, "loss.supervised.gt_downsample")
+    _choice(
+        ViewReduction, cfg.self_supervised.view_reduction, "loss.self_supervised.view_reduction"
+    )
+    num_classes = output.semantic_logits.shape[-1]
+    if 0 <= cfg.ignore_index < num_classes:
+        raise ValueError(
+            f"loss.ignore_index {cfg.ignore_index} is a real class of the {num_classes} classes; "
+            "it must be the dataset's ignore label, outside 0..classes-1"
+        )
     # Losses are reductions over many entries: keep them in float32 even inside autocast.
     with torch.autocast(device_type=output.rgb.device.type, enabled=False):
         terms: dict[str, Tensor] = {}
         if cfg.rgb_weight != 0:
             terms["image"] = cfg.rgb_weight * image_loss(output.rgb, targets.rgb)
         if cfg.semantic_weight != 0:
-            class_weights = class_weight_tensor(
-                cfg.class_weights, output.semantic_logits.shape[-1], output.rgb.device
-            )
+            class_weights = class_weight_tensor(cfg.class_weights, num_classes, output.rgb.device)
             if targets.labels is not None:
                 terms["semantic_ray"] = cfg.semantic_weight * ray_semantic_loss(
                     output.semantic_logits, targets.labels, class_weights, cfg.ignore_index

@@ -5,7 +5,8 @@ inverse-warped into the reference with the reference's predicted z-depth at each
 ``x_nb = K_nb T_nb<-ref (D_ref(x) K_ref^-1 x)``, then bilinearly sampled. Per level ``l``::
 
     L_ssl,l = reconstruction_weight * L_RC + ssim_weight * L_SSIM + smoothness_weight * L_smooth
-    L_RC(p)  = min over valid neighbours of
+    L_RC     = mean over the pixels valid in some neighbour of the per-pixel
+               min over valid neighbours of
                (1 - a) SL1(I_nb->ref - I_ref) + a (SL1(d_x ...) + SL1(d_y ...))   (a = 0.5)
     L_SSIM   = mean over neighbours and pixels whose whole window is valid of
                clamp((1 - SSIM) / 2, 0, 1)
@@ -14,7 +15,8 @@ inverse-warped into the reference with the reference's predicted z-depth at each
 and ``L_ssl = weight * sum_l level_weights[l] * L_ssl,l``, summed (or averaged) over the
 reference views. A warped pixel is valid when it lands inside the neighbour image in front of it.
 
-Differences from the reference (RC-MVSNet's loss as used by GSNeRF, spec 7.25): images reach a
+Differences from the reference (RC-MVSNet's loss as used by GSNeRF, spec 7.25): each reference
+is compared with its MVS neighbours (3 by default), not with all 7 other views; images reach a
 level by area averaging, not nearest; the minimum over neighbours is a real per-pixel minimum (the
 reference's top-k over scalar per-view losses is degenerate); SSIM uses every neighbour, not the
 first two; the smoothness acts on mean-normalised depth, so it cannot be lowered by shrinking the
@@ -214,10 +216,11 @@ def _level_terms(
     batch_index = torch.arange(depth.shape[0], device=depth.device)[:, None, None]
     num_neighbours = neighbours.shape[-1]
 
-    def per_pair(tensor: Tensor) -> Tensor:
+    # Flat (reference, neighbour) pairs: the reference's tensor repeated, the neighbour's gathered.
+    def per_pair(tensor: Float[Tensor, "b v *rest"]) -> Float[Tensor, " pairs *rest"]:
         return repeat(tensor, "b v ... -> (b v k) ...", k=num_neighbours)
 
-    def of_neighbours(tensor: Tensor) -> Tensor:
+    def of_neighbours(tensor: Float[Tensor, "b v *rest"]) -> Float[Tensor, " pairs *rest"]:
         return rearrange(tensor[batch_index, neighbours], "b v k ... -> (b v k) ...")
 
     warped, valid = warp_to_reference(

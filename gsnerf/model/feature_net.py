@@ -17,13 +17,14 @@ Pretrained trunks keep their ImageNet BatchNorm statistics frozen, also mode-ind
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from jaxtyping import Float
 from torch import Tensor, nn
-
-from gsnerf.model.pretrained_trunk import TorchvisionTrunk
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 
 class EncoderKind(str, Enum):
@@ -53,8 +54,8 @@ class FeatureNetCfg:
     pyramid_widths: list[int] = field(default_factory=lambda: [32, 16, 8])
     # Channels of the semantic feature map; null: the number of classes (spec 2.1).
     semantic_channels: int | None = None
-    # Groups of every GroupNorm, capped at a divisor of the width (spec 5.3: per-image statistics).
-    norm_groups: int = 4
+    # Channels per GroupNorm group (a divisor of each width is used); spec 5.3: per-image stats.
+    norm_channels_per_group: int = 4
     # Negative slope of every LeakyReLU (spec 2.1 plain UNet: InPlaceABN, slope 0.01).
     leaky_slope: float = 0.01
 
@@ -69,13 +70,14 @@ class FeatureNetOutput:
 
 
 def conv_norm_act(
-    in_channels: int, out_channels: int, stride: int, norm_groups: int, leaky_slope: float
+    in_channels: int, out_channels: int, stride: int, cfg: FeatureNetCfg
 ) -> nn.Sequential:
     """3x3 conv (no bias: the norm removes it) + GroupNorm + LeakyReLU."""
+    groups = out_channels // math.gcd(cfg.norm_channels_per_group, out_channels)
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.GroupNorm(math.gcd(norm_groups, out_channels), out_channels),
-        nn.LeakyReLU(leaky_slope),
+        nn.GroupNorm(groups, out_channels),
+        nn.LeakyReLU(cfg.leaky_slope),
     )
 
 
@@ -87,8 +89,8 @@ class UNetTrunk(nn.Module):
         widths = [cfg.stem_width, *cfg.encoder_widths]
         self.stages = nn.ModuleList(
             nn.Sequential(
-                conv_norm_act(c_in, c_out, 2, cfg.norm_groups, cfg.leaky_slope),
-                conv_norm_act(c_out, c_out, 1, cfg.norm_groups, cfg.leaky_slope),
+                conv_norm_act(c_in, c_out, 2, cfg),
+                conv_norm_act(c_out, c_out, 1, cfg),
             )
             for c_in, c_out in zip(widths[:-1], widths[1:])
         )
@@ -103,16 +105,100 @@ class UNetTrunk(nn.Module):
         return features
 
 
+def freeze_batch_norms(module: nn.Module) -> None:
+    """Replace every BatchNorm2d below ``module`` by a FrozenBatchNorm2d with its statistics.
+
+    The ImageNet statistics are then used in training and evaluation alike (spec 5.3).
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norms(child)
+
+
+class TorchvisionTrunk(nn.Module):
+    """ImageNet-pretrained torchvision trunk cut after its 1/16 stage, weights from a local file.
+
+    The model is built with ``weights=None`` (torchvision never downloads) and its state dict is
+    read from ``weights_path``. Inputs in [0, 1] get the ImageNet mean/std these weights expect
+    (the reference feeds raw [0, 1] images to its ImageNet encoder, spec 7.8).
+    """
+
+    def __init__(self, kind: str, weights_path: str | None) -> None:
+        super().__init__()
+        builders = {
+            EncoderKind.MOBILENET_V3_SMALL: torchvision.models.mobilenet_v3_small,
+            EncoderKind.RESNET18: torchvision.models.resnet18,
+        }
+        weight_enums = {
+            EncoderKind.MOBILENET_V3_SMALL: torchvision.models.MobileNet_V3_Small_Weights,
+            EncoderKind.RESNET18: torchvision.models.ResNet18_Weights,
+        }
+        encoder = EncoderKind(kind)
+        url = weight_enums[encoder].IMAGENET1K_V1.url
+        if weights_path is None or not Path(weights_path).is_file():
+            raise FileNotFoundError(
+                f"feature_net.pretrained_weights: encoder '{kind}' needs its ImageNet weights in "
+                f"a local file, got {weights_path!r}. Weights cannot be downloaded offline: fetch "
+                f"{url} on a machine with internet access, put it at that path (for example "
+                f"data/weights/{url.rsplit('/', 1)[-1]}), or use encoder 'unet' to train from "
+                "scratch"
+            )
+        model = builders[encoder](weights=None)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(
+                f"feature_net.pretrained_weights: {weights_path} is not a torchvision '{kind}' "
+                f"state dict: {error}"
+            ) from error
+        if encoder is EncoderKind.RESNET18:
+            stages = [
+                nn.Sequential(model.conv1, model.bn1, model.relu),
+                nn.Sequential(model.maxpool, model.layer1),
+                model.layer2,
+                model.layer3,
+            ]
+            self.widths = [64, 64, 128, 256]
+        else:
+            # MobileNetV3-small blocks 0, 1, 2-3, 4-8 end at 1/2, 1/4, 1/8, 1/16 (spec 2.1).
+            blocks = model.features
+            stages = [blocks[0], blocks[1], blocks[2:4], blocks[4:9]]
+            self.widths = [16, 16, 24, 48]
+        self.stages = nn.ModuleList(stages)
+        freeze_batch_norms(self.stages)
+        # The normalisation the torchvision ImageNet weights were trained with.
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, images: Float[Tensor, "b 3 h w"]) -> list[Float[Tensor, "b _ _ _"]]:
+        x = (images - self.mean) / self.std
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
 class DecoderBlock(nn.Module):
     """Upsample to the skip's size, concatenate the skip, two conv-norm-act layers."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
-                 cfg: FeatureNetCfg) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, cfg: FeatureNetCfg
+    ) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            conv_norm_act(in_channels + skip_channels, out_channels, 1, cfg.norm_groups,
-                          cfg.leaky_slope),
-            conv_norm_act(out_channels, out_channels, 1, cfg.norm_groups, cfg.leaky_slope),
+            conv_norm_act(in_channels + skip_channels, out_channels, 1, cfg),
+            conv_norm_act(out_channels, out_channels, 1, cfg),
         )
 
     def forward(
@@ -146,7 +232,7 @@ class FeatureNet(nn.Module):
         self.cfg = cfg
         self.semantic_channels = cfg.semantic_channels or num_classes
         self.image_channels = cfg.pyramid_widths[-1]
-        self.stem = conv_norm_act(3, cfg.stem_width, 1, cfg.norm_groups, cfg.leaky_slope)
+        self.stem = conv_norm_act(3, cfg.stem_width, 1, cfg)
         if kind is EncoderKind.UNET:
             self.trunk: nn.Module = UNetTrunk(cfg)
         else:
@@ -166,8 +252,7 @@ class FeatureNet(nn.Module):
             nn.Conv2d(c_in, c_out, 3, padding=1)
             for c_in, c_out in zip(cfg.decoder_widths[1:], cfg.pyramid_widths)
         )
-        self.semantic_head = nn.Conv2d(cfg.decoder_widths[-1], self.semantic_channels, 3,
-                                       padding=1)
+        self.semantic_head = nn.Conv2d(cfg.decoder_widths[-1], self.semantic_channels, 3, padding=1)
         self.logits_head = nn.Conv2d(self.semantic_channels, num_classes, 1)
 
     def forward(self, images: Float[Tensor, "b 3 h w"]) -> FeatureNetOutput:

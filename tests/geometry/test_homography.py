@@ -24,8 +24,14 @@ def pose(rotation: torch.Tensor, translation: list[float]) -> torch.Tensor:
 
 
 def rotation_xyz(ax: float, ay: float, az: float) -> torch.Tensor:
-    cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
-                              math.cos(az), math.sin(az))
+    cx, sx, cy, sy, cz, sz = (
+        math.cos(ax),
+        math.sin(ax),
+        math.cos(ay),
+        math.sin(ay),
+        math.cos(az),
+        math.sin(az),
+    )
     rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -118,15 +124,19 @@ def test_warp_matches_unproject_then_project() -> None:
         pixels = pixels.reshape(height, width, 2)
         inside = (
             (z.reshape(height, width) > 0)
-            & (pixels[..., 0] >= -0.5) & (pixels[..., 0] <= width - 0.5)
-            & (pixels[..., 1] >= -0.5) & (pixels[..., 1] <= height - 0.5)
+            & (pixels[..., 0] >= -0.5)
+            & (pixels[..., 0] <= width - 0.5)
+            & (pixels[..., 1] >= -0.5)
+            & (pixels[..., 1] <= height - 0.5)
         )
         assert torch.equal(valid[0, slice_index], inside)
         # Away from the border the bilinear support lies fully inside the image.
         interior = (
             (z.reshape(height, width) > 0)
-            & (pixels[..., 0] >= 0) & (pixels[..., 0] <= width - 1)
-            & (pixels[..., 1] >= 0) & (pixels[..., 1] <= height - 1)
+            & (pixels[..., 0] >= 0)
+            & (pixels[..., 0] <= width - 1)
+            & (pixels[..., 1] >= 0)
+            & (pixels[..., 1] <= height - 1)
         )
         assert interior.sum() > height * width // 4
         got = warped[0, :, slice_index].permute(1, 2, 0)
@@ -142,8 +152,12 @@ def test_gradient_reaches_source_features_and_is_finite() -> None:
     depths = torch.tensor([1.0, 2.0]).view(1, 2, 1, 1).expand(2, 2, height, width)
 
     warped, _ = plane_sweep_warp(
-        features, k.expand(2, 3, 3), src.expand(2, 4, 4), k.expand(2, 3, 3),
-        ref.expand(2, 4, 4), depths,
+        features,
+        k.expand(2, 3, 3),
+        src.expand(2, 4, 4),
+        k.expand(2, 3, 3),
+        ref.expand(2, 4, 4),
+        depths,
     )
     warped.square().sum().backward()
 

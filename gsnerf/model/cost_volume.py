@@ -1,0 +1,193 @@
+"""One cascade level of the Semantic Geo-Reasoner: group correlation + 3-D U-Net (spec 2.2).
+
+Each reference view's features are correlated, per channel group, with the features of its MVS
+neighbours warped onto the reference's depth hypotheses; a 3-D U-Net regularises the volume and
+gives per-hypothesis depth logits (soft-argmin depth) and a regularised volume feature.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from gsnerf.geometry.homography import plane_sweep_warp
+
+
+@dataclass
+class CostVolumeCfg:
+    # Groups of the group-wise correlation; must divide every pyramid width (spec 2.2: 8).
+    groups: int = 8
+    # 3-D U-Net widths at volume scale 1, 1/2, 1/4, 1/8 (spec 2.2 CostRegNet: 8, 16, 32, 64).
+    widths: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    # Channels of the regularised volume feature, head br2 (spec 2.2: 8).
+    volume_channels: int = 8
+    # Channels per GroupNorm group; 1 is the reference's batch-of-one BatchNorm (spec 5.3).
+    norm_channels_per_group: int = 1
+    # Negative slope of every LeakyReLU (spec 2.2: InPlaceABN, slope 0.01).
+    leaky_slope: float = 0.01
+
+
+@dataclass
+class CostVolumeOutput:
+    """Result of one cascade level for a batch of reference views."""
+
+    depth: Float[Tensor, "b h w"]  # soft-argmin z-depth, metres
+    probability: Float[Tensor, "b d h w"]  # softmax over the hypotheses
+    volume_features: Float[Tensor, "b c_vol d h w"]
+
+
+def group_correlation(
+    ref_features: Float[Tensor, "b c h w"],
+    warped_features: Float[Tensor, "b c d h w"],
+    groups: int,
+) -> Float[Tensor, "b g d h w"]:
+    """Mean over the channels of each group of ``ref * warped`` (spec 2.2).
+
+    Example: with one group and ``ref = warped = 1`` everywhere the cost is 1.
+    """
+    ref = rearrange(ref_features, "b (g c) h w -> b g c h w", g=groups)
+    warped = rearrange(warped_features, "b (g c) d h w -> b g c d h w", g=groups)
+    return torch.einsum("bgchw,bgcdhw->bgdhw", ref, warped) / ref.shape[2]
+
+
+def correlation_volume(
+    ref_features: Float[Tensor, "b c h w"],
+    neighbour_features: Float[Tensor, "b n c h w"],
+    ref_intrinsics: Float[Tensor, "b 3 3"],
+    ref_cam_to_world: Float[Tensor, "b 4 4"],
+    neighbour_intrinsics: Float[Tensor, "b n 3 3"],
+    neighbour_cam_to_world: Float[Tensor, "b n 4 4"],
+    hypotheses: Float[Tensor, "b d h w"],
+    groups: int,
+) -> Float[Tensor, "b g d h w"]:
+    """Group correlation of the reference with the mean of its n warped neighbours.
+
+    The correlation is linear in the warped features, so correlating with their mean equals the
+    mean of the n correlations. The reference divides the sum of 3 neighbours by V - 1 = 7
+    (spec 7.9); here the divisor is the number of neighbours used.
+    """
+    num_neighbours = neighbour_features.shape[1]
+    warped_sum = torch.zeros_like(ref_features)[:, :, None]
+    # One neighbour at a time keeps a single warped volume in memory, not n of them.
+    for index in range(num_neighbours):
+        warped, _ = plane_sweep_warp(
+            neighbour_features[:, index],
+            neighbour_intrinsics[:, index],
+            neighbour_cam_to_world[:, index],
+            ref_intrinsics,
+            ref_cam_to_world,
+            hypotheses,
+        )
+        warped_sum = warped_sum + warped
+    return group_correlation(ref_features, warped_sum / num_neighbours, groups)
+
+
+def conv3d_norm_act(
+    in_channels: int, out_channels: int, stride: int, cfg: CostVolumeCfg
+) -> nn.Sequential:
+    """3x3x3 conv (no bias: the norm removes it) + GroupNorm + LeakyReLU."""
+    groups = out_channels // math.gcd(cfg.norm_channels_per_group, out_channels)
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(groups, out_channels),
+        nn.LeakyReLU(cfg.leaky_slope),
+    )
+
+
+def up3d_norm_act(in_channels: int, out_channels: int, cfg: CostVolumeCfg) -> nn.Sequential:
+    """x2 transposed 3x3x3 conv + GroupNorm + LeakyReLU (spec 2.2 conv7/9/11)."""
+    groups = out_channels // math.gcd(cfg.norm_channels_per_group, out_channels)
+    return nn.Sequential(
+        nn.ConvTranspose3d(
+            in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False
+        ),
+        nn.GroupNorm(groups, out_channels),
+        nn.LeakyReLU(cfg.leaky_slope),
+    )
+
+
+class CostRegularizer(nn.Module):
+    """3-D U-Net over a cost volume with depth-logit and volume-feature heads (spec 2.2)."""
+
+    def __init__(self, in_channels: int, cfg: CostVolumeCfg) -> None:
+        super().__init__()
+        if len(cfg.widths) != 4:
+            raise ValueError(
+                f"cost_volume.widths: needs 4 entries (3 downsamplings), got {cfg.widths}"
+            )
+        w0, w1, w2, w3 = cfg.widths
+        # Three stride-2 stages: every volume size must be a multiple of 2^3.
+        self.size_multiple = 8
+        self.conv0 = conv3d_norm_act(in_channels, w0, 1, cfg)
+        self.down1 = nn.Sequential(conv3d_norm_act(w0, w1, 2, cfg), conv3d_norm_act(w1, w1, 1, cfg))
+        self.down2 = nn.Sequential(conv3d_norm_act(w1, w2, 2, cfg), conv3d_norm_act(w2, w2, 1, cfg))
+        self.down3 = nn.Sequential(conv3d_norm_act(w2, w3, 2, cfg), conv3d_norm_act(w3, w3, 1, cfg))
+        self.up3 = up3d_norm_act(w3, w2, cfg)
+        self.up2 = up3d_norm_act(w2, w1, cfg)
+        self.up1 = up3d_norm_act(w1, w0, cfg)
+        # No bias on the logit conv: a constant shift cancels in the softmax over hypotheses.
+        self.depth_head = nn.Sequential(
+            conv3d_norm_act(w0, w0, 1, cfg), nn.Conv3d(w0, 1, 3, padding=1, bias=False)
+        )
+        self.volume_head = conv3d_norm_act(w0, cfg.volume_channels, 1, cfg)
+
+    def forward(
+        self, cost: Float[Tensor, "b g d h w"]
+    ) -> tuple[Float[Tensor, "b d h w"], Float[Tensor, "b c_vol d h w"]]:
+        depth, height, width = cost.shape[-3:]
+        # Zero-pad at the far end to the size multiple and crop after the heads (the reference
+        # also adds 8 to sizes already divisible, spec 2.2; we pad only where needed).
+        pad = [-size % self.size_multiple for size in (width, height, depth)]
+        x0 = self.conv0(F.pad(cost, (0, pad[0], 0, pad[1], 0, pad[2])))
+        x1 = self.down1(x0)
+        x2 = self.down2(x1)
+        x = x2 + self.up3(self.down3(x2))
+        x = x1 + self.up2(x)
+        x = x0 + self.up1(x)
+        logits = self.depth_head(x)[:, 0, :depth, :height, :width]
+        volume = self.volume_head(x)[:, :, :depth, :height, :width]
+        return logits, volume
+
+
+class CostVolumeLevel(nn.Module):
+    """One cascade level: correlation volume -> regulariser -> soft-argmin depth (spec 2.2)."""
+
+    def __init__(self, feature_channels: int, cfg: CostVolumeCfg) -> None:
+        super().__init__()
+        if feature_channels % cfg.groups != 0:
+            raise ValueError(
+                f"cost_volume.groups: {cfg.groups} groups do not divide the {feature_channels} "
+                "feature channels of a pyramid level (feature_net.pyramid_widths)"
+            )
+        self.groups = cfg.groups
+        self.regularizer = CostRegularizer(cfg.groups, cfg)
+
+    def forward(
+        self,
+        ref_features: Float[Tensor, "b c h w"],
+        neighbour_features: Float[Tensor, "b n c h w"],
+        ref_intrinsics: Float[Tensor, "b 3 3"],
+        ref_cam_to_world: Float[Tensor, "b 4 4"],
+        neighbour_intrinsics: Float[Tensor, "b n 3 3"],
+        neighbour_cam_to_world: Float[Tensor, "b n 4 4"],
+        hypotheses: Float[Tensor, "b d h w"],
+    ) -> CostVolumeOutput:
+        cost = correlation_volume(
+            ref_features,
+            neighbour_features,
+            ref_intrinsics,
+            ref_cam_to_world,
+            neighbour_intrinsics,
+            neighbour_cam_to_world,
+            hypotheses,
+            self.groups,
+        )
+        logits, volume = self.regularizer(cost)
+        probability = torch.softmax(logits, dim=1)
+        # Soft-argmin: the expected hypothesis under the softmax (spec 2.2).
+        depth = (probability * hypotheses).sum(dim=1)
+        return CostVolumeOutput(depth=depth, probability=probability, volume_features=volume)

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsnerf.engine.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    resolve_resume_path,
+    save_checkpoint,
+    step_checkpoint_name,
+)
+from gsnerf.engine.seeding import capture_rng_state, restore_rng_state
+
+
+def _state(model: torch.nn.Module, step: int) -> dict:
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "scaler": None,
+        "rng": capture_rng_state(),
+        "best_metric": 0.5,
+    }
+
+
+def test_save_is_atomic_and_round_trips(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "checkpoints" / step_checkpoint_name(7)
+    save_checkpoint(_state(model, 7), path)
+    assert path.name == "step-000000007.pt"
+    assert not list(path.parent.glob("*.tmp"))
+    other = torch.nn.Linear(3, 2)
+    assert load_model_weights(other, path) == 7
+    torch.testing.assert_close(other.weight, model.weight)
+
+
+def test_incomplete_state_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="scaler"):
+        save_checkpoint({"step": 1, "model": {}}, tmp_path / "x.pt")
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="last.pt"):
+        load_checkpoint(path)
+
+
+def test_rng_state_restores_the_same_draws() -> None:
+    state = capture_rng_state()
+    first = torch.rand(4)
+    restore_rng_state(state)
+    torch.testing.assert_close(torch.rand(4), first)
+
+
+def test_resume_true_finds_the_newest_sibling_run(tmp_path: Path) -> None:
+    model = torch.nn.Linear(1, 1)
+    older = tmp_path / "runs" / "a" / "checkpoints" / "last.pt"
+    newer = tmp_path / "runs" / "b" / "checkpoints" / "last.pt"
+    save_checkpoint(_state(model, 1), older)
+    save_checkpoint(_state(model, 2), newer)
+    import os
+
+    os.utime(older, (1, 1))
+    current_run = tmp_path / "runs" / "c"
+    assert resolve_resume_path("true", current_run) == newer
+    assert resolve_resume_path("", current_run) is None
+    assert resolve_resume_path(str(tmp_path / "runs" / "a"), current_run) == older
+    with pytest.raises(FileNotFoundError, match="nothing|no checkpoints"):
+        resolve_resume_path("true", tmp_path / "elsewhere" / "run")

@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler, lr_factor
+
+
+def test_warmup_is_linear_from_one_step() -> None:
+    cfg = OptimCfg(lr=5e-4, warmup_steps=500, lr_min=1e-5)
+    # Spec 4: lr = 5e-4 * (step + 1) / 500 during warm-up.
+    assert lr_factor(0, 300_000, cfg) == pytest.approx(1 / 500)
+    assert lr_factor(249, 300_000, cfg) == pytest.approx(250 / 500)
+    assert lr_factor(499, 300_000, cfg) == pytest.approx(1.0)
+
+
+def test_cosine_reaches_lr_min_at_the_last_step() -> None:
+    cfg = OptimCfg(lr=5e-4, warmup_steps=10, lr_min=1e-5)
+    assert lr_factor(10, 110, cfg) == pytest.approx(1.0)
+    # Half way through the cosine: (1 + floor) / 2 with floor = 1e-5 / 5e-4 = 0.02.
+    assert lr_factor(60, 110, cfg) == pytest.approx(0.51)
+    assert lr_factor(110, 110, cfg) == pytest.approx(0.02)
+    assert lr_factor(500, 110, cfg) == pytest.approx(0.02)
+
+
+def test_scheduler_state_resumes_the_same_learning_rates() -> None:
+    cfg = OptimCfg(lr=1e-3, warmup_steps=3, lr_min=1e-4)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+
+    def rates_after(steps_before_reload: int) -> list[float]:
+        optimizer = build_optimizer([parameter], cfg)
+        scheduler = build_scheduler(optimizer, 10, cfg)
+        for _ in range(steps_before_reload):
+            optimizer.step()
+            scheduler.step()
+        # The trainer restores both: the optimiser holds the current lr, the scheduler the step.
+        optimizer_state, scheduler_state = optimizer.state_dict(), scheduler.state_dict()
+        optimizer = build_optimizer([parameter], cfg)
+        scheduler = build_scheduler(optimizer, 10, cfg)
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+        optimizer.step()
+        scheduler.step()
+        return [optimizer.param_groups[0]["lr"]]
+
+    expected = 1e-3 * lr_factor(6, 10, cfg)
+    assert rates_after(5)[0] == pytest.approx(expected)
+    assert not math.isclose(expected, 1e-3 * lr_factor(1, 10, cfg))

@@ -1,0 +1,157 @@
+"""Group correlation, neighbour averaging, the plane-sweep peak and the 3-D regulariser."""
+
+import pytest
+import torch
+
+from gsnerf.geometry.homography import plane_sweep_warp
+from gsnerf.model.cost_volume import (
+    CostRegularizer,
+    CostVolumeCfg,
+    CostVolumeLevel,
+    correlation_volume,
+    group_correlation,
+)
+
+TINY = CostVolumeCfg(groups=2, widths=[4, 4, 8, 8], volume_channels=3)
+
+
+def camera(focal: float, height: int, width: int) -> torch.Tensor:
+    return torch.tensor(
+        [[[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]]]
+    )
+
+
+def translated(x: float, y: float) -> torch.Tensor:
+    pose = torch.eye(4)
+    pose[0, 3], pose[1, 3] = x, y
+    return pose[None]
+
+
+def test_group_correlation_matches_hand_computed_groups() -> None:
+    # Channels [1, 2 | 3, 4] against [1, 1 | 2, 0]: group 0 = (1 + 2) / 2, group 1 = (6 + 0) / 2.
+    ref = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
+    warped = torch.tensor([1.0, 1.0, 2.0, 0.0]).view(1, 4, 1, 1, 1)
+
+    cost = group_correlation(ref, warped, groups=2)
+
+    torch.testing.assert_close(cost.flatten(), torch.tensor([1.5, 3.0]))
+
+
+def test_correlation_averages_over_the_neighbours_used() -> None:
+    # Identical cameras make the warp the identity; three neighbours of constant value 1, 2 and
+    # 6 against a reference of 1 give a cost of their mean, 3 (the reference's /7 would give 9/7).
+    height, width = 4, 5
+    k = camera(5.0, height, width)
+    pose = translated(0.0, 0.0)
+    ref = torch.ones(1, 4, height, width)
+    neighbours = torch.stack(
+        [torch.full((1, 4, height, width), value) for value in (1.0, 2.0, 6.0)], dim=1
+    )
+    hypotheses = torch.full((1, 2, height, width), 1.5)
+
+    cost = correlation_volume(
+        ref,
+        neighbours,
+        k,
+        pose,
+        k[:, None].expand(1, 3, 3, 3),
+        pose[:, None].expand(1, 3, 4, 4),
+        hypotheses,
+        groups=2,
+    )
+
+    assert cost.shape == (1, 2, 2, height, width)
+    torch.testing.assert_close(cost, torch.full_like(cost, 3.0))
+
+
+def test_correlation_peaks_at_the_true_depth_of_a_fronto_parallel_plane() -> None:
+    # A random-texture plane at z = 2.05 m in front of the reference; the neighbours' views are
+    # synthesised by warping the reference texture with that plane. Before any learning, the
+    # correlation's argmax over hypotheses must be the hypothesis nearest 2.05 m (2.0 m).
+    torch.manual_seed(0)
+    height, width, channels = 24, 32, 16
+    k = camera(24.0, height, width)
+    ref_pose = translated(0.0, 0.0)
+    neighbour_poses = torch.cat([translated(0.5, 0.0), translated(-0.3, 0.4)])[None]
+    texture = torch.randn(1, channels, height, width)
+    plane_depth = 2.05
+    plane = torch.full((1, 1, height, width), plane_depth)
+
+    neighbours, seen = [], torch.ones(height, width, dtype=torch.bool)
+    for index in range(2):
+        pose = neighbour_poses[:, index]
+        view, _ = plane_sweep_warp(texture, k, ref_pose, k, pose, plane)
+        neighbours.append(view[:, :, 0])
+        # Reference pixels whose plane point the neighbour sees, at the true depth.
+        _, valid = plane_sweep_warp(texture, k, pose, k, ref_pose, plane)
+        seen &= valid[0, 0]
+    hypotheses = torch.linspace(1.0, 4.0, 16).view(1, 16, 1, 1).expand(1, 16, height, width)
+
+    cost = correlation_volume(
+        texture,
+        torch.stack(neighbours, dim=1),
+        k,
+        ref_pose,
+        k[:, None].expand(1, 2, 3, 3),
+        neighbour_poses,
+        hypotheses,
+        groups=4,
+    )
+
+    best = cost.mean(dim=1).argmax(dim=1)[0]
+    nearest = (hypotheses[0, :, 0, 0] - plane_depth).abs().argmin()
+    assert hypotheses[0, nearest, 0, 0] == 2.0
+    assert seen.float().mean() > 0.5
+    assert (best[seen] == nearest).float().mean() > 0.9
+
+
+def test_regularizer_crops_back_any_volume_size() -> None:
+    torch.manual_seed(1)
+    regularizer = CostRegularizer(2, TINY)
+    cost = torch.randn(2, 2, 12, 10, 13)
+
+    logits, volume = regularizer(cost)
+
+    assert logits.shape == (2, 12, 10, 13)
+    assert volume.shape == (2, 3, 12, 10, 13)
+    assert torch.isfinite(logits).all() and torch.isfinite(volume).all()
+
+
+def test_level_depth_is_the_expected_hypothesis_and_mode_independent() -> None:
+    torch.manual_seed(2)
+    height, width = 8, 12
+    level = CostVolumeLevel(4, TINY)
+    k = camera(10.0, height, width)
+    ref = torch.randn(1, 4, height, width)
+    neighbours = torch.randn(1, 2, 4, height, width)
+    poses = torch.cat([translated(0.2, 0.0), translated(0.0, 0.2)])[None]
+    hypotheses = 1.0 + 0.1 * torch.arange(6.0).view(1, 6, 1, 1) + torch.rand(1, 1, height, width)
+    inputs = (
+        ref,
+        neighbours,
+        k,
+        translated(0.0, 0.0),
+        k[:, None].expand(1, 2, 3, 3),
+        poses,
+        hypotheses,
+    )
+
+    level.train()
+    out = level(*inputs)
+    level.eval()
+    out_eval = level(*inputs)
+
+    torch.testing.assert_close(out.probability.sum(dim=1), torch.ones(1, height, width))
+    torch.testing.assert_close(out.depth, (out.probability * hypotheses).sum(dim=1))
+    assert (out.depth >= hypotheses[:, 0] - 1e-5).all()
+    assert (out.depth <= hypotheses[:, -1] + 1e-5).all()
+    assert out.volume_features.shape == (1, 3, 6, height, width)
+    torch.testing.assert_close(out_eval.depth, out.depth, rtol=0, atol=0)
+    torch.testing.assert_close(out_eval.volume_features, out.volume_features, rtol=0, atol=0)
+
+
+def test_bad_configs_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="groups"):
+        CostVolumeLevel(6, CostVolumeCfg(groups=4))
+    with pytest.raises(ValueError, match="widths"):
+        CostRegularizer(2, CostVolumeCfg(widths=[4, 8, 16]))
