@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from jaxtyping import Float32, Float64, UInt8, UInt16
+from jaxtyping import Float32, Float64, Int64, UInt8, UInt16
 
 from gsnerf.data.scene_reader import DatasetFormatError
 
@@ -105,14 +105,23 @@ def resize_rgb(
     return cv2.resize(image, tuple(size), interpolation=interpolation)
 
 
-def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize with centre alignment: output pixel x reads ``floor((x+0.5)/s)``.
+def centre_nearest_index(out_count: int, in_count: int) -> Int64[np.ndarray, " out"]:
+    """Source index of each output index under centre-aligned nearest resizing.
 
-    Example: 640 -> 320 columns reads source columns 1, 3, 5, ...; 160 -> 320 reads 0, 0, 1, 1, ...
+    ``floor((i + 0.5) * in / out)`` in exact integer arithmetic (OpenCV's fixed-point
+    ``INTER_NEAREST_EXACT`` rounds some exact ties down). Example: 640 -> 320 gives 1, 3, 5, ...;
+    160 -> 320 gives 0, 0, 1, 1, ...
     """
+    return ((2 * np.arange(out_count, dtype=np.int64) + 1) * in_count) // (2 * out_count)
+
+
+def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``h w`` or ``h w c`` array to ``size``, centre-aligned."""
     if size_of(image) == tuple(size):
         return image
-    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_NEAREST_EXACT)
+    rows = centre_nearest_index(size[1], image.shape[0])
+    cols = centre_nearest_index(size[0], image.shape[1])
+    return image[rows[:, None], cols[None, :]]
 
 
 def read_matrix_txt(path: Path, shapes: tuple[tuple[int, int], ...]) -> Float64[np.ndarray, "r c"]:

@@ -95,8 +95,8 @@ def build_rays(
     cam_to_world: Float[Tensor, "b 4 4"],
     pixels: Int64[Tensor, "b rays 2"],
     guide: GuideDepth,
-    near: Float[Tensor, "b"],
-    far: Float[Tensor, "b"],
+    near: Float[Tensor, " b"],
+    far: Float[Tensor, " b"],
 ) -> RayBundle:
     """Unit rays through target pixels ``(row, col)``, with near, far and D_T as distances.
 

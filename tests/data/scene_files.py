@@ -5,6 +5,7 @@ functions below, so tests recompute what a reader must return from those same pa
 """
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -149,8 +150,14 @@ def write_replica_scene(
 
 
 def nearest_source_index(out_count: int, src_count: int) -> np.ndarray:
-    """Source index read by each output index under centre-aligned nearest resizing."""
-    return np.floor((np.arange(out_count) + 0.5) * src_count / out_count).astype(int)
+    """Source index read by each output index under centre-aligned nearest resizing.
+
+    Output pixel i covers [i, i + 1) * src / out; its centre (i + 0.5) * src / out falls in
+    source pixel floor of that, computed here with fractions to stay exact at ties.
+    """
+    return np.array(
+        [math.floor(Fraction(2 * i + 1, 2) * src_count / out_count) for i in range(out_count)]
+    )
 
 
 def resize_nearest_reference(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

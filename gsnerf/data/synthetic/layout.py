@@ -8,23 +8,17 @@ objects, then pictures. Objects against a wall face into the room; free-standing
 rotations. Every placement is checked on a :class:`FloorPlan`.
 """
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 from jaxtyping import Bool
 
-from gsnerf.data.synthetic import fixtures, furniture
 from gsnerf.data.synthetic.categories import raw_id
 from gsnerf.data.synthetic.floorplan import FloorPlan, PartFootprint, Pose2d, footprints
-from gsnerf.data.synthetic.materials import WALL_PAINTS, Material, MaterialSampler
+from gsnerf.data.synthetic.materials import Material, MaterialSampler
 from gsnerf.data.synthetic.parts import Furniture
 from gsnerf.data.synthetic.primitives import Primitive
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class RoomCfg:
@@ -83,7 +77,7 @@ class Room:
     cell: float  # side of an obstacle cell, metres
 
 
-class _Builder:
+class RoomBuilder:
     """Places objects in one room and collects their primitives and materials."""
 
     def __init__(self, rng: np.random.Generator, cfg: RoomCfg, size: tuple[float, float, float]):
