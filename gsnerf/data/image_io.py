@@ -6,7 +6,9 @@ Sizes are ``(width, height)`` like ``cv2.resize`` and the readers' ``image_size`
 pixel centres aligned (``x' = (x + 0.5) * s - 0.5``), the convention of
 :func:`gsnerf.geometry.camera.scale_intrinsics`: colour uses area averaging when shrinking (an
 antialiased reduction) and bilinear when enlarging; depth and label ids use nearest neighbour,
-so no depth or id is ever invented by blending two surfaces.
+so no depth or id is ever invented by blending two surfaces. The reference antialiases colour
+with a Gaussian pre-blur and a bilinear resize (spec 1.3); area averaging is the box-filter form
+of the same idea and needs no tuned sigma.
 """
 
 from dataclasses import dataclass
@@ -46,9 +48,9 @@ def _read_bytes(path: Path) -> UInt8[np.ndarray, " n"]:
 
 def _decode(path: Path, flags: int) -> np.ndarray:
     data = _read_bytes(path)
-    raw = data.tobytes()
     # Some libjpeg builds decode a truncated JPEG with only a warning; the end marker catches it.
-    if raw.startswith(_JPEG_START) and not raw.rstrip(b"\x00").endswith(_JPEG_END):
+    is_jpeg = data[:2].tobytes() == _JPEG_START
+    if is_jpeg and not data[-64:].tobytes().rstrip(b"\x00").endswith(_JPEG_END):
         raise DatasetFormatError(f"{path}: truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, flags)
     if image is None:

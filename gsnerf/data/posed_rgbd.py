@@ -18,6 +18,7 @@ given: frames with inf/NaN poses are kept and the reader drops them.
 
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,19 @@ def import_posed_rgbd(source: PosedRgbdSource, scene_dir: Path) -> int:
     scene_dir = Path(scene_dir)
     if scene_dir.exists() and any(scene_dir.iterdir()):
         raise FileExistsError(f"{scene_dir}: output scene folder exists and is not empty")
+    # Written beside the target and renamed at the end, so a failure leaves no half scene.
+    partial = scene_dir.with_name(f"{scene_dir.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    count = _write_scene(source, partial)
+    if scene_dir.exists():
+        scene_dir.rmdir()
+    partial.rename(scene_dir)
+    log.info("imported %d frames into %s", count, scene_dir)
+    return count
+
+
+def _write_scene(source: PosedRgbdSource, scene_dir: Path) -> int:
     names = frame_names(source)
     poses = read_pose_rows(source.poses)
     if len(poses) != len(names):
@@ -139,5 +153,6 @@ def import_posed_rgbd(source: PosedRgbdSource, scene_dir: Path) -> int:
     )
     (scene_dir / "frame_names.txt").write_text("".join(f"{name}\n" for name in names))
     invalid = int((~np.isfinite(poses).all(axis=(1, 2))).sum())
-    log.info("imported %d frames into %s (%d with invalid poses)", len(names), scene_dir, invalid)
+    if invalid:
+        log.warning("%s: %d pose(s) have inf/NaN entries; readers drop them", source.poses, invalid)
     return len(names)

@@ -8,10 +8,12 @@ connections back to full resolution. Heads on the decoder give
 - the semantic feature map F_sem at full resolution (3x3 conv, no activation);
 - 2-D semantic logits = 1x1 conv of F_sem.
 
-Normalisation is GroupNorm, which uses per-image statistics identically in training and
-evaluation. The reference runs BatchNorm in train mode at test time (spec 5.3, 7.21) to get the
-same kind of per-batch statistics; GroupNorm gives that behaviour by construction, in any mode.
-Pretrained trunks keep their ImageNet BatchNorm statistics frozen, also mode-independent.
+Normalisation is GroupNorm: each image is normalised by its own statistics, identically in
+training and evaluation. The reference runs BatchNorm in train mode at test time (spec 5.3,
+7.21), so its outputs depend on the other images of the batch; we avoid that by construction.
+Pretrained trunks keep their ImageNet BatchNorm statistics frozen, also mode-independent. The
+paper's encoder is an ImageNet MobileNetV3; the default here trains from scratch because no
+weights can be downloaded (spec 8).
 """
 
 import math
@@ -218,7 +220,9 @@ class FeatureNet(nn.Module):
             kind = EncoderKind(cfg.encoder)
         except ValueError:
             choices = ", ".join(k.value for k in EncoderKind)
-            raise ValueError(f"feature_net.encoder: '{cfg.encoder}' is not one of {choices}")
+            raise ValueError(
+                f"feature_net.encoder: '{cfg.encoder}' is not one of {choices}"
+            ) from None
         for name, expected in (("encoder_widths", 4), ("decoder_widths", 4), ("pyramid_widths", 3)):
             if len(getattr(cfg, name)) != expected:
                 raise ValueError(

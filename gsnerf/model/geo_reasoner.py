@@ -11,7 +11,8 @@ one batch axis, and the neighbours are gathered from that axis. The cascade runs
   hypotheses with spacing ``interval_l = base * ratio_l``, ``base = (far - near) / n_0 / ratio_0``.
 
 Example (ScanNet, near 0.1 m, far 10 m, paper config): intervals 0.206, 0.103, 0.052 m; the
-level-1 window is ``[d - 1.65, d + 1.55]`` m and the level-2 window ``[d - 0.21, d + 0.15]`` m.
+1/2-resolution window is ``[d - 1.65, d + 1.55]`` m, the full-resolution one
+``[d - 0.21, d + 0.15]`` m.
 """
 
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class SemanticGeoReasoner(nn.Module):
     def semantic_channels(self) -> int:
         return self.feature_net.semantic_channels
 
-    def check_inputs(self, sources: Views, source_neighbours: Tensor) -> None:
+    def check_inputs(self, sources: Views, source_neighbours: Int64[Tensor, "b v n"]) -> None:
         """Raise a clear error for image sizes or neighbour lists the cascade cannot use."""
         num_views, height, width = sources.images.shape[1], *sources.images.shape[-2:]
         if height % self.size_multiple or width % self.size_multiple:
@@ -106,8 +107,8 @@ class SemanticGeoReasoner(nn.Module):
         if previous_depth is None:
             start = near[:, None, None].expand(-1, *size)
         else:
-            # Bilinear with align_corners=False: the resize convention of scale_intrinsics (the
-            # reference uses align_corners=True, a quarter-pixel shift at this scale).
+            # Bilinear with align_corners=False, the resize convention of scale_intrinsics (the
+            # reference's align_corners=True shifts the map by up to 1/4 pixel at the borders).
             upsampled = F.interpolate(
                 previous_depth.detach()[:, None], size=size, mode="bilinear", align_corners=False
             )[:, 0]
@@ -129,6 +130,7 @@ class SemanticGeoReasoner(nn.Module):
         far = rearrange(sources.far, "b v -> (b v)")
         base_interval = (far - near) / (self.cfg.n_depths[0] * self.cfg.interval_ratios[0])
 
+        unfold = {"b": batch, "v": num_views}
         depths, ranges, volumes = [], [], []
         previous_depth = None
         for level, (cost_volume, level_features) in enumerate(
@@ -147,7 +149,6 @@ class SemanticGeoReasoner(nn.Module):
                 hypotheses,
             )
             previous_depth = output.depth
-            unfold = {"b": batch, "v": num_views}
             depths.append(rearrange(output.depth, "(b v) h w -> b v h w", **unfold))
             first_last = torch.stack([hypotheses[:, 0], hypotheses[:, -1]], dim=1)
             ranges.append(rearrange(first_last, "(b v) two h w -> b v two h w", **unfold))
@@ -155,7 +156,6 @@ class SemanticGeoReasoner(nn.Module):
                 rearrange(output.volume_features, "(b v) c d h w -> b v c d h w", **unfold)
             )
 
-        unfold = {"b": batch, "v": num_views}
         return SourceGeometry(
             depths=depths,
             depth_ranges=ranges,

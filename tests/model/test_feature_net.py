@@ -1,5 +1,6 @@
 """FeatureNet: output shapes, heads, mode independence and offline pretrained trunks."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_unet_outputs_pyramid_semantics_and_logits_at_their_resolutions() -> Non
 
 def test_logits_are_a_one_by_one_conv_of_the_semantic_features() -> None:
     torch.manual_seed(1)
-    cfg = FeatureNetCfg(**{**TINY.__dict__, "semantic_channels": 6})
+    cfg = replace(TINY, semantic_channels=6)
     net = FeatureNet(cfg, num_classes=3)
     out = net(torch.rand(1, 3, 16, 16))
 
@@ -101,7 +102,7 @@ def test_pretrained_trunk_loads_a_local_state_dict_and_normalises_inputs(
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     path = tmp_path / f"{encoder}.pth"
     state = save_random_weights(builder, path)
-    cfg = FeatureNetCfg(**{**TINY.__dict__, "encoder": encoder, "pretrained_weights": str(path)})
+    cfg = replace(TINY, encoder=encoder, pretrained_weights=str(path))
     net = FeatureNet(cfg, num_classes=3)
     images = torch.rand(2, 3, 32, 48)
 
@@ -128,9 +129,7 @@ def test_pretrained_trunk_loads_a_local_state_dict_and_normalises_inputs(
 
 def test_missing_weights_file_says_where_to_put_it(tmp_path: Path) -> None:
     missing = tmp_path / "resnet18.pth"
-    cfg = FeatureNetCfg(
-        **{**TINY.__dict__, "encoder": "resnet18", "pretrained_weights": str(missing)}
-    )
+    cfg = replace(TINY, encoder="resnet18", pretrained_weights=str(missing))
     with pytest.raises(FileNotFoundError) as error:
         FeatureNet(cfg, num_classes=3)
     message = str(error.value)
@@ -142,9 +141,7 @@ def test_missing_weights_file_says_where_to_put_it(tmp_path: Path) -> None:
 def test_wrong_state_dict_and_bad_choices_raise_clear_errors(tmp_path: Path) -> None:
     path = tmp_path / "mobilenet.pth"
     save_random_weights(torchvision.models.mobilenet_v3_small, path)
-    wrong = FeatureNetCfg(
-        **{**TINY.__dict__, "encoder": "resnet18", "pretrained_weights": str(path)}
-    )
+    wrong = replace(TINY, encoder="resnet18", pretrained_weights=str(path))
     with pytest.raises(ValueError, match="not a torchvision 'resnet18' state dict"):
         FeatureNet(wrong, num_classes=3)
     with pytest.raises(ValueError, match="trained from scratch"):

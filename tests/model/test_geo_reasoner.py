@@ -1,5 +1,7 @@
 """SemanticGeoReasoner: cascade shapes, hypothesis windows, gradients, batching invariances."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,18 @@ def ring_neighbours(batch: int, num_views: int, count: int) -> torch.Tensor:
     """View i's neighbours are i+1, i+2, ... (mod v)."""
     rows = [[(i + 1 + j) % num_views for j in range(count)] for i in range(num_views)]
     return torch.tensor(rows).repeat(batch, 1, 1)
+
+
+def select_views(views: Views, index: tuple) -> Views:
+    """The same views with every tensor field indexed by ``index`` on its leading axes."""
+    return Views(
+        **{
+            item.name: None
+            if getattr(views, item.name) is None
+            else getattr(views, item.name)[index]
+            for item in fields(Views)
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -154,15 +168,8 @@ def test_batch_items_are_independent_and_views_are_permutation_equivariant() -> 
     # Item 1 alone, and item 1 with its views reordered by perm (neighbour ids remapped).
     perm = torch.tensor([2, 0, 1])
     inverse = torch.argsort(perm)
-    second = Views(
-        **{name: value[1:] if value is not None else None for name, value in pair.__dict__.items()}
-    )
-    permuted = Views(
-        **{
-            name: value[:, perm] if value is not None else None
-            for name, value in second.__dict__.items()
-        }
-    )
+    second = select_views(pair, (slice(1, 2),))
+    permuted = select_views(second, (slice(None), perm))
     with torch.no_grad():
         both = model(pair, neighbours)
         alone = model(second, neighbours[1:])

@@ -20,6 +20,7 @@ from gsnerf.data.synthetic.materials import Material, MaterialSampler
 from gsnerf.data.synthetic.parts import Furniture
 from gsnerf.data.synthetic.primitives import Primitive
 
+
 @dataclass
 class RoomCfg:
     # Room extent along x, metres (ScanNet rooms are mostly 3 to 7 m across).
@@ -75,6 +76,7 @@ class Room:
     shell_materials: tuple[int, ...]  # material index of each shell face
     obstacles: Bool[np.ndarray, "gx gy"]  # floor cells covered by an object
     cell: float  # side of an obstacle cell, metres
+    object_counts: dict[str, int]  # placed objects per kind
 
 
 class RoomBuilder:

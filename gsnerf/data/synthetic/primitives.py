@@ -6,7 +6,8 @@ Three shapes, all in a frame rotated by ``yaw`` about the world's vertical (+z) 
 - ``SHELL``: the room itself, a box seen from inside (rays leave through its faces).
 
 Rays are ``o + t d`` with ``d`` scaled so that the camera z-depth of the hit is ``t``; every
-intersection returns that ``t`` (``inf`` on a miss) for all rays of a block at once.
+intersection returns that ``t`` (``inf`` on a miss) for all rays of a block at once. Ray
+directions come as three component arrays (x, y, z), which keeps every operation elementwise.
 """
 
 from dataclasses import dataclass
@@ -14,10 +15,6 @@ from enum import IntEnum
 
 import numpy as np
 from jaxtyping import Float, Int
-
-# Smallest |direction component| used by the slab test, so 1/d stays finite (no 0 * inf).
-_MIN_COMPONENT = 1e-9
-
 
 class ShapeKind(IntEnum):
     BOX = 0
@@ -67,53 +64,62 @@ class PrimitiveArrays:
         )
 
 
-def yaw_matrix(yaw: float) -> Float[np.ndarray, "3 3"]:
-    """Rotation by ``yaw`` radians about +z (local -> world)."""
-    cos, sin = np.cos(yaw), np.sin(yaw)
-    return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+Directions = tuple[Float[np.ndarray, "*r"], Float[np.ndarray, "*r"], Float[np.ndarray, "*r"]]
 
 
-def _safe_inverse(directions: Float[np.ndarray, "*r 3"]) -> Float[np.ndarray, "*r 3"]:
-    tiny = np.where(directions < 0, -_MIN_COMPONENT, _MIN_COMPONENT).astype(directions.dtype)
-    return 1.0 / np.where(np.abs(directions) < _MIN_COMPONENT, tiny, directions)
+def _slabs(origin: Float[np.ndarray, "3"], directions: Directions,
+           half_size: Float[np.ndarray, "3"]):
+    """Per axis, the ``t`` where rays enter and leave the slab ``|p_k| <= half_k``.
+
+    ``t = (+-half_k - o_k) / d_k``; written as ``-o_k / d_k -+ half_k / |d_k|`` so the entry and
+    exit need no comparison. A zero component gives infinities and at worst NaN, which the
+    callers' comparisons treat as a miss.
+    """
+    entries, exits = [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(3):
+            inverse = 1.0 / directions[k]
+            centre = -origin[k] * inverse
+            spread = half_size[k] * np.abs(inverse)
+            entries.append(centre - spread)
+            exits.append(centre + spread)
+    return entries, exits
 
 
 def intersect_box(
     origin: Float[np.ndarray, "3"],
-    directions: Float[np.ndarray, "*r 3"],
+    directions: Directions,
     half_size: Float[np.ndarray, "3"],
     min_t: float,
 ) -> Float[np.ndarray, "*r"]:
     """Entry ``t`` of rays into the axis-aligned box ``|p| <= half_size`` (slab method).
 
-    ``t_in = max_i min(t1_i, t2_i)``, ``t_out = min_i max(t1_i, t2_i)`` with
-    ``t{1,2}_i = (-+half_i - o_i) / d_i``; hit when ``t_in <= t_out`` and ``t_in > min_t``.
+    ``t_in = max_k min(t1_k, t2_k)``, ``t_out = min_k max(t1_k, t2_k)`` with
+    ``t{1,2}_k = (-+half_k - o_k) / d_k``; hit when ``t_in <= t_out`` and ``t_in > min_t``.
+    ``directions`` holds the x, y and z components as separate arrays.
     Example: origin (0, 0, -2), direction (0, 0, 1), half size 1 -> t = 1.
     """
-    inverse = _safe_inverse(directions)
-    t_low = (-half_size - origin) * inverse
-    t_high = (half_size - origin) * inverse
-    t_in = np.minimum(t_low, t_high).max(axis=-1)
-    t_out = np.maximum(t_low, t_high).min(axis=-1)
-    hit = (t_in <= t_out) & (t_in > min_t)
-    return np.where(hit, t_in, np.inf)
+    entries, exits = _slabs(origin, directions, half_size)
+    t_in = np.maximum(np.maximum(entries[0], entries[1]), entries[2])
+    t_out = np.minimum(np.minimum(exits[0], exits[1]), exits[2])
+    with np.errstate(invalid="ignore"):
+        hit = (t_in <= t_out) & (t_in > min_t)
+    return np.where(hit, t_in, np.inf).astype(directions[0].dtype)
 
 
 def intersect_shell(
     origin: Float[np.ndarray, "3"],
-    directions: Float[np.ndarray, "*r 3"],
+    directions: Directions,
     half_size: Float[np.ndarray, "3"],
 ) -> Float[np.ndarray, "*r"]:
-    """Exit ``t`` of rays that start inside the box ``|p| <= half_size``: ``min_i max(t1, t2)``."""
-    inverse = _safe_inverse(directions)
-    t_low = (-half_size - origin) * inverse
-    t_high = (half_size - origin) * inverse
-    return np.maximum(t_low, t_high).min(axis=-1)
+    """Exit ``t`` of rays that start inside the box ``|p| <= half_size``: ``min_k max(t1, t2)``."""
+    _, exits = _slabs(origin, directions, half_size)
+    return np.minimum(np.minimum(exits[0], exits[1]), exits[2])
 
 
 def intersect_cylinder(
     origin: Float[np.ndarray, "3"],
-    directions: Float[np.ndarray, "*r 3"],
+    directions: Directions,
     radius: float,
     half_height: float,
     min_t: float,
@@ -124,24 +130,22 @@ def intersect_cylinder(
     ``[-h, h]``; caps: ``t = (+-h - oz) / dz`` with the hit inside the disc. Example: origin
     (-3, 0, 0), direction (1, 0, 0), r = 1 -> t = 2.
     """
-    dx, dy, dz = directions[..., 0], directions[..., 1], directions[..., 2]
-    ox, oy, oz = origin
+    dx, dy, dz = directions
+    ox, oy, oz = (float(v) for v in origin)
     a = dx * dx + dy * dy
     b = 2.0 * (ox * dx + oy * dy)
     c = ox * ox + oy * oy - radius * radius
     disc = b * b - 4.0 * a * c
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / (2.0 * a)
-    z_side = oz + t_side * dz
-    side_ok = (disc >= 0) & (a > 0) & (np.abs(z_side) <= half_height) & (t_side > min_t)
-    best = np.where(side_ok, t_side, np.inf)
-    # Only the cap facing the origin can be entered first.
-    cap_z = half_height if oz > 0 else -half_height
-    safe_dz = np.where(np.abs(dz) < _MIN_COMPONENT, _MIN_COMPONENT, dz)
-    t_cap = (cap_z - oz) / safe_dz
-    x_cap, y_cap = ox + t_cap * dx, oy + t_cap * dy
-    cap_ok = (x_cap * x_cap + y_cap * y_cap <= radius * radius) & (t_cap > min_t)
-    return np.minimum(best, np.where(cap_ok, t_cap, np.inf))
+        t_side = (-b - np.sqrt(disc)) / (2.0 * a)
+        side_ok = (np.abs(oz + t_side * dz) <= half_height) & (t_side > min_t)
+        best = np.where(side_ok, t_side, np.inf)
+        # Only the cap facing the origin can be entered first.
+        cap_z = half_height if oz > 0 else -half_height
+        t_cap = (cap_z - oz) / dz
+        x_cap, y_cap = ox + t_cap * dx, oy + t_cap * dy
+        cap_ok = (x_cap * x_cap + y_cap * y_cap <= radius * radius) & (t_cap > min_t)
+    return np.minimum(best, np.where(cap_ok, t_cap, np.inf)).astype(dx.dtype)
 
 
 def bounding_corners(arrays: PrimitiveArrays) -> Float[np.ndarray, "p 8 3"]:

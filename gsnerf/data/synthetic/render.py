@@ -106,6 +106,9 @@ class RoomRenderer:
         self.corners = bounding_corners(PrimitiveArrays.from_list(room.primitives)) if (
             self.count) else np.zeros((0, 8, 3))
         self.room_centre, self.room_half = np.array(centre), np.array(half)
+        self.yaw32 = self.arrays.yaw.astype(np.float32)
+        self.center32 = self.arrays.center.astype(np.float32)
+        self.half32 = self.arrays.half_size.astype(np.float32)
 
     def render(self, intrinsics: Float[np.ndarray, "3 3"], cam_to_world: Float[np.ndarray, "4 4"],
                width: int, height: int, supersampling: int) -> RenderedFrame:
@@ -118,36 +121,42 @@ class RoomRenderer:
         offset = np.array(offsets)
         x = (cols[None] + offset[:, 0, None, None] - intrinsics[0, 2]) / intrinsics[0, 0]
         y = (rows[None] + offset[:, 1, None, None] - intrinsics[1, 2]) / intrinsics[1, 1]
-        camera_dirs = np.stack([x, y, np.ones_like(x)], axis=-1)
-        directions = camera_dirs @ rotation.T
+        # World direction components of every ray, shape (samples, h, w) each.
+        directions = tuple(
+            (rotation[k, 0] * x + rotation[k, 1] * y + rotation[k, 2]).astype(np.float32)
+            for k in range(3)
+        )
         depth, ids = self._cast(origin, directions, rotation, intrinsics, width, height)
         colour_samples = slice(1, None) if supersampling > 1 else slice(0, 1)
-        points = origin + depth[colour_samples, ..., None] * directions[colour_samples]
+        points = np.stack([np.float32(origin[k]) + depth[colour_samples]
+                           * directions[k][colour_samples] for k in range(3)], axis=-1)
         rgb = self._shade(points.reshape(-1, 3), ids[colour_samples].reshape(-1))
         rgb = rgb.reshape(-1, height, width, 3).mean(axis=0)
         color = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return RenderedFrame(color, depth[0], self.arrays.raw_id[ids[0]])
+        return RenderedFrame(color, depth[0].astype(np.float64), self.arrays.raw_id[ids[0]])
 
     def _cast(self, origin, directions, rotation, intrinsics, width: int, height: int):
         """Nearest hit ``t`` and primitive index of every ray (shell faces come last)."""
         t = intersect_shell(origin - self.room_centre, directions, self.room_half)
-        points = origin + t[..., None] * directions - self.room_centre
-        ratio = np.abs(points) / self.room_half
-        axis = ratio.argmax(axis=-1)
-        positive = np.take_along_axis(points, axis[..., None], axis=-1)[..., 0] > 0
+        # Shell face of each ray: the axis where the exit point is farthest out, and its side.
+        ratios = [np.abs(origin[k] - self.room_centre[k] + t * directions[k]) / self.room_half[k]
+                  for k in range(3)]
+        axis = np.argmax(np.stack(ratios), axis=0)
+        exit_point = np.choose(axis, [origin[k] + t * directions[k] for k in range(3)])
+        positive = exit_point > np.choose(axis, self.room_centre)
         ids = self.count + 2 * axis + positive
-        cam = (self.corners - origin) @ rotation
+        cam = np.einsum("pck,kj->pcj", self.corners - origin, rotation)
         z = cam[..., 2]
         for index in range(self.count):
             window = self._window(cam[index], z[index], intrinsics, width, height)
             if window is None:
                 continue
-            block = directions[:, window[0], window[1]]
+            block = tuple(component[:, window[0], window[1]] for component in directions)
             hit = self._intersect(index, origin, block)
             current = t[:, window[0], window[1]]
             closer = hit < current
-            t[:, window[0], window[1]] = np.where(closer, hit, current)
-            ids[:, window[0], window[1]] = np.where(closer, index, ids[:, window[0], window[1]])
+            np.copyto(current, hit, where=closer)
+            np.copyto(ids[:, window[0], window[1]], index, where=closer)
         return t, ids
 
     @staticmethod
@@ -171,42 +180,42 @@ class RoomRenderer:
         relative = origin - a.center[index]
         local_origin = np.array([cos * relative[0] + sin * relative[1],
                                  -sin * relative[0] + cos * relative[1], relative[2]])
+        dx, dy, dz = block
         if a.kind[index] == ShapeKind.CYLINDER:
+            # A vertical cylinder is symmetric about z: only the origin needs rotating.
             return intersect_cylinder(local_origin, block, a.half_size[index, 0],
                                       a.half_size[index, 2], MIN_DEPTH)
-        local = np.stack([cos * block[..., 0] + sin * block[..., 1],
-                          -sin * block[..., 0] + cos * block[..., 1], block[..., 2]], axis=-1)
-        return intersect_box(local_origin, local, a.half_size[index], MIN_DEPTH)
+        if a.yaw[index] != 0.0:
+            cos, sin = np.float32(cos), np.float32(sin)
+            dx, dy = cos * dx + sin * dy, cos * dy - sin * dx
+        return intersect_box(local_origin, (dx, dy, dz), a.half_size[index], MIN_DEPTH)
 
     def _surface(self, points, ids):
-        """Surface frames, face indices and world normals of hit points."""
-        a = self.arrays
-        yaw, kind, half = a.yaw[ids], a.kind[ids], a.half_size[ids]
+        """Surface frames, face indices and world normals of hit points (float32)."""
+        yaw, kind = self.yaw32[ids], self.arrays.kind[ids]
+        centre, half = self.center32[ids], self.half32[ids]
         cos, sin = np.cos(yaw), np.sin(yaw)
-
-        def unrotate(v):
-            return np.stack([cos * v[:, 0] + sin * v[:, 1], -sin * v[:, 0] + cos * v[:, 1],
-                             v[:, 2]], axis=-1)
-
-        tex = unrotate(points)
-        local = unrotate(points - a.center[ids])
+        px, py, pz = points[:, 0], points[:, 1], points[:, 2]
+        tex = np.stack([cos * px + sin * py, cos * py - sin * px, pz], axis=-1)
+        rx, ry, rz = px - centre[:, 0], py - centre[:, 1], pz - centre[:, 2]
+        local = np.stack([cos * rx + sin * ry, cos * ry - sin * rx, rz], axis=-1)
         ratio = np.abs(local) / half
-        face = ratio.argmax(axis=-1)
+        face = np.where(ratio[:, 0] >= ratio[:, 1], 0, 1)
+        face = np.where(ratio[:, 2] > np.maximum(ratio[:, 0], ratio[:, 1]), 2, face)
         radial = np.hypot(local[:, 0], local[:, 1])
         cylinder = kind == ShapeKind.CYLINDER
         cap_gap = np.abs(half[:, 2] - np.abs(local[:, 2])) / half[:, 2]
         side_gap = np.abs(half[:, 0] - radial) / half[:, 0]
         face = np.where(cylinder, np.where(cap_gap < side_gap, 2, SIDE_FACE), face)
-        normal = np.zeros_like(local)
-        box_like = ~cylinder | (face == 2)
-        rows = np.nonzero(box_like)[0]
-        normal[rows, face[rows]] = np.sign(local[rows, face[rows]])
-        side = np.nonzero(~box_like)[0]
-        normal[side, :2] = local[side, :2] / np.maximum(radial[side, None], 1e-9)
-        normal[kind == ShapeKind.SHELL] *= -1.0
-        world_normal = np.stack([cos * normal[:, 0] - sin * normal[:, 1],
-                                 sin * normal[:, 0] + cos * normal[:, 1], normal[:, 2]], axis=-1)
-        return SurfacePoints(tex, local, half, face), world_normal
+        sign = np.sign(np.take_along_axis(local, np.minimum(face, 2)[:, None], axis=1))[:, 0]
+        sign = np.where(kind == ShapeKind.SHELL, -sign, sign)
+        inv_radial = 1.0 / np.maximum(radial, np.float32(1e-9))
+        side = face == SIDE_FACE
+        nx = np.where(side, local[:, 0] * inv_radial, np.where(face == 0, sign, 0.0))
+        ny = np.where(side, local[:, 1] * inv_radial, np.where(face == 1, sign, 0.0))
+        nz = np.where(face == 2, sign, 0.0)
+        normal = np.stack([cos * nx - sin * ny, sin * nx + cos * ny, nz], axis=-1)
+        return SurfacePoints(tex, local, half, face), normal.astype(np.float32)
 
     def _shade(self, points, ids):
         surface, normal = self._surface(points, ids)
@@ -224,13 +233,19 @@ class RoomRenderer:
 
     def _light(self, points, normal):
         light = self.lighting
-        sun = np.clip(normal @ np.array(light.sun_direction), 0.0, None) * light.sun
-        to_lamp = np.array(light.lamp_position) - points
-        distance = np.linalg.norm(to_lamp, axis=-1)
-        facing = np.clip((normal * to_lamp).sum(axis=-1) / np.maximum(distance, 1e-6), 0.0, None)
-        lamp = light.lamp * facing / (1.0 + (distance / light.lamp_falloff) ** 2)
-        size = np.array(self.room.size)
-        planes = np.concatenate([points, size - points], axis=-1)
-        near = np.where(planes > 1e-3, np.exp(-planes / light.occlusion_distance), 0.0)
-        occlusion = np.clip(1.0 - light.occlusion * near.sum(axis=-1), 0.5, 1.0)
-        return ((light.ambient + sun + lamp) * occlusion).astype(np.float32)
+        sun_x, sun_y, sun_z = (np.float32(v) for v in light.sun_direction)
+        nx, ny, nz = normal[:, 0], normal[:, 1], normal[:, 2]
+        sun = np.clip(nx * sun_x + ny * sun_y + nz * sun_z, 0.0, None) * np.float32(light.sun)
+        to_lamp = [np.float32(light.lamp_position[k]) - points[:, k] for k in range(3)]
+        distance = np.sqrt(to_lamp[0] ** 2 + to_lamp[1] ** 2 + to_lamp[2] ** 2)
+        facing = (nx * to_lamp[0] + ny * to_lamp[1] + nz * to_lamp[2]) / distance
+        falloff = np.float32(light.lamp_falloff)
+        lamp = np.float32(light.lamp) * np.clip(facing, 0.0, None) / (1 + (distance / falloff) ** 2)
+        # Darken points close to a room plane other than their own (ambient occlusion stand-in).
+        near = np.zeros(len(points), dtype=np.float32)
+        scale = np.float32(-1.0 / light.occlusion_distance)
+        for k in range(3):
+            for gap in (points[:, k], np.float32(self.room.size[k]) - points[:, k]):
+                near += np.where(gap > 1e-3, np.exp(gap * scale), 0.0).astype(np.float32)
+        occlusion = np.clip(1.0 - np.float32(light.occlusion) * near, 0.5, 1.0)
+        return (np.float32(light.ambient) + sun + lamp) * occlusion

@@ -10,7 +10,7 @@ import numpy as np
 from gsnerf.data.synthetic import fixtures, furniture
 from gsnerf.data.synthetic.categories import raw_id
 from gsnerf.data.synthetic.floorplan import PartFootprint
-from gsnerf.data.synthetic.layout import Room, RoomCfg, RoomKind, RoomBuilder
+from gsnerf.data.synthetic.layout import Room, RoomBuilder, RoomCfg, RoomKind
 from gsnerf.data.synthetic.materials import WALL_PAINTS
 
 # Probability of each room kind.
@@ -182,4 +182,4 @@ def generate_room(rng: np.random.Generator, cfg: RoomCfg) -> Room:
     for _ in range(int(rng.integers(0, cfg.max_pictures + 1))):
         b.against_wall(fixtures.picture(rng, b.ms), gap=0.0, jitter=0.0)
     return Room(kind, size, b.primitives, b.materials, shell_ids, shell_materials,
-                b.plan.obstacle.copy(), cfg.grid_cell)
+                b.plan.obstacle.copy(), cfg.grid_cell, dict(b.counts))

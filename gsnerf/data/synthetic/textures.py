@@ -70,15 +70,15 @@ def _stripes(coordinate: Float[np.ndarray, " n"], period: float) -> Float[np.nda
 def _wood(tex, mat: Material, offset: float) -> Float[np.ndarray, "n 3"]:
     """Growth rings around a line along ``axis``, warped by noise and streaked along it."""
     a, b = [(mat.axis + k) % 3 for k in (1, 2)]
-    stretch = np.ones(3)
-    stretch[mat.axis] = 0.08
-    warp = fractal_noise(tex * stretch * 12.0, mat.seed, octaves=2)
+    # Noise stretched along the grain: (along, across) with across = tex_a + tex_b, which is
+    # the across-grain coordinate on each face parallel to the grain.
+    grain = np.stack([tex[:, mat.axis], tex[:, a] + tex[:, b]], axis=1)
+    warp = fractal_noise(grain * np.array([1.0, 12.0], np.float32), mat.seed, octaves=2)
     radius = np.hypot(tex[:, a] + offset, tex[:, b] + 0.7 * offset) + 0.02 * warp
     ring = np.mod(radius / mat.scale, 1.0)
     band = (0.5 + 0.5 * np.cos(2 * np.pi * ring)) ** 3
-    streak = value_noise(tex * stretch * np.float32(60.0), mat.seed + 1)
-    rgb = _lerp(mat.colors[0], mat.colors[1], 0.7 * band + 0.3 * streak)
-    return rgb
+    streak = value_noise(grain * np.array([5.0, 60.0], np.float32), mat.seed + 1)
+    return _lerp(mat.colors[0], mat.colors[1], 0.7 * band + 0.3 * streak)
 
 
 def _planks(tex, mat: Material) -> Float[np.ndarray, "n 3"]:
@@ -118,7 +118,7 @@ def _fabric(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     tex = surface.tex
     u, v = face_uv(tex, surface.face)
     weave = 0.9 + 0.1 * np.sin(2 * np.pi * u / 0.006) * np.sin(2 * np.pi * v / 0.006)
-    mottle = 0.9 + 0.2 * fractal_noise(tex * 3.0, mat.seed, octaves=2)
+    mottle = 0.9 + 0.2 * fractal_noise(_uv(surface) * 3.0, mat.seed, octaves=2)
     if mat.family == Family.FABRIC:
         rgb = np.broadcast_to(np.asarray(mat.colors[0], np.float32), tex.shape)
     else:
@@ -186,16 +186,24 @@ def _panel_grooves(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "
     return np.where(groove & (surface.face == mat.axis), GROOVE_SHADE, 1.0).astype(np.float32)
 
 
+def _uv(surface: SurfacePoints) -> Float[np.ndarray, "n 2"]:
+    """Face coordinates in the texture frame, offset per face so faces do not repeat."""
+    u, v = face_uv(surface.tex, surface.face)
+    return np.stack([u + 17.0 * surface.face, v], axis=1).astype(np.float32)
+
+
 def albedo(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     """Albedo in [0, 1] of surface points that all carry the material ``mat``."""
     tex, family, base = surface.tex, mat.family, mat.colors[0]
+    # Noise lives on the faces (2-D): as consistent across views as solid noise, half the cost.
+    uv = _uv(surface)
     if family == Family.PLASTER:
-        blotch = fractal_noise(tex / mat.scale, mat.seed, octaves=2)
-        speckle = cell_noise(tex, 0.004, mat.seed + 1)
+        blotch = fractal_noise(uv / mat.scale, mat.seed, octaves=2)
+        speckle = cell_noise(uv, 0.004, mat.seed + 1)
         rgb = _shade(base, (0.94 + 0.08 * blotch) * (0.975 + 0.05 * speckle))
     elif family == Family.WALLPAPER:
         u, _ = face_uv(tex, surface.face)
-        speckle = cell_noise(tex, 0.004, mat.seed + 1)
+        speckle = cell_noise(uv, 0.004, mat.seed + 1)
         rgb = _lerp(base, mat.colors[1], _stripes(u, mat.scale)) * (0.97 + 0.05 * speckle)[:, None]
     elif family == Family.WOOD:
         rgb = _wood(tex, mat, 0.3 + float(mat.seed % 101) / 101.0)
@@ -204,24 +212,26 @@ def albedo(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     elif family in (Family.FABRIC, Family.FABRIC_STRIPES, Family.FABRIC_PLAID):
         rgb = _fabric(surface, mat)
     elif family == Family.CARPET:
-        pile = cell_noise(tex, mat.scale, mat.seed)
-        rgb = _shade(base, (0.8 + 0.3 * pile) * (0.9 + 0.2 * fractal_noise(tex * 2.0, mat.seed)))
+        pile = cell_noise(uv, mat.scale, mat.seed)
+        rgb = _shade(base, (0.8 + 0.3 * pile) * (0.9 + 0.2 * fractal_noise(uv * 2.0, mat.seed)))
     elif family == Family.LEATHER:
-        grain = fractal_noise(tex / mat.scale * 0.3, mat.seed, octaves=3)
-        crease = np.abs(value_noise(tex / mat.scale, mat.seed + 1) - 0.5) < 0.04
+        grain = fractal_noise(uv / mat.scale * 0.3, mat.seed, octaves=3)
+        crease = np.abs(value_noise(uv / mat.scale, mat.seed + 1) - 0.5) < 0.04
         rgb = _shade(base, (0.85 + 0.25 * grain) * np.where(crease, 0.8, 1.0))
     elif family in (Family.TILES, Family.TILES_CHECKER):
         rgb = _tiles(surface, mat)
     elif family == Family.STONE:
-        mix = np.clip((fractal_noise(tex / mat.scale, mat.seed, octaves=3) - 0.35) * 3, 0, 1)
-        fleck = cell_noise(tex, 0.005, mat.seed + 1)
+        mix = np.clip((fractal_noise(uv / mat.scale, mat.seed, octaves=3) - 0.35) * 3, 0, 1)
+        fleck = cell_noise(uv, 0.005, mat.seed + 1)
         rgb = _lerp(base, mat.colors[1], mix) * (0.9 + 0.2 * fleck)[:, None]
     elif family == Family.ENAMEL:
-        rgb = _shade(base, 0.97 + 0.05 * fractal_noise(tex * 1.5, mat.seed, octaves=2))
+        rgb = _shade(base, 0.97 + 0.05 * fractal_noise(uv * 1.5, mat.seed, octaves=2))
     elif family == Family.METAL:
-        stretch = np.full(3, 1.0 / mat.scale)
-        stretch[mat.axis] = 2.0
-        rgb = _shade(base, 0.88 + 0.2 * fractal_noise(tex * stretch, mat.seed, octaves=2))
+        # Brushed: fine across the brushing direction (vertical for axis 2), coarse along it.
+        along = (uv[:, 1] if mat.axis == 2 else uv[:, 0])[:, None]
+        across = (uv[:, 0] if mat.axis == 2 else uv[:, 1])[:, None]
+        brushed = np.concatenate([along * 2.0, across / mat.scale], axis=1)
+        rgb = _shade(base, 0.88 + 0.2 * fractal_noise(brushed, mat.seed, octaves=2))
     elif family == Family.GLASS:
         rgb = _glass(surface, mat)
     elif family == Family.PAINTING:
