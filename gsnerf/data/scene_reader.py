@@ -8,7 +8,7 @@ A reader is opened on one scene and resizes everything it returns to the request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jaxtyping import Float, Int64
 from torch import Tensor
@@ -54,6 +54,7 @@ class SceneInfo:
     dropped: list[DroppedFrame] = field(default_factory=list)
 
 
+@runtime_checkable
 class SceneReader(Protocol):
     """Protocol of ``open_scene``'s result."""
 
