@@ -145,7 +145,8 @@ class MultiViewDataset(Dataset):
             return list(range(len(scene.frame_ids)))
         if self.cfg.train_frames != "source_pool":
             raise ValueError(
-                f"dataset.train_frames must be 'all' or 'source_pool', got {self.cfg.train_frames!r}"
+                "dataset.train_frames must be 'all' or 'source_pool', "
+                f"got {self.cfg.train_frames!r}"
             )
         pool_ids, _ = self._split_of(scene)
         position = {frame_id: i for i, frame_id in enumerate(scene.frame_ids)}

@@ -19,10 +19,14 @@ def setup_file_logging(run_dir: Path, name: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / f"{name}.log"
     root = logging.getLogger()
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve()
-               for h in root.handlers):
+    if not any(
+        isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve()
+        for h in root.handlers
+    ):
         handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+        )
         root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
@@ -55,8 +59,9 @@ class RunLogger:
             self.writer.add_image(tag, torch.from_numpy(image).permute(2, 0, 1), step)
 
     def progress(self, total: int, initial: int, desc: str) -> tqdm:
-        return tqdm(total=total, initial=initial, desc=desc, disable=not self.enabled,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=total, initial=initial, desc=desc, disable=not self.enabled, dynamic_ncols=True
+        )
 
     def close(self) -> None:
         if self.writer is not None:

@@ -27,8 +27,13 @@ def save_resolved_config(cfg: RootCfg, run_dir: Path) -> None:
 
 
 def _evaluate_test_split(
-    cfg: RootCfg, model: torch.nn.Module, class_names: list[str], ignore_index: int,
-    out_dir: Path, device: torch.device, title: str,
+    cfg: RootCfg,
+    model: torch.nn.Module,
+    class_names: list[str],
+    ignore_index: int,
+    out_dir: Path,
+    device: torch.device,
+    title: str,
 ) -> dict:
     test_scenes = open_split(cfg.dataset, "test")
     _check_classes(test_scenes[0].class_names, class_names)
@@ -60,8 +65,13 @@ def run_training(cfg: RootCfg) -> dict | None:
             return None
         title = f"{cfg.dataset.kind} held-out, N={cfg.model.sampler.num_samples}"
         return _evaluate_test_split(
-            cfg, trainer.model.module if hasattr(trainer.model, "module") else trainer.model,
-            trainer.class_names, trainer.ignore_index, run_dir / "eval", trainer.device, title,
+            cfg,
+            trainer.model.module if hasattr(trainer.model, "module") else trainer.model,
+            trainer.class_names,
+            trainer.ignore_index,
+            run_dir / "eval",
+            trainer.device,
+            title,
         )
     finally:
         trainer.close()
@@ -110,4 +120,3 @@ def run_finetuning(cfg: RootCfg) -> dict | None:
     )
     train = dataclasses.replace(cfg.train, init_weights=cfg.ckpt)
     return run_training(dataclasses.replace(cfg, dataset=dataset, train=train))
-

@@ -18,7 +18,9 @@ def sample_pixels(
     return torch.stack([rows, cols], dim=-1)
 
 
-def ray_targets(target: Views, pixels: Int64[torch.Tensor, "b rays 2"], rays: RayBundle) -> RayTargets:
+def ray_targets(
+    target: Views, pixels: Int64[torch.Tensor, "b rays 2"], rays: RayBundle
+) -> RayTargets:
     """Ground truth of the target view at ``pixels``: colour, label and depth as ray distance.
 
     GT depth is z-depth; along a unit ray it is ``z / cos``, where ``cos`` is the ray's

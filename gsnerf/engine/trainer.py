@@ -112,9 +112,7 @@ class Trainer:
         )
         self.model = build_model(cfg.model, len(self.class_names)).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg.optim)
-        self.scheduler = build_scheduler(
-            self.optimizer, self.train_cfg.steps, self.train_cfg.optim
-        )
+        self.scheduler = build_scheduler(self.optimizer, self.train_cfg.steps, self.train_cfg.optim)
         self.scaler = make_grad_scaler(self.train_cfg.precision, self.device)
         self.step = 0
         self.best_metric = float("-inf")
@@ -167,8 +165,9 @@ class Trainer:
         per_step = self.train_cfg.batch_size * self.context.world_size
         start = self.step * per_step
         indices = [
-            i for i in range(start, len(self.train_set)) if i % self.context.world_size
-            == self.context.rank
+            i
+            for i in range(start, len(self.train_set))
+            if i % self.context.world_size == self.context.rank
         ]
         return DataLoader(
             Subset(self.train_set, indices),

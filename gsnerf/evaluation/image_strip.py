@@ -1,4 +1,4 @@
-"""Per-view image strip: GT | render | predicted semantics | GT semantics | error | depth | legend."""
+"""Per-view image strip: GT | render | semantics | GT semantics | error | depth | legend."""
 
 import numpy as np
 import torch
@@ -24,7 +24,9 @@ def view_strip(
     height, width = gt_rgb.shape[-2:]
     blank = np.zeros((height, width, 3), dtype=np.uint8)
     prediction = image.semantic_logits[0].argmax(0)
-    gt_labels = blank if target.labels is None else colorize_labels(target.labels[0, 0], ignore_index)
+    gt_labels = (
+        blank if target.labels is None else colorize_labels(target.labels[0, 0], ignore_index)
+    )
     # Five times the absolute error, as the reference's strips show it (spec 5.4).
     error = (5.0 * (rgb - gt_rgb).abs()).clamp(0, 1)
     panels = [

@@ -16,6 +16,7 @@ from enum import IntEnum
 import numpy as np
 from jaxtyping import Float, Int
 
+
 class ShapeKind(IntEnum):
     BOX = 0
     CYLINDER = 1

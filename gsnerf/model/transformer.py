@@ -1,0 +1,90 @@
+"""Masked self-attention over a small set of tokens: the views of a sample, or the samples of a ray.
+
+Each block is the reference's "EncoderLayer" (spec 2.6): multi-head attention with bias-free
+projections and scaled dot products, masked over the *keys*, then a residual and LayerNorm, then
+a ReLU feed-forward layer, a residual and LayerNorm (post-norm, no dropout). A key whose mask is
+False gets no attention from any query, so its token cannot change any other token; every row of
+the mask needs at least one True key, or that row's softmax is undefined.
+"""
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+
+@dataclass
+class TransformerCfg:
+    # Token width d (spec 2.6: 32).
+    width: int = 32
+    # Attention heads; must divide width (spec 2.6: 4, so 8 channels per head).
+    heads: int = 4
+    # Stacked blocks (spec 2.6, 2.7: 4 for the geometry and 4 for the semantic transformer).
+    layers: int = 4
+    # Hidden width of each block's feed-forward layer (spec 2.6: 32).
+    ffn_width: int = 32
+    # LayerNorm epsilon (spec 2.6: 1e-6).
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(
+                f"TransformerCfg: heads ({self.heads}) must divide width ({self.width})"
+            )
+        if self.layers < 0:
+            raise ValueError(f"TransformerCfg.layers must be >= 0, got {self.layers}")
+
+
+class MaskedAttentionBlock(nn.Module):
+    """Post-norm self-attention + feed-forward block with a key mask (module doc)."""
+
+    def __init__(self, cfg: TransformerCfg) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)
+        self.out = nn.Linear(cfg.width, cfg.width, bias=False)
+        self.attention_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.width, cfg.ffn_width), nn.ReLU(), nn.Linear(cfg.ffn_width, cfg.width)
+        )
+        self.ffn_norm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+
+    def forward(
+        self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
+    ) -> Float[Tensor, "n t c"]:
+        query, key, value = rearrange(
+            self.qkv(tokens), "n t (three h c) -> three n h t c", three=3, h=self.heads
+        )
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        tokens = self.attention_norm(tokens + self.out(rearrange(attended, "n h t c -> n t (h c)")))
+        return self.ffn_norm(tokens + self.ffn(tokens))
+
+
+class TokenTransformer(nn.Module):
+    """``cfg.layers`` masked attention blocks sharing one key mask."""
+
+    def __init__(self, cfg: TransformerCfg) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MaskedAttentionBlock(cfg) for _ in range(cfg.layers))
+
+    def forward(
+        self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
+    ) -> Float[Tensor, "n t c"]:
+        if key_mask is not None and not key_mask.any(dim=-1).all():
+            raise ValueError("TokenTransformer: every row of key_mask needs at least one True key")
+        for block in self.blocks:
+            tokens = block(tokens, key_mask)
+        return tokens
+
+
+def mlp(widths: list[int]) -> nn.Sequential:
+    """Linear layers through ``widths`` with ELU between them and no output activation."""
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        if index > 0:
+            layers.append(nn.ELU())
+        layers.append(nn.Linear(fan_in, fan_out))
+    return nn.Sequential(*layers)

@@ -1,0 +1,121 @@
+"""MultiViewDataset on a ScanNet-layout fixture whose camera centres lie on a line.
+
+Frame k of the fixture sits at k * (0.1, 0.02, -0.05), so the distance between frames j and k
+is proportional to |j - k| and the nearest-view orders below can be written down by hand.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from scene_files import write_scannet_scene
+
+from gsnerf.data import open_scene
+from gsnerf.data.dataset import DatasetCfg, MultiViewDataset, collate_examples, scene_names
+from gsnerf.data.view_selection import ViewSelectionCfg
+
+SIZE = (32, 24)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("scannet")
+    write_scannet_scene(
+        root,
+        frame_ids=tuple(range(30)),
+        color_size=(64, 48),
+        depth_size=(32, 24),
+        invalid_pose_ids=(),
+    )
+    return open_scene("scannet", root, "scene0000_00", SIZE)
+
+
+def _cfg(**overrides) -> DatasetCfg:
+    views = ViewSelectionCfg(num_source_views=3, num_mvs_neighbours=2)
+    return dataclasses.replace(DatasetCfg(kind="scannet", views=views), **overrides)
+
+
+def test_test_items_follow_the_protocol(scene) -> None:
+    dataset = MultiViewDataset([scene], _cfg(), "test")
+    # Pool 0, 5, ..., 25; queries 2 and 22 (spec 1.5 with 30 frames).
+    assert len(dataset) == 2
+    first, second = dataset[0], dataset[1]
+    assert first.target.frame_ids.tolist() == [2]
+    assert first.sources.frame_ids.tolist() == [0, 5, 10]
+    assert second.target.frame_ids.tolist() == [22]
+    assert second.sources.frame_ids.tolist() == [20, 25, 15]
+    # Neighbours of the sources [20, 25, 15]: 20 -> (25 or 15, tie broken by index), 25 -> 20.
+    assert first.source_neighbours.shape == (3, 2)
+    assert second.source_neighbours[1].tolist() == [0, 2]
+
+
+def test_examples_have_the_contract_shapes(scene) -> None:
+    example = MultiViewDataset([scene], _cfg(), "test")[0]
+    assert example.sources.images.shape == (3, 3, 24, 32)
+    assert example.sources.depths.shape == (3, 24, 32)
+    assert example.sources.labels.dtype == torch.int64
+    assert example.target.images.shape == (1, 3, 24, 32)
+    assert example.sources.near.tolist() == pytest.approx([0.1] * 3)
+    torch.testing.assert_close(example.target.images[0], scene.read(2).image)
+    batch = collate_examples([example, example])
+    assert batch.sources.images.shape == (2, 3, 3, 24, 32)
+    assert batch.source_neighbours.shape == (2, 3, 2)
+    assert batch.scenes == ["scene0000_00", "scene0000_00"]
+
+
+def test_training_items_are_reproducible_and_exclude_the_target(scene) -> None:
+    dataset = MultiViewDataset([scene], _cfg(), "train", seed=3, length=50)
+    again = MultiViewDataset([scene], _cfg(), "train", seed=3, length=50)
+    other_seed = MultiViewDataset([scene], _cfg(), "train", seed=4, length=50)
+    targets = []
+    for index in range(20):
+        item = dataset[index]
+        target = int(item.target.frame_ids[0])
+        sources = item.sources.frame_ids.tolist()
+        assert target not in sources
+        # Sources come from the ceil(1.5 * 3) = 5 nearest other frames; equally distant frames
+        # on both sides of the target may tie, so either is allowed.
+        fifth = sorted(abs(k - target) for k in range(30) if k != target)[4]
+        assert all(abs(s - target) <= fifth for s in sources)
+        assert torch.equal(again[index].sources.frame_ids, item.sources.frame_ids)
+        targets.append(target)
+    assert len(set(targets)) > 5
+    differing = [
+        index
+        for index in range(20)
+        if other_seed[index].target.frame_ids.tolist() != [targets[index]]
+    ]
+    assert differing
+
+
+def test_source_pool_training_never_uses_a_test_query(scene) -> None:
+    dataset = MultiViewDataset([scene], _cfg(train_frames="source_pool"), "train", length=30)
+    for index in range(30):
+        item = dataset[index]
+        used = item.sources.frame_ids.tolist() + item.target.frame_ids.tolist()
+        assert all(frame % 5 == 0 for frame in used), used
+
+
+def test_depth_range_jitter_stays_in_its_bounds(scene) -> None:
+    cfg = _cfg(depth_range_jitter_prob=1.0, near=0.1, far=10.0)
+    dataset = MultiViewDataset([scene], cfg, "train", length=10)
+    for index in range(10):
+        item = dataset[index]
+        near, far = float(item.sources.near[0]), float(item.sources.far[0])
+        assert 0.095 <= near <= 0.1 and 10.0 <= far <= 10.5
+        assert torch.all(item.target.near == near)
+
+
+def test_too_few_frames_is_a_clear_error(scene) -> None:
+    views = ViewSelectionCfg(num_source_views=40)
+    with pytest.raises(ValueError, match="scene0000_00 has 30 valid frames"):
+        MultiViewDataset([scene], _cfg(views=views), "test")
+
+
+def test_split_file_is_read_and_its_absence_named(tmp_path: Path) -> None:
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_text("a\n\nb\n")
+    assert scene_names(DatasetCfg(root=str(tmp_path)), "train") == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match="test.txt"):
+        scene_names(DatasetCfg(root=str(tmp_path)), "test")
