@@ -11,6 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gsnerf.data.dataset import DatasetCfg
+from gsnerf.engine.trainer import TrainCfg
+from gsnerf.evaluation.evaluator import EvalCfg
+from gsnerf.losses import LossCfg
+from gsnerf.model.gsnerf import GSNeRFCfg
 
 
 @dataclass
@@ -22,6 +26,12 @@ class PathsCfg:
 
 
 @dataclass
+class LoggerCfg:
+    # Write TensorBoard event files (scalars, image strips) under <run dir>/tensorboard.
+    tensorboard: bool = True
+
+
+@dataclass
 class RootCfg:
     # Seed of every random choice of the run (weights, items, rays); spec 4 uses 123.
     seed: int = 123
@@ -29,6 +39,23 @@ class RootCfg:
     paths: PathsCfg = field(default_factory=PathsCfg)
     # Which scenes, at which size, with which views (spec 1).
     dataset: DatasetCfg = field(default_factory=DatasetCfg)
+    # The network: geo-reasoner, guide depth, sampler, renderer (spec 2).
+    model: GSNeRFCfg = field(default_factory=GSNeRFCfg)
+    # Loss terms and weights (spec 3).
+    loss: LossCfg = field(default_factory=LossCfg)
+    # Optimisation, precision, validation and checkpoint cadence (spec 4).
+    train: TrainCfg = field(default_factory=TrainCfg)
+    # Test-time rendering and what the evaluation writes (spec 5).
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    # Where logs go.
+    logger: LoggerCfg = field(default_factory=LoggerCfg)
+    # Resume: "" (fresh run), "true" (newest last.pt of this run or its sibling runs), a run
+    # directory or a checkpoint file.
+    resume: str = ""
+    # Checkpoint to evaluate (eval.py) or to start fine-tuning from (finetune.py).
+    ckpt: str | None = None
+    # Scene to fine-tune on (finetune.py), e.g. scene0376_02.
+    scene: str | None = None
 
 
 class ConfigError(ValueError):

@@ -217,11 +217,16 @@ def gather_features(
             )
         )
 
+    if geometry.image_features.shape[-2:] != sources.images.shape[-2:]:
+        raise ValueError(
+            "gather_features: geometry.image_features must have the source images' size "
+            f"{tuple(sources.images.shape[-2:])}, got {tuple(geometry.image_features.shape[-2:])}"
+        )
     images = sources.images.to(geometry.image_features.dtype)
     full_res = sample_maps(torch.cat([geometry.image_features, images], dim=2), projection.grid)
     image_channels = geometry.image_features.shape[2]
 
-    # Occlusion against the finest (last) level's predicted depth (spec 2.5).
+    # Occlusion against the predicted depth of the finest level, the loop's last (spec 2.5).
     if OcclusionUnit(cfg.occlusion_unit) is OcclusionUnit.HYPOTHESIS_SPAN:
         tolerance = cfg.occlusion_tolerance * (last - first)
     else:

@@ -9,6 +9,7 @@ the mask needs at least one True key, or that row's softmax is undefined.
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Bool, Float
@@ -64,7 +65,7 @@ class MaskedAttentionBlock(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    """``cfg.layers`` masked attention blocks sharing one key mask."""
+    """``cfg.layers`` masked attention blocks sharing one key mask (one True key per row)."""
 
     def __init__(self, cfg: TransformerCfg) -> None:
         super().__init__()
@@ -73,8 +74,6 @@ class TokenTransformer(nn.Module):
     def forward(
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
-        if key_mask is not None and not key_mask.any(dim=-1).all():
-            raise ValueError("TokenTransformer: every row of key_mask needs at least one True key")
         for block in self.blocks:
             tokens = block(tokens, key_mask)
         return tokens
@@ -88,3 +87,19 @@ def mlp(widths: list[int]) -> nn.Sequential:
             layers.append(nn.ELU())
         layers.append(nn.Linear(fan_in, fan_out))
     return nn.Sequential(*layers)
+
+
+def masked_moments(
+    values: Float[Tensor, "n v c"], mask: Bool[Tensor, "n v"]
+) -> Float[Tensor, "n 2*c"]:
+    """``[mean, variance]`` over the views of ``mask``, population variance (spec 2.6, 2.7).
+
+    The reference takes both over all views, so a view that cannot see the sample still moves
+    the global token; here only the views the tokens attend to count (at least one per row).
+    Example: values (1, 3, 100), mask (1, 1, 0) -> mean 2, variance 1.
+    """
+    weights = mask.to(values.dtype)[..., None]
+    count = weights.sum(dim=1).clamp_min(1.0)
+    mean = (weights * values).sum(dim=1) / count
+    variance = (weights * (values - mean[:, None]) ** 2).sum(dim=1) / count
+    return torch.cat([mean, variance], dim=-1)

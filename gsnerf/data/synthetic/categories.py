@@ -10,9 +10,23 @@ from dataclasses import dataclass
 
 # Column names of ScanNet's scannetv2-labels.combined.tsv, in the real order.
 TSV_COLUMNS = (
-    "id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass", "nyu40class",
-    "eigen13class", "ModelNet40", "ModelNet10", "ShapeNetCore55", "synsetoffset", "wnsynsetid",
-    "wnsynsetkey", "mpcat40", "mpcat40index",
+    "id",
+    "raw_category",
+    "category",
+    "count",
+    "nyu40id",
+    "eigen13id",
+    "nyuClass",
+    "nyu40class",
+    "eigen13class",
+    "ModelNet40",
+    "ModelNet10",
+    "ShapeNetCore55",
+    "synsetoffset",
+    "wnsynsetid",
+    "wnsynsetkey",
+    "mpcat40",
+    "mpcat40index",
 )
 
 
@@ -52,20 +66,24 @@ RAW_CATEGORIES: tuple[RawCategory, ...] = (
     RawCategory(19, "curtain", "curtain", 16, "curtain", 13, "window", "curtain", 12),
     RawCategory(20, "book", "book", 23, "books", 2, "books", "objects", 39),
     RawCategory(22, "coffee table", "table", 7, "table", 10, "table", "table", 5),
-    RawCategory(24, "refrigerator", "refridgerator", 24, "refridgerator", 6, "furniture",
-                "appliances", 37),
+    RawCategory(
+        24, "refrigerator", "refridgerator", 24, "refridgerator", 6, "furniture", "appliances", 37
+    ),
     RawCategory(25, "lamp", "lamp", 35, "lamp", 7, "objects", "lighting", 28),
     RawCategory(26, "kitchen cabinets", "cabinet", 3, "cabinet", 6, "furniture", "cabinet", 7),
     RawCategory(29, "box", "box", 29, "box", 7, "objects", "objects", 39),
     RawCategory(31, "counter", "counter", 12, "counter", 6, "furniture", "counter", 26),
-    RawCategory(32, "nightstand", "night stand", 32, "night stand", 6, "furniture",
-                "chest_of_drawers", 13),
+    RawCategory(
+        32, "nightstand", "night stand", 32, "night stand", 6, "furniture", "chest_of_drawers", 13
+    ),
     RawCategory(37, "bathtub", "bathtub", 36, "bathtub", 7, "objects", "bathtub", 25),
     RawCategory(41, "ceiling", "ceiling", 22, "ceiling", 3, "ceiling", "ceiling", 17),
     RawCategory(44, "tv", "television", 25, "television", 11, "tv", "tv_monitor", 22),
-    RawCategory(45, "tv stand", "tv stand", 39, "otherfurniture", 6, "furniture", "furniture",
-                36),
+    RawCategory(45, "tv stand", "tv stand", 39, "otherfurniture", 6, "furniture", "furniture", 36),
     RawCategory(56, "ottoman", "ottoman", 39, "otherfurniture", 6, "furniture", "seating", 34),
+    RawCategory(
+        58, "shower curtain", "shower curtain", 28, "shower curtain", 13, "window", "curtain", 12
+    ),
     RawCategory(60, "doorframe", "door frame", 8, "door", 12, "wall", "door", 4),
 )
 _BY_NAME = {category.name: category for category in RAW_CATEGORIES}
@@ -87,8 +105,22 @@ def labels_tsv() -> str:
     lines = ["\t".join(TSV_COLUMNS)]
     for c in RAW_CATEGORIES:
         row = (
-            str(c.raw_id), c.name, c.name, "1", str(c.nyu40_id), str(c.eigen13_id), c.nyu_class,
-            c.nyu40_class, c.eigen13_class, "", "", "", "", "", "", c.mpcat40,
+            str(c.raw_id),
+            c.name,
+            c.name,
+            "1",
+            str(c.nyu40_id),
+            str(c.eigen13_id),
+            c.nyu_class,
+            c.nyu40_class,
+            c.eigen13_class,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            c.mpcat40,
             str(c.mpcat40_index),
         )
         lines.append("\t".join(row))

@@ -45,8 +45,15 @@ def footprints(obj: Furniture, pose: Pose2d) -> list[PartFootprint]:
         x = pose.x + cos * px - sin * py
         y = pose.y + sin * px + cos * py
         yaw = 0.0 if part.kind == ShapeKind.CYLINDER else pose.yaw + part.yaw
-        result.append(PartFootprint((float(x), float(y)), part.half_size[:2], float(yaw),
-                                    pz - part.half_size[2], pz + part.half_size[2]))
+        result.append(
+            PartFootprint(
+                (float(x), float(y)),
+                part.half_size[:2],
+                float(yaw),
+                pz - part.half_size[2],
+                pz + part.half_size[2],
+            )
+        )
     return result
 
 
@@ -58,8 +65,9 @@ class FloorPlan:
         gap: clearance kept between objects, horizontally and vertically (metres).
     """
 
-    def __init__(self, width: float, depth: float, cell: float, standing_limit: float,
-                 gap: float) -> None:
+    def __init__(
+        self, width: float, depth: float, cell: float, standing_limit: float, gap: float
+    ) -> None:
         self.width, self.depth, self.cell = width, depth, cell
         self.standing_limit, self.gap = standing_limit, gap
         shape = (int(np.ceil(width / cell)), int(np.ceil(depth / cell)))
@@ -69,7 +77,9 @@ class FloorPlan:
         self.xs = (np.arange(shape[0]) + 0.5) * cell
         self.ys = (np.arange(shape[1]) + 0.5) * cell
 
-    def _cover(self, foot: PartFootprint, grow: float):
+    def _cover(
+        self, foot: PartFootprint, grow: float
+    ) -> tuple[tuple[slice, slice], Bool[np.ndarray, "a b"]]:
         """Grid window and mask of the cells whose centre lies in the grown rectangle."""
         cos, sin = np.cos(foot.yaw), np.sin(foot.yaw)
         hx, hy = foot.half[0] + grow, foot.half[1] + grow
@@ -110,7 +120,8 @@ class FloorPlan:
         return True
 
     def add(self, feet: list[PartFootprint], obstacle: bool = True) -> None:
-        """Record the parts; ``obstacle=False`` reserves floor (a door's swing) the camera may use."""
+        """Record the parts; ``obstacle=False`` reserves floor the camera may still use (a door's
+        swing)."""
         for foot in feet:
             # Half a cell of growth makes thin parts (pictures, doors) cover at least one cell.
             window, inside = self._cover(foot, 0.5 * self.cell)

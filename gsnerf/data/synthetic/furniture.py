@@ -1,4 +1,4 @@
-"""Free-standing furniture of the synthetic rooms, each built from several primitives.
+"""Beds, tables, seats and their companions in the synthetic rooms, built from several primitives.
 
 Every builder draws its sizes (metres, typical real-world ranges) and per-instance materials
 from the shared palettes and returns a :class:`Furniture` in its own frame (front at -y).
@@ -23,24 +23,50 @@ def bed(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
     width = float(rng.choice([0.9, 1.4, 1.6, 1.8])) + rng.uniform(-0.05, 0.05)
     length, frame_h = rng.uniform(1.95, 2.15), rng.uniform(0.25, 0.4)
     frame = ms.wood_or_paint(axis=1)
-    sheet = ms.make(Family.FABRIC, (ms.color(FABRICS[2:4] + FABRICS[10:11]),), 0.02)
+    sheet = ms.make(Family.FABRIC, (ms.color(FABRICS[2:4] + FABRICS[10:11]),), 0.025)
     blanket = ms.fabric(axis=0)
     x, y = width / 2, length / 2
     top = frame_h + 0.22
     parts = [
         box(-x, x, -y, y, 0.0, frame_h, "bed", frame),
         box(-x + 0.03, x - 0.03, -y + 0.03, y - 0.03, frame_h, top, "bed", sheet),
-        box(-x - 0.02, x + 0.02, -y - 0.02, -y + 0.65 * length, frame_h - 0.08, top + 0.03,
-            "bed", blanket),
-        box(-x - 0.04, x + 0.04, y, y + 0.06, 0.0, rng.uniform(0.9, 1.2), "bed",
-            with_axis(frame, 0) if rng.random() < 0.6 else ms.upholstery()),
+        box(
+            -x - 0.02,
+            x + 0.02,
+            -y - 0.02,
+            -y + 0.65 * length,
+            frame_h - 0.08,
+            top + 0.03,
+            "bed",
+            blanket,
+        ),
+        box(
+            -x - 0.04,
+            x + 0.04,
+            y,
+            y + 0.06,
+            0.0,
+            rng.uniform(0.9, 1.2),
+            "bed",
+            with_axis(frame, 0) if rng.random() < 0.6 else ms.upholstery(),
+        ),
     ]
     pillow = ms.fabric()
     count = 2 if width > 1.2 else 1
     for i in range(count):
         cx = -x + (i + 0.5) * width / count
-        parts.append(box(cx - 0.3 * width / count, cx + 0.3 * width / count, y - 0.45, y - 0.08,
-                         top, top + 0.13, "pillow", pillow))
+        parts.append(
+            box(
+                cx - 0.3 * width / count,
+                cx + 0.3 * width / count,
+                y - 0.45,
+                y - 0.08,
+                top,
+                top + 0.13,
+                "pillow",
+                pillow,
+            )
+        )
     return finish("bed", parts)
 
 
@@ -57,16 +83,24 @@ def nightstand(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
     return finish("nightstand", parts)
 
 
-def lamp_parts(rng: np.random.Generator, ms: MaterialSampler, x: float, y: float,
-               z: float) -> list[Part]:
+def lamp_parts(
+    rng: np.random.Generator, ms: MaterialSampler, x: float, y: float, z: float
+) -> list[Part]:
     """Table lamp standing at (x, y, z): base, stem and fabric shade."""
     stem = ms.metal()
     shade_r, stem_h = rng.uniform(0.1, 0.15), rng.uniform(0.2, 0.3)
     return [
         cylinder(x, y, 0.07, z, z + 0.03, "lamp", stem),
         cylinder(x, y, 0.012, z + 0.03, z + stem_h, "lamp", stem),
-        cylinder(x, y, shade_r, z + stem_h, z + stem_h + rng.uniform(0.15, 0.22), "lamp",
-                 ms.plaster(FABRICS[2:4] + FABRICS[10:11])),
+        cylinder(
+            x,
+            y,
+            shade_r,
+            z + stem_h,
+            z + stem_h + rng.uniform(0.15, 0.22),
+            "lamp",
+            ms.plaster(FABRICS[2:4] + FABRICS[10:11]),
+        ),
     ]
 
 
@@ -80,11 +114,14 @@ def table(rng: np.random.Generator, ms: MaterialSampler, coffee: bool = False) -
     thick = rng.uniform(0.025, 0.05)
     if not coffee and rng.random() < 0.25:
         radius = rng.uniform(0.45, 0.6)
-        return finish(category, [
-            cylinder(0.0, 0.0, radius, height - thick, height, category, top_mat),
-            cylinder(0.0, 0.0, 0.05, 0.03, height - thick, category, leg_mat),
-            cylinder(0.0, 0.0, 0.25, 0.0, 0.03, category, leg_mat),
-        ])
+        return finish(
+            category,
+            [
+                cylinder(0.0, 0.0, radius, height - thick, height, category, top_mat),
+                cylinder(0.0, 0.0, 0.05, 0.03, height - thick, category, leg_mat),
+                cylinder(0.0, 0.0, 0.25, 0.0, 0.03, category, leg_mat),
+            ],
+        )
     if coffee:
         width, depth = rng.uniform(0.8, 1.3), rng.uniform(0.45, 0.7)
     else:
@@ -95,11 +132,22 @@ def table(rng: np.random.Generator, ms: MaterialSampler, coffee: bool = False) -
     for sx in (-1, 1):
         for sy in (-1, 1):
             lx, ly = sx * (x - inset - leg / 2), sy * (y - inset - leg / 2)
-            parts.append(box(lx - leg / 2, lx + leg / 2, ly - leg / 2, ly + leg / 2, 0.0,
-                             height - thick, category, leg_mat))
+            parts.append(
+                box(
+                    lx - leg / 2,
+                    lx + leg / 2,
+                    ly - leg / 2,
+                    ly + leg / 2,
+                    0.0,
+                    height - thick,
+                    category,
+                    leg_mat,
+                )
+            )
     if coffee and rng.random() < 0.5:
-        parts.append(box(-x + inset, x - inset, -y + inset, y - inset, 0.12, 0.14, category,
-                         top_mat))
+        parts.append(
+            box(-x + inset, x - inset, -y + inset, y - inset, 0.12, 0.14, category, top_mat)
+        )
     return finish(category, parts)
 
 
@@ -112,16 +160,38 @@ def chair(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
     back_h, leg = rng.uniform(0.38, 0.5), rng.uniform(0.03, 0.045)
     frame = ms.wood() if rng.random() < 0.6 else (ms.metal() if rng.random() < 0.5 else ms.paint())
     x, y = width / 2, depth / 2
-    parts = [box(-x, x, -y, y, seat_h - seat_t, seat_h, "chair", frame),
-             box(-x, x, y - 0.03, y, seat_h, seat_h + back_h, "chair", with_axis(frame, 0))]
+    parts = [
+        box(-x, x, -y, y, seat_h - seat_t, seat_h, "chair", frame),
+        box(-x, x, y - 0.03, y, seat_h, seat_h + back_h, "chair", with_axis(frame, 0)),
+    ]
     for sx in (-1, 1):
         for sy in (-1, 1):
             lx, ly = sx * (x - leg / 2), sy * (y - leg / 2)
-            parts.append(box(lx - leg / 2, lx + leg / 2, ly - leg / 2, ly + leg / 2, 0.0,
-                             seat_h - seat_t, "chair", with_axis(frame, 2)))
+            parts.append(
+                box(
+                    lx - leg / 2,
+                    lx + leg / 2,
+                    ly - leg / 2,
+                    ly + leg / 2,
+                    0.0,
+                    seat_h - seat_t,
+                    "chair",
+                    with_axis(frame, 2),
+                )
+            )
     if rng.random() < 0.5:
-        parts.append(box(-x + 0.02, x - 0.02, -y + 0.02, y - 0.04, seat_h, seat_h + 0.04,
-                         "chair", ms.upholstery()))
+        parts.append(
+            box(
+                -x + 0.02,
+                x - 0.02,
+                -y + 0.02,
+                y - 0.04,
+                seat_h,
+                seat_h + 0.04,
+                "chair",
+                ms.upholstery(),
+            )
+        )
     return finish("chair", parts)
 
 
@@ -134,8 +204,16 @@ def _office_chair(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
         box(-0.3, 0.3, -0.025, 0.025, 0.03, 0.07, "office chair", frame, yaw=-np.pi / 4),
         cylinder(0.0, 0.0, 0.025, 0.07, seat_h - 0.08, "office chair", frame),
         box(-x, x, -x, x, seat_h - 0.08, seat_h, "office chair", cover),
-        box(-x + 0.02, x - 0.02, x - 0.02, x + 0.05, seat_h + 0.05, seat_h + rng.uniform(0.4, 0.6),
-            "office chair", cover),
+        box(
+            -x + 0.02,
+            x - 0.02,
+            x - 0.02,
+            x + 0.05,
+            seat_h + 0.05,
+            seat_h + rng.uniform(0.4, 0.6),
+            "office chair",
+            cover,
+        ),
     ]
     return finish("office chair", parts)
 
@@ -157,131 +235,36 @@ def sofa(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
     inner = (width - 2 * arm_w) / seats
     for i in range(seats):
         x0 = -x + arm_w + i * inner
-        parts.append(box(x0 + 0.005, x0 + inner - 0.005, -y + 0.01, y - back_t, seat_h - 0.1,
-                         seat_h, "couch", cover))
+        parts.append(
+            box(
+                x0 + 0.005,
+                x0 + inner - 0.005,
+                -y + 0.01,
+                y - back_t,
+                seat_h - 0.1,
+                seat_h,
+                "couch",
+                cover,
+            )
+        )
     for sx in (-1, 1):
         for sy in (-1, 1):
-            parts.append(cylinder(sx * (x - 0.06), sy * (y - 0.06), 0.02, 0.0, base, "couch",
-                                  legs))
+            parts.append(cylinder(sx * (x - 0.06), sy * (y - 0.06), 0.02, 0.0, base, "couch", legs))
     return finish("couch", parts)
-
-
-def cabinet(rng: np.random.Generator, ms: MaterialSampler, tall: bool | None = None,
-            category: str = "cabinet") -> Furniture:
-    """Cabinet body with door or drawer panels, handles and a recessed plinth."""
-    tall = rng.random() < 0.4 if tall is None else tall
-    width = rng.uniform(0.8, 1.6) if tall else rng.uniform(0.5, 1.2)
-    depth = rng.uniform(0.45, 0.62) if tall else rng.uniform(0.38, 0.55)
-    height = rng.uniform(1.7, 2.1) if tall else rng.uniform(0.75, 1.05)
-    columns = max(1, int(round(width / 0.45)))
-    grid = (columns, 1) if tall or rng.random() < 0.6 else (1, int(rng.integers(2, 5)))
-    body = ms.wood_or_paint(axis=1, panels=grid, p_wood=0.5)
-    x, y = width / 2, depth / 2
-    parts = [box(-x, x, -y, y, 0.08, height, category, body),
-             box(-x + 0.03, x - 0.03, -y + 0.05, y, 0.0, 0.08, category, with_axis(body, 0))]
-    parts += handles(-x, x, 0.08, height, -y, grid, category, ms.metal(axis=0))
-    return finish(category, parts)
-
-
-def bookshelf(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
-    """Frame (sides, top, plinth, back) + shelves, with rows of books (labelled book)."""
-    width, depth, height = rng.uniform(0.6, 1.2), rng.uniform(0.28, 0.38), rng.uniform(1.2, 2.1)
-    board = rng.uniform(0.018, 0.03)
-    wood = ms.wood_or_paint(axis=0)
-    x, y = width / 2, depth / 2
-    parts = [
-        box(-x, -x + board, -y, y, 0.0, height, "bookshelf", with_axis(wood, 2)),
-        box(x - board, x, -y, y, 0.0, height, "bookshelf", with_axis(wood, 2)),
-        box(-x + board, x - board, -y, y, height - board, height, "bookshelf", wood),
-        box(-x + board, x - board, -y, y, 0.0, 0.07, "bookshelf", wood),
-        box(-x + board, x - board, y - 0.01, y, 0.07, height - board, "bookshelf", wood),
-    ]
-    shelves = max(2, int(round((height - 0.1) / rng.uniform(0.3, 0.38))))
-    gap = (height - 0.07 - board) / shelves
-    inner = width - 2 * board
-    for i in range(shelves):
-        z0 = 0.07 + i * gap
-        if i > 0:
-            parts.append(box(-x + board, x - board, -y, y - 0.01, z0 - board, z0, "bookshelf",
-                             wood))
-        if rng.random() < 0.75:
-            fill = rng.uniform(0.35, 0.95) * inner
-            start = -x + board + rng.uniform(0.0, inner - fill)
-            tall = rng.uniform(0.55, 0.85) * (gap - board)
-            parts.append(box(start, start + fill, y - 0.01 - rng.uniform(0.6, 0.9) * depth,
-                             y - 0.012, z0, z0 + tall, "book", ms.books()))
-    return finish("bookshelf", parts)
-
-
-def desk(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
-    """Top + drawer pedestal on one side + legs or a panel on the other (+ monitor, lamp)."""
-    width, depth = rng.uniform(1.0, 1.6), rng.uniform(0.55, 0.75)
-    height, thick = rng.uniform(0.72, 0.76), rng.uniform(0.025, 0.04)
-    top = ms.wood_or_paint(axis=0)
-    x, y = width / 2, depth / 2
-    side = 1.0 if rng.random() < 0.5 else -1.0
-    grid = (1, int(rng.integers(2, 4)))
-    drawers = ms.make(top.family, top.colors, top.scale, 1, grid)
-    px0, px1 = sorted((side * x, side * (x - 0.42)))
-    parts = [box(-x, x, -y, y, height - thick, height, "desk", top),
-             box(px0, px1, -y + 0.02, y, 0.0, height - thick, "desk", drawers)]
-    parts += handles(px0, px1, 0.0, height - thick, -y + 0.02, grid, "desk", ms.metal(axis=0))
-    ox = -side * (x - 0.02)
-    if rng.random() < 0.5:
-        parts.append(box(ox - 0.02, ox + 0.02, -y + 0.03, y - 0.03, 0.0, height - thick, "desk",
-                         with_axis(top, 2)))
-    else:
-        leg = with_axis(top, 2) if rng.random() < 0.5 else ms.metal()
-        for ly in (-y + 0.05, y - 0.05):
-            parts.append(box(ox - 0.02, ox + 0.02, ly - 0.02, ly + 0.02, 0.0, height - thick,
-                             "desk", leg))
-    if rng.random() < 0.7:
-        screen = ms.make(Family.METAL, ((0.08, 0.08, 0.09),), 0.02, 0)
-        sw, sh = rng.uniform(0.45, 0.65), rng.uniform(0.28, 0.4)
-        parts += [box(-sw / 2, sw / 2, 0.05, 0.08, height + 0.1, height + 0.1 + sh, "monitor",
-                      screen),
-                  box(-0.1, 0.1, 0.0, 0.15, height, height + 0.012, "monitor", screen),
-                  box(-0.02, 0.02, 0.08, 0.11, height, height + 0.15, "monitor", screen)]
-    if rng.random() < 0.4:
-        parts += lamp_parts(rng, ms, -side * (x - 0.2), y - 0.15, height)
-    return finish("desk", parts)
-
-
-def tv_stand(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
-    """Low wide cabinet (other furniture) with a television on top."""
-    width, depth, height = rng.uniform(1.0, 1.8), rng.uniform(0.35, 0.45), rng.uniform(0.4, 0.6)
-    grid = (int(rng.integers(2, 4)), 1)
-    body = ms.wood_or_paint(axis=1, panels=grid)
-    x, y = width / 2, depth / 2
-    parts = [box(-x, x, -y, y, 0.05, height, "tv stand", body)]
-    parts += handles(-x, x, 0.05, height, -y, grid, "tv stand", ms.metal(axis=0))
-    for sx in (-1, 1):
-        parts.append(box(sx * x, sx * (x - 0.03), -y + 0.02, y - 0.02, 0.0, 0.05, "tv stand",
-                         with_axis(body, 2)))
-    if rng.random() < 0.85:
-        tv = ms.make(Family.METAL, ((0.06, 0.06, 0.07),), 0.02, 0)
-        tw = min(width - 0.1, rng.uniform(0.9, 1.3))
-        th = tw * 0.58
-        parts += [box(-tw / 2, tw / 2, -0.03, 0.02, height + 0.08, height + 0.08 + th, "tv", tv),
-                  box(-0.15, 0.15, -0.1, 0.1, height, height + 0.015, "tv", tv),
-                  box(-0.03, 0.03, -0.01, 0.03, height, height + 0.1, "tv", tv)]
-    return finish("tv stand", parts)
 
 
 def ottoman(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
     """Upholstered footstool (other furniture): a box or a drum."""
     cover, height = ms.upholstery(), rng.uniform(0.38, 0.46)
     if rng.random() < 0.4:
-        return finish("ottoman", [cylinder(0.0, 0.0, rng.uniform(0.25, 0.35), 0.0, height,
-                                           "ottoman", cover)])
+        return finish(
+            "ottoman", [cylinder(0.0, 0.0, rng.uniform(0.25, 0.35), 0.0, height, "ottoman", cover)]
+        )
     x, y = rng.uniform(0.22, 0.4), rng.uniform(0.22, 0.4)
-    return finish("ottoman", [box(-x, x, -y, y, 0.04, height, "ottoman", cover),
-                              box(-x + 0.03, x - 0.03, -y + 0.03, y - 0.03, 0.0, 0.04,
-                                  "ottoman", ms.wood())])
-
-
-def storage_box(rng: np.random.Generator, ms: MaterialSampler) -> Furniture:
-    """Cardboard box on the floor (labelled box; a brown that overlaps wood)."""
-    x, y, height = rng.uniform(0.15, 0.3), rng.uniform(0.12, 0.25), rng.uniform(0.2, 0.5)
-    card = ms.make(Family.ENAMEL, (ms.color(((0.66, 0.50, 0.33), (0.58, 0.44, 0.29))),), 1.0)
-    return finish("box", [box(-x, x, -y, y, 0.0, height, "box", card)])
+    return finish(
+        "ottoman",
+        [
+            box(-x, x, -y, y, 0.04, height, "ottoman", cover),
+            box(-x + 0.03, x - 0.03, -y + 0.03, y - 0.03, 0.0, 0.04, "ottoman", ms.wood()),
+        ],
+    )

@@ -104,11 +104,22 @@ class RoomBuilder:
         cos, sin = np.cos(pose.yaw), np.sin(pose.yaw)
         for part in obj.parts:
             px, py, pz = part.center
-            center = (float(pose.x + cos * px - sin * py), float(pose.y + sin * px + cos * py),
-                      float(pz))
-            self.primitives.append(Primitive(part.kind, center, part.half_size,
-                                             float(pose.yaw + part.yaw), raw_id(part.category),
-                                             instance, self.material_index(part.material)))
+            center = (
+                float(pose.x + cos * px - sin * py),
+                float(pose.y + sin * px + cos * py),
+                float(pz),
+            )
+            self.primitives.append(
+                Primitive(
+                    part.kind,
+                    center,
+                    part.half_size,
+                    float(pose.yaw + part.yaw),
+                    raw_id(part.category),
+                    instance,
+                    self.material_index(part.material),
+                )
+            )
 
     def try_place(self, obj: Furniture, pose: Pose2d) -> bool:
         feet = footprints(obj, pose)
@@ -131,7 +142,9 @@ class RoomBuilder:
     def wall_length(self, wall: int) -> float:
         return self.size[0] if wall % 2 == 0 else self.size[1]
 
-    def against_wall(self, obj: Furniture, gap: float = 0.01, jitter: float = 0.03) -> Pose2d | None:
+    def against_wall(
+        self, obj: Furniture, gap: float = 0.01, jitter: float = 0.03
+    ) -> Pose2d | None:
         """Place ``obj`` with its back to a random wall; returns the pose or None."""
         for _ in range(self.cfg.placement_tries):
             wall = int(self.rng.integers(4))
@@ -155,8 +168,9 @@ class RoomBuilder:
                 return pose
         return None
 
-    def facing(self, obj: Furniture, x: float, y: float, target: tuple[float, float],
-               jitter: float) -> bool:
+    def facing(
+        self, obj: Furniture, x: float, y: float, target: tuple[float, float], jitter: float
+    ) -> bool:
         """Place ``obj`` at (x, y) with its front turned towards ``target``."""
         yaw = np.arctan2(target[0] - x, -(target[1] - y)) + self.rng.uniform(-jitter, jitter)
         return self.try_place(obj, Pose2d(float(x), float(y), float(yaw)))

@@ -57,49 +57,107 @@ class Material:
 
 
 WOODS: tuple[Rgb, ...] = (
-    (0.74, 0.57, 0.38), (0.66, 0.46, 0.27), (0.40, 0.27, 0.17), (0.48, 0.25, 0.16),
-    (0.62, 0.58, 0.52), (0.25, 0.18, 0.13), (0.82, 0.72, 0.56), (0.55, 0.38, 0.24),
+    (0.74, 0.57, 0.38),
+    (0.66, 0.46, 0.27),
+    (0.40, 0.27, 0.17),
+    (0.48, 0.25, 0.16),
+    (0.62, 0.58, 0.52),
+    (0.25, 0.18, 0.13),
+    (0.82, 0.72, 0.56),
+    (0.55, 0.38, 0.24),
 )
 PAINTS: tuple[Rgb, ...] = (
-    (0.92, 0.92, 0.90), (0.88, 0.85, 0.78), (0.76, 0.76, 0.75), (0.32, 0.33, 0.35),
-    (0.14, 0.14, 0.15), (0.60, 0.66, 0.56), (0.24, 0.29, 0.40), (0.82, 0.74, 0.62),
+    (0.92, 0.92, 0.90),
+    (0.88, 0.85, 0.78),
+    (0.76, 0.76, 0.75),
+    (0.32, 0.33, 0.35),
+    (0.14, 0.14, 0.15),
+    (0.60, 0.66, 0.56),
+    (0.24, 0.29, 0.40),
+    (0.82, 0.74, 0.62),
 )
 WALL_PAINTS: tuple[Rgb, ...] = (
-    (0.93, 0.93, 0.91), (0.90, 0.87, 0.80), (0.91, 0.87, 0.75), (0.78, 0.78, 0.77),
-    (0.76, 0.83, 0.88), (0.79, 0.85, 0.76), (0.83, 0.75, 0.63), (0.93, 0.90, 0.72),
+    (0.93, 0.93, 0.91),
+    (0.90, 0.87, 0.80),
+    (0.91, 0.87, 0.75),
+    (0.78, 0.78, 0.77),
+    (0.76, 0.83, 0.88),
+    (0.79, 0.85, 0.76),
+    (0.83, 0.75, 0.63),
+    (0.93, 0.90, 0.72),
 )
 FABRICS: tuple[Rgb, ...] = (
-    (0.52, 0.52, 0.52), (0.27, 0.27, 0.29), (0.76, 0.69, 0.57), (0.89, 0.86, 0.79),
-    (0.22, 0.27, 0.42), (0.33, 0.43, 0.60), (0.36, 0.50, 0.37), (0.60, 0.22, 0.21),
-    (0.76, 0.60, 0.27), (0.47, 0.33, 0.23), (0.91, 0.91, 0.90), (0.84, 0.66, 0.65),
-    (0.25, 0.50, 0.52), (0.66, 0.58, 0.49),
+    (0.52, 0.52, 0.52),
+    (0.27, 0.27, 0.29),
+    (0.76, 0.69, 0.57),
+    (0.89, 0.86, 0.79),
+    (0.22, 0.27, 0.42),
+    (0.33, 0.43, 0.60),
+    (0.36, 0.50, 0.37),
+    (0.60, 0.22, 0.21),
+    (0.76, 0.60, 0.27),
+    (0.47, 0.33, 0.23),
+    (0.91, 0.91, 0.90),
+    (0.84, 0.66, 0.65),
+    (0.25, 0.50, 0.52),
+    (0.66, 0.58, 0.49),
 )
 LEATHERS: tuple[Rgb, ...] = (
-    (0.13, 0.12, 0.12), (0.36, 0.22, 0.14), (0.60, 0.41, 0.26), (0.86, 0.82, 0.74),
+    (0.13, 0.12, 0.12),
+    (0.36, 0.22, 0.14),
+    (0.60, 0.41, 0.26),
+    (0.86, 0.82, 0.74),
 )
 METALS: tuple[Rgb, ...] = (
-    (0.71, 0.72, 0.73), (0.36, 0.37, 0.38), (0.14, 0.14, 0.15), (0.82, 0.82, 0.80),
+    (0.71, 0.72, 0.73),
+    (0.36, 0.37, 0.38),
+    (0.14, 0.14, 0.15),
+    (0.82, 0.82, 0.80),
 )
 ENAMELS: tuple[Rgb, ...] = (
-    (0.94, 0.94, 0.93), (0.91, 0.90, 0.86), (0.88, 0.88, 0.88), (0.92, 0.89, 0.82),
+    (0.94, 0.94, 0.93),
+    (0.91, 0.90, 0.86),
+    (0.88, 0.88, 0.88),
+    (0.92, 0.89, 0.82),
 )
 STONES: tuple[Rgb, ...] = (
-    (0.90, 0.89, 0.87), (0.47, 0.46, 0.45), (0.16, 0.16, 0.17), (0.80, 0.75, 0.66),
+    (0.90, 0.89, 0.87),
+    (0.47, 0.46, 0.45),
+    (0.16, 0.16, 0.17),
+    (0.80, 0.75, 0.66),
 )
 TILE_COLORS: tuple[Rgb, ...] = (
-    (0.93, 0.93, 0.92), (0.89, 0.86, 0.79), (0.78, 0.78, 0.78), (0.80, 0.74, 0.64),
-    (0.72, 0.82, 0.88), (0.70, 0.42, 0.31), (0.30, 0.31, 0.33),
+    (0.93, 0.93, 0.92),
+    (0.89, 0.86, 0.79),
+    (0.78, 0.78, 0.78),
+    (0.80, 0.74, 0.64),
+    (0.72, 0.82, 0.88),
+    (0.70, 0.42, 0.31),
+    (0.30, 0.31, 0.33),
 )
 SKIES: tuple[Rgb, ...] = (
-    (0.80, 0.88, 0.96), (0.92, 0.93, 0.94), (0.70, 0.78, 0.88), (0.97, 0.96, 0.92),
+    (0.80, 0.88, 0.96),
+    (0.92, 0.93, 0.94),
+    (0.70, 0.78, 0.88),
+    (0.97, 0.96, 0.92),
 )
 OUTSIDE: tuple[Rgb, ...] = (
-    (0.36, 0.47, 0.30), (0.55, 0.55, 0.52), (0.62, 0.50, 0.40), (0.78, 0.76, 0.72),
+    (0.36, 0.47, 0.30),
+    (0.55, 0.55, 0.52),
+    (0.62, 0.50, 0.40),
+    (0.78, 0.76, 0.72),
 )
 BOOK_COLORS: tuple[Rgb, ...] = (
-    (0.62, 0.18, 0.16), (0.20, 0.28, 0.50), (0.22, 0.42, 0.28), (0.85, 0.82, 0.72),
-    (0.15, 0.15, 0.16), (0.80, 0.62, 0.25), (0.45, 0.30, 0.20), (0.92, 0.92, 0.90),
-    (0.55, 0.55, 0.58), (0.70, 0.45, 0.50),
+    (0.62, 0.18, 0.16),
+    (0.20, 0.28, 0.50),
+    (0.22, 0.42, 0.28),
+    (0.85, 0.82, 0.72),
+    (0.15, 0.15, 0.16),
+    (0.80, 0.62, 0.25),
+    (0.45, 0.30, 0.20),
+    (0.92, 0.92, 0.90),
+    (0.55, 0.55, 0.58),
+    (0.70, 0.45, 0.50),
 )
 # Albedo jitter of one instance: multiplicative brightness and per-channel tint spread.
 BRIGHTNESS_JITTER = 0.08
@@ -138,14 +196,19 @@ class MaterialSampler:
     def wood(self, axis: int = 0, panels: tuple[int, int] = (0, 0)) -> Material:
         base = self.color(WOODS)
         grain = self.darker(base, self.rng.uniform(0.6, 0.8))
-        return self.make(Family.WOOD, (base, grain), self.rng.uniform(0.006, 0.02), axis, panels)
+        return self.make(Family.WOOD, (base, grain), self.rng.uniform(0.015, 0.04), axis, panels)
 
     def planks(self) -> Material:
         base = self.color(WOODS)
         grain = self.darker(base, self.rng.uniform(0.65, 0.85))
         axis = int(self.rng.integers(2))
-        return self.make(Family.PLANKS, (base, grain), self.rng.uniform(0.09, 0.2), axis,
-                         params=(self.rng.uniform(0.8, 1.6),))
+        return self.make(
+            Family.PLANKS,
+            (base, grain),
+            self.rng.uniform(0.09, 0.2),
+            axis,
+            params=(self.rng.uniform(0.8, 1.6),),
+        )
 
     def paint(self, axis: int = 0, panels: tuple[int, int] = (0, 0)) -> Material:
         return self.make(Family.ENAMEL, (self.color(PAINTS),), 1.0, axis, panels)
@@ -159,10 +222,11 @@ class MaterialSampler:
         roll = self.rng.random()
         base, second = self.color(FABRICS), self.color(FABRICS)
         if roll < 0.6:
-            return self.make(Family.FABRIC, (base,), self.rng.uniform(0.008, 0.02), axis)
+            return self.make(Family.FABRIC, (base,), self.rng.uniform(0.02, 0.035), axis)
         if roll < 0.85:
-            return self.make(Family.FABRIC_STRIPES, (base, second), self.rng.uniform(0.03, 0.12),
-                             axis)
+            return self.make(
+                Family.FABRIC_STRIPES, (base, second), self.rng.uniform(0.03, 0.12), axis
+            )
         return self.make(Family.FABRIC_PLAID, (base, second), self.rng.uniform(0.04, 0.1), axis)
 
     def leather(self) -> Material:
@@ -172,7 +236,7 @@ class MaterialSampler:
         return self.leather() if self.rng.random() < p_leather else self.fabric(axis)
 
     def metal(self, axis: int = 2) -> Material:
-        return self.make(Family.METAL, (self.color(METALS),), self.rng.uniform(0.01, 0.03), axis)
+        return self.make(Family.METAL, (self.color(METALS),), self.rng.uniform(0.02, 0.05), axis)
 
     def enamel(self, panels: tuple[int, int] = (0, 0), axis: int = 1) -> Material:
         return self.make(Family.ENAMEL, (self.color(ENAMELS),), 1.0, axis, panels)
@@ -189,22 +253,29 @@ class MaterialSampler:
         return self.make(Family.TILES, (base, grout), size)
 
     def carpet(self) -> Material:
-        return self.make(Family.CARPET, (self.color(FABRICS),), self.rng.uniform(0.004, 0.008))
+        return self.make(Family.CARPET, (self.color(FABRICS),), self.rng.uniform(0.015, 0.03))
 
     def plaster(self, palette: tuple[Rgb, ...] = WALL_PAINTS) -> Material:
         return self.make(Family.PLASTER, (self.color(palette),), self.rng.uniform(0.3, 1.0))
 
     def wallpaper(self) -> Material:
         base = self.color(WALL_PAINTS)
-        return self.make(Family.WALLPAPER, (base, self.color(WALL_PAINTS)),
-                         self.rng.uniform(0.05, 0.15), axis=2)
+        return self.make(
+            Family.WALLPAPER, (base, self.color(WALL_PAINTS)), self.rng.uniform(0.05, 0.15), axis=2
+        )
 
     def glass(self, axis: int, columns: int, rows: int) -> Material:
         frame = self.color(PAINTS[:3] + WOODS[:3] + PAINTS[3:5])
         colors = (self.color(SKIES), frame, self.color(OUTSIDE), self.color(OUTSIDE))
         horizon = self.rng.uniform(0.35, 0.75)
-        return self.make(Family.GLASS, colors, self.rng.uniform(0.1, 0.4), axis, (columns, rows),
-                         (horizon, self.rng.uniform(0.04, 0.08)))
+        return self.make(
+            Family.GLASS,
+            colors,
+            self.rng.uniform(0.1, 0.4),
+            axis,
+            (columns, rows),
+            (horizon, self.rng.uniform(0.04, 0.08)),
+        )
 
     def painting(self, axis: int) -> Material:
         """Framed picture: frame colour, background pair and blobs of any palette colour."""
@@ -217,12 +288,20 @@ class MaterialSampler:
         geometry = tuple(
             float(v)
             for _ in range(blobs)
-            for v in (self.rng.uniform(0.1, 0.9), self.rng.uniform(0.1, 0.9),
-                      self.rng.uniform(0.08, 0.3))
+            for v in (
+                self.rng.uniform(0.1, 0.9),
+                self.rng.uniform(0.1, 0.9),
+                self.rng.uniform(0.08, 0.3),
+            )
         )
         frame_width = float(self.rng.uniform(0.05, 0.12))
-        return self.make(Family.PAINTING, (frame,) + background + blob_colors, 1.0, axis,
-                         params=(frame_width,) + geometry)
+        return self.make(
+            Family.PAINTING,
+            (frame,) + background + blob_colors,
+            1.0,
+            axis,
+            params=(frame_width,) + geometry,
+        )
 
     def books(self) -> Material:
         count = int(self.rng.integers(4, len(BOOK_COLORS) + 1))

@@ -29,13 +29,13 @@ def _avalanche(value: UInt32[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
 def _axis_terms(cells: Int[np.ndarray, "n k"]) -> list[UInt32[np.ndarray, " n"]]:
     """Per axis, the cell coordinate times that axis' odd multiplier (mod 2^32)."""
     with np.errstate(over="ignore"):
-        return [cells[:, axis].astype(np.int32).view(np.uint32) * _AXIS_PRIMES[axis % 3]
-                for axis in range(cells.shape[1])]
+        return [
+            cells[:, axis].astype(np.int32).view(np.uint32) * _AXIS_PRIMES[axis % 3]
+            for axis in range(cells.shape[1])
+        ]
 
 
-def hash_cells(
-    cells: Int[np.ndarray, "n k"], seed: int
-) -> Float[np.ndarray, " n"]:
+def hash_cells(cells: Int[np.ndarray, "n k"], seed: int) -> Float[np.ndarray, " n"]:
     """Uniform value in [0, 1) per integer cell: ``k`` coordinates hashed with ``seed``.
 
     ``avalanche(seed ^ c_0 P_0 ^ c_1 P_1 ^ ...)`` in 32-bit arithmetic. Example:

@@ -44,8 +44,14 @@ def box(x0, x1, y0, y1, z0, z1, category: str, material: Material, yaw: float = 
     """Box part from its extents along x, y and z (metres, object frame)."""
     center = (0.5 * (x0 + x1), 0.5 * (y0 + y1), 0.5 * (z0 + z1))
     half = (0.5 * abs(x1 - x0), 0.5 * abs(y1 - y0), 0.5 * abs(z1 - z0))
-    return Part(ShapeKind.BOX, tuple(map(float, center)), tuple(map(float, half)), category,
-                material, float(yaw))
+    return Part(
+        ShapeKind.BOX,
+        tuple(map(float, center)),
+        tuple(map(float, half)),
+        category,
+        material,
+        float(yaw),
+    )
 
 
 def cylinder(x, y, radius, z0, z1, category: str, material: Material) -> Part:
@@ -61,8 +67,14 @@ def with_axis(material: Material, axis: int) -> Material:
 
 
 def handles(
-    x0: float, x1: float, z0: float, z1: float, front: float, grid: tuple[int, int],
-    category: str, material: Material,
+    x0: float,
+    x1: float,
+    z0: float,
+    z1: float,
+    front: float,
+    grid: tuple[int, int],
+    category: str,
+    material: Material,
 ) -> list[Part]:
     """Handles on the front face ``y = front`` of a panel grid spanning [x0, x1] x [z0, z1].
 
@@ -77,14 +89,34 @@ def handles(
             cx = x0 + (column + 0.5) * width
             cz = z0 + (row + 0.5) * height
             if columns == 1 and rows > 1:
-                parts.append(box(cx - 0.06, cx + 0.06, front - 0.025, front, cz - 0.01, cz + 0.01,
-                                 category, material))
+                parts.append(
+                    box(
+                        cx - 0.06,
+                        cx + 0.06,
+                        front - 0.025,
+                        front,
+                        cz - 0.01,
+                        cz + 0.01,
+                        category,
+                        material,
+                    )
+                )
                 continue
             side = 1.0 if column % 2 == 0 else -1.0
             hx = cx + side * (0.5 * width - 0.05) if columns > 1 else x0 + width - 0.05
             bar = min(0.12, 0.3 * height)
-            parts.append(box(hx - 0.01, hx + 0.01, front - 0.025, front, cz - bar, cz + bar,
-                             category, material))
+            parts.append(
+                box(
+                    hx - 0.01,
+                    hx + 0.01,
+                    front - 0.025,
+                    front,
+                    cz - bar,
+                    cz + bar,
+                    category,
+                    material,
+                )
+            )
     return parts
 
 
@@ -99,8 +131,9 @@ def finish(name: str, parts: list[Part]) -> Furniture:
         replace(p, center=(p.center[0] - mid_x, p.center[1] - mid_y, p.center[2])) for p in parts
     )
     top = max(p.center[2] + p.half_size[2] for p in parts)
-    return Furniture(name, moved, 0.5 * (max(xs1) - min(xs0)), 0.5 * (max(ys1) - min(ys0)),
-                     float(top))
+    return Furniture(
+        name, moved, 0.5 * (max(xs1) - min(xs0)), 0.5 * (max(ys1) - min(ys0)), float(top)
+    )
 
 
 def _reach(part: Part, axis: int) -> float:

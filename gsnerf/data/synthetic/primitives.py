@@ -16,6 +16,9 @@ from enum import IntEnum
 import numpy as np
 from jaxtyping import Float, Int
 
+# Clip of 1 / direction components (finite in float32 and far beyond any room).
+_HUGE = 1e30
+
 
 class ShapeKind(IntEnum):
     BOX = 0
@@ -68,20 +71,22 @@ class PrimitiveArrays:
 Directions = tuple[Float[np.ndarray, "*r"], Float[np.ndarray, "*r"], Float[np.ndarray, "*r"]]
 
 
-def _slabs(origin: Float[np.ndarray, "3"], directions: Directions,
-           half_size: Float[np.ndarray, "3"]):
+def _slabs(
+    origin: Float[np.ndarray, "3"], directions: Directions, half_size: Float[np.ndarray, "3"]
+):
     """Per axis, the ``t`` where rays enter and leave the slab ``|p_k| <= half_k``.
 
     ``t = (+-half_k - o_k) / d_k``; written as ``-o_k / d_k -+ half_k / |d_k|`` so the entry and
-    exit need no comparison. A zero component gives infinities and at worst NaN, which the
-    callers' comparisons treat as a miss.
+    exit need no comparison. ``1 / d`` is clipped to +-1e30 so a ray parallel to a slab gets
+    (-huge, +huge) inside it and an interval far beyond any hit outside it, never NaN.
     """
     entries, exits = [], []
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore"):
         for k in range(3):
-            inverse = 1.0 / directions[k]
-            centre = -origin[k] * inverse
-            spread = half_size[k] * np.abs(inverse)
+            inverse = np.clip(1.0 / directions[k], -_HUGE, _HUGE)
+            # Python floats keep the rays' precision (float32 stays float32).
+            centre = -float(origin[k]) * inverse
+            spread = float(half_size[k]) * np.abs(inverse)
             entries.append(centre - spread)
             exits.append(centre + spread)
     return entries, exits
@@ -103,8 +108,7 @@ def intersect_box(
     entries, exits = _slabs(origin, directions, half_size)
     t_in = np.maximum(np.maximum(entries[0], entries[1]), entries[2])
     t_out = np.minimum(np.minimum(exits[0], exits[1]), exits[2])
-    with np.errstate(invalid="ignore"):
-        hit = (t_in <= t_out) & (t_in > min_t)
+    hit = (t_in <= t_out) & (t_in > min_t)
     return np.where(hit, t_in, np.inf).astype(directions[0].dtype)
 
 

@@ -15,6 +15,7 @@ from jaxtyping import Float, Int, UInt8
 
 from gsnerf.data.synthetic.layout import SHELL_FACES, Room
 from gsnerf.data.synthetic.primitives import (
+    Directions,
     Primitive,
     PrimitiveArrays,
     ShapeKind,
@@ -65,12 +66,16 @@ class Lighting:
     occlusion_distance: float
 
 
-def sample_lighting(rng: np.random.Generator, cfg: LightingCfg,
-                    size: tuple[float, float, float]) -> Lighting:
+def sample_lighting(
+    rng: np.random.Generator, cfg: LightingCfg, size: tuple[float, float, float]
+) -> Lighting:
     azimuth = rng.uniform(0.0, 2 * np.pi)
     elevation = np.deg2rad(rng.uniform(cfg.sun_elevation_min_deg, cfg.sun_elevation_max_deg))
-    direction = (float(np.cos(elevation) * np.cos(azimuth)),
-                 float(np.cos(elevation) * np.sin(azimuth)), float(np.sin(elevation)))
+    direction = (
+        float(np.cos(elevation) * np.cos(azimuth)),
+        float(np.cos(elevation) * np.sin(azimuth)),
+        float(np.sin(elevation)),
+    )
     return Lighting(
         ambient=float(rng.uniform(cfg.ambient_min, cfg.ambient_max)),
         sun=float(rng.uniform(cfg.sun_min, cfg.sun_max)),
@@ -99,19 +104,38 @@ class RoomRenderer:
         centre = (width / 2, depth / 2, height / 2)
         half = (width / 2, depth / 2, height / 2)
         # The shell's six faces become six pseudo-primitives after the objects.
-        shell = [Primitive(ShapeKind.SHELL, centre, half, 0.0, room.shell_raw_ids[f], -1,
-                           room.shell_materials[f]) for f in range(SHELL_FACES)]
+        shell = [
+            Primitive(
+                ShapeKind.SHELL,
+                centre,
+                half,
+                0.0,
+                room.shell_raw_ids[f],
+                -1,
+                room.shell_materials[f],
+            )
+            for f in range(SHELL_FACES)
+        ]
         self.count = len(room.primitives)
         self.arrays = PrimitiveArrays.from_list(room.primitives + shell)
-        self.corners = bounding_corners(PrimitiveArrays.from_list(room.primitives)) if (
-            self.count) else np.zeros((0, 8, 3))
+        self.corners = (
+            bounding_corners(PrimitiveArrays.from_list(room.primitives))
+            if (self.count)
+            else np.zeros((0, 8, 3))
+        )
         self.room_centre, self.room_half = np.array(centre), np.array(half)
         self.yaw32 = self.arrays.yaw.astype(np.float32)
         self.center32 = self.arrays.center.astype(np.float32)
         self.half32 = self.arrays.half_size.astype(np.float32)
 
-    def render(self, intrinsics: Float[np.ndarray, "3 3"], cam_to_world: Float[np.ndarray, "4 4"],
-               width: int, height: int, supersampling: int) -> RenderedFrame:
+    def render(
+        self,
+        intrinsics: Float[np.ndarray, "3 3"],
+        cam_to_world: Float[np.ndarray, "4 4"],
+        width: int,
+        height: int,
+        supersampling: int,
+    ) -> RenderedFrame:
         offsets = [(0.0, 0.0)]
         if supersampling > 1:
             grid = (np.arange(supersampling) + 0.5) / supersampling - 0.5
@@ -128,19 +152,34 @@ class RoomRenderer:
         )
         depth, ids = self._cast(origin, directions, rotation, intrinsics, width, height)
         colour_samples = slice(1, None) if supersampling > 1 else slice(0, 1)
-        points = np.stack([np.float32(origin[k]) + depth[colour_samples]
-                           * directions[k][colour_samples] for k in range(3)], axis=-1)
+        points = np.stack(
+            [
+                np.float32(origin[k]) + depth[colour_samples] * directions[k][colour_samples]
+                for k in range(3)
+            ],
+            axis=-1,
+        )
         rgb = self._shade(points.reshape(-1, 3), ids[colour_samples].reshape(-1))
         rgb = rgb.reshape(-1, height, width, 3).mean(axis=0)
         color = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
         return RenderedFrame(color, depth[0].astype(np.float64), self.arrays.raw_id[ids[0]])
 
-    def _cast(self, origin, directions, rotation, intrinsics, width: int, height: int):
+    def _cast(
+        self,
+        origin: Float[np.ndarray, "3"],
+        directions: Directions,
+        rotation: Float[np.ndarray, "3 3"],
+        intrinsics: Float[np.ndarray, "3 3"],
+        width: int,
+        height: int,
+    ) -> tuple[Float[np.ndarray, "s h w"], Int[np.ndarray, "s h w"]]:
         """Nearest hit ``t`` and primitive index of every ray (shell faces come last)."""
         t = intersect_shell(origin - self.room_centre, directions, self.room_half)
         # Shell face of each ray: the axis where the exit point is farthest out, and its side.
-        ratios = [np.abs(origin[k] - self.room_centre[k] + t * directions[k]) / self.room_half[k]
-                  for k in range(3)]
+        ratios = [
+            np.abs(origin[k] - self.room_centre[k] + t * directions[k]) / self.room_half[k]
+            for k in range(3)
+        ]
         axis = np.argmax(np.stack(ratios), axis=0)
         exit_point = np.choose(axis, [origin[k] + t * directions[k] for k in range(3)])
         positive = exit_point > np.choose(axis, self.room_centre)
@@ -160,7 +199,13 @@ class RoomRenderer:
         return t, ids
 
     @staticmethod
-    def _window(cam, z, intrinsics, width: int, height: int):
+    def _window(
+        cam: Float[np.ndarray, "8 3"],
+        z: Float[np.ndarray, "8"],
+        intrinsics: Float[np.ndarray, "3 3"],
+        width: int,
+        height: int,
+    ) -> tuple[slice, slice] | None:
         """Pixel rows and columns that may see a primitive (its projected bounding box)."""
         if (z <= MIN_DEPTH).all():
             return None
@@ -174,23 +219,33 @@ class RoomRenderer:
             return None
         return slice(r0, r1), slice(c0, c1)
 
-    def _intersect(self, index: int, origin, block):
+    def _intersect(
+        self, index: int, origin: Float[np.ndarray, "3"], block: Directions
+    ) -> Float[np.ndarray, "s a b"]:
         a = self.arrays
         cos, sin = np.cos(a.yaw[index]), np.sin(a.yaw[index])
         relative = origin - a.center[index]
-        local_origin = np.array([cos * relative[0] + sin * relative[1],
-                                 -sin * relative[0] + cos * relative[1], relative[2]])
+        local_origin = np.array(
+            [
+                cos * relative[0] + sin * relative[1],
+                -sin * relative[0] + cos * relative[1],
+                relative[2],
+            ]
+        )
         dx, dy, dz = block
         if a.kind[index] == ShapeKind.CYLINDER:
-            # A vertical cylinder is symmetric about z: only the origin needs rotating.
-            return intersect_cylinder(local_origin, block, a.half_size[index, 0],
-                                      a.half_size[index, 2], MIN_DEPTH)
+            # A vertical cylinder is symmetric about z: intersect it in unrotated axes.
+            return intersect_cylinder(
+                relative, block, a.half_size[index, 0], a.half_size[index, 2], MIN_DEPTH
+            )
         if a.yaw[index] != 0.0:
             cos, sin = np.float32(cos), np.float32(sin)
             dx, dy = cos * dx + sin * dy, cos * dy - sin * dx
         return intersect_box(local_origin, (dx, dy, dz), a.half_size[index], MIN_DEPTH)
 
-    def _surface(self, points, ids):
+    def _surface(
+        self, points: Float[np.ndarray, "n 3"], ids: Int[np.ndarray, " n"]
+    ) -> tuple[SurfacePoints, Float[np.ndarray, "n 3"]]:
         """Surface frames, face indices and world normals of hit points (float32)."""
         yaw, kind = self.yaw32[ids], self.arrays.kind[ids]
         centre, half = self.center32[ids], self.half32[ids]
@@ -217,7 +272,10 @@ class RoomRenderer:
         normal = np.stack([cos * nx - sin * ny, sin * nx + cos * ny, nz], axis=-1)
         return SurfacePoints(tex, local, half, face), normal.astype(np.float32)
 
-    def _shade(self, points, ids):
+    def _shade(
+        self, points: Float[np.ndarray, "n 3"], ids: Int[np.ndarray, " n"]
+    ) -> Float[np.ndarray, "n 3"]:
+        """Albedo (grouped by material) times light of the hit points."""
         surface, normal = self._surface(points, ids)
         materials = self.arrays.material[ids]
         rgb = np.zeros_like(points, dtype=np.float32)
@@ -226,12 +284,21 @@ class RoomRenderer:
         for group in np.split(order, bounds):
             if len(group) == 0:
                 continue
-            part = SurfacePoints(surface.tex[group], surface.local[group], surface.half[group],
-                                 surface.face[group])
+            part = SurfacePoints(
+                surface.tex[group], surface.local[group], surface.half[group], surface.face[group]
+            )
             rgb[group] = albedo(part, self.room.materials[int(materials[group[0]])])
         return rgb * self._light(points, normal)[:, None]
 
-    def _light(self, points, normal):
+    def _light(
+        self, points: Float[np.ndarray, "n 3"], normal: Float[np.ndarray, "n 3"]
+    ) -> Float[np.ndarray, " n"]:
+        """View-independent light factor: ``(ambient + sun + lamp) * occlusion``.
+
+        ``sun = s max(0, n . l)``, ``lamp = p max(0, n . v / |v|) / (1 + (|v| / f)^2)`` with ``v``
+        towards the lamp, ``occlusion = clip(1 - o sum_planes exp(-d / r), 0.5, 1)`` over the six
+        room planes except the point's own (d > 1 mm).
+        """
         light = self.lighting
         sun_x, sun_y, sun_z = (np.float32(v) for v in light.sun_direction)
         nx, ny, nz = normal[:, 0], normal[:, 1], normal[:, 2]

@@ -7,7 +7,7 @@ windows, a coffee table in front of a sofa.
 
 import numpy as np
 
-from gsnerf.data.synthetic import fixtures, furniture
+from gsnerf.data.synthetic import fixtures, furniture, storage
 from gsnerf.data.synthetic.categories import raw_id
 from gsnerf.data.synthetic.floorplan import PartFootprint
 from gsnerf.data.synthetic.layout import Room, RoomBuilder, RoomCfg, RoomKind
@@ -29,8 +29,10 @@ def _door(b: RoomBuilder) -> None:
     if pose is not None:
         # Keep the swing area free of furniture (the camera may still pass there).
         centre = b.in_front(pose, obj.half_depth + obj.half_width)
-        b.plan.add([PartFootprint(centre, (obj.half_width, obj.half_width), pose.yaw, 0.0, 2.2)],
-                   obstacle=False)
+        b.plan.add(
+            [PartFootprint(centre, (obj.half_width, obj.half_width), pose.yaw, 0.0, 2.2)],
+            obstacle=False,
+        )
 
 
 def _table_group(b: RoomBuilder) -> None:
@@ -39,8 +41,14 @@ def _table_group(b: RoomBuilder) -> None:
     if pose is None:
         return
     hw, hd = table.half_width, table.half_depth
-    slots = [(-hw * 0.5, -hd - 0.25), (hw * 0.5, -hd - 0.25), (-hw * 0.5, hd + 0.25),
-             (hw * 0.5, hd + 0.25), (-hw - 0.25, 0.0), (hw + 0.25, 0.0)]
+    slots = [
+        (-hw * 0.5, -hd - 0.25),
+        (hw * 0.5, -hd - 0.25),
+        (-hw * 0.5, hd + 0.25),
+        (hw * 0.5, hd + 0.25),
+        (-hw - 0.25, 0.0),
+        (hw + 0.25, 0.0),
+    ]
     chairs = int(b.rng.integers(1, len(slots) + 1))
     for index in b.rng.permutation(len(slots))[:chairs]:
         x, y = b.local_point(pose, *slots[int(index)])
@@ -48,7 +56,7 @@ def _table_group(b: RoomBuilder) -> None:
 
 
 def _desk_group(b: RoomBuilder) -> None:
-    desk = furniture.desk(b.rng, b.ms)
+    desk = storage.desk(b.rng, b.ms)
     pose = b.against_wall(desk)
     if pose is not None and b.rng.random() < 0.85:
         x, y = b.in_front(pose, desk.half_depth + b.rng.uniform(0.2, 0.45))
@@ -72,8 +80,11 @@ def _bed_group(b: RoomBuilder) -> None:
     for side in (-1.0, 1.0):
         if b.rng.random() < 0.7:
             stand = furniture.nightstand(b.rng, b.ms)
-            x, y = b.local_point(pose, side * (bed.half_width + stand.half_width + 0.05),
-                                 bed.half_depth - stand.half_depth)
+            x, y = b.local_point(
+                pose,
+                side * (bed.half_width + stand.half_width + 0.05),
+                bed.half_depth - stand.half_depth,
+            )
             b.facing(stand, x, y, b.in_front(pose, 2.0 * bed.half_depth), jitter=0.05)
 
 
@@ -101,26 +112,57 @@ REQUIRED = {
     RoomKind.BEDROOM: [_bed_group],
     RoomKind.LIVING_ROOM: [_sofa_group],
     RoomKind.KITCHEN: [_counter, _wall_object(fixtures.refrigerator)],
-    RoomKind.BATHROOM: [_wall_object(fixtures.toilet), _wall_object(fixtures.bathroom_sink),
-                        _wall_object(fixtures.bathtub)],
+    RoomKind.BATHROOM: [
+        _wall_object(fixtures.toilet),
+        _wall_object(fixtures.bathroom_sink),
+        _wall_object(fixtures.bathtub),
+    ],
     RoomKind.OFFICE: [_desk_group],
 }
-_CABINET = _wall_object(furniture.cabinet)
-_SHELF = _wall_object(furniture.bookshelf)
-_BOX = _anywhere(furniture.storage_box)
+_CABINET = _wall_object(storage.cabinet)
+_SHELF = _wall_object(storage.bookshelf)
+_BOX = _anywhere(storage.storage_box)
 _CHAIR = _anywhere(furniture.chair)
 OPTIONAL = {
-    RoomKind.BEDROOM: [(3, _CABINET), (2, _desk_group), (2, _SHELF),
-                       (1, _wall_object(furniture.tv_stand)), (1, _anywhere(furniture.ottoman)),
-                       (1, _BOX), (1, _CHAIR), (1, _table_group)],
-    RoomKind.LIVING_ROOM: [(3, _wall_object(furniture.tv_stand)), (3, _SHELF), (2, _CABINET),
-                           (2, _table_group), (2, _CHAIR), (1, _anywhere(furniture.ottoman)),
-                           (1, _BOX), (1, _sofa_group), (1, _desk_group)],
-    RoomKind.KITCHEN: [(3, _table_group), (2, _CABINET), (1, _BOX), (1, _CHAIR), (1, _counter),
-                       (1, _SHELF)],
+    RoomKind.BEDROOM: [
+        (3, _CABINET),
+        (2, _desk_group),
+        (2, _SHELF),
+        (1, _wall_object(storage.tv_stand)),
+        (1, _anywhere(furniture.ottoman)),
+        (1, _BOX),
+        (1, _CHAIR),
+        (1, _table_group),
+    ],
+    RoomKind.LIVING_ROOM: [
+        (3, _wall_object(storage.tv_stand)),
+        (3, _SHELF),
+        (2, _CABINET),
+        (2, _table_group),
+        (2, _CHAIR),
+        (1, _anywhere(furniture.ottoman)),
+        (1, _BOX),
+        (1, _sofa_group),
+        (1, _desk_group),
+    ],
+    RoomKind.KITCHEN: [
+        (3, _table_group),
+        (2, _CABINET),
+        (1, _BOX),
+        (1, _CHAIR),
+        (1, _counter),
+        (1, _SHELF),
+    ],
     RoomKind.BATHROOM: [(2, _CABINET), (1, _BOX), (1, _wall_object(fixtures.bathroom_sink))],
-    RoomKind.OFFICE: [(3, _SHELF), (3, _CABINET), (2, _desk_group), (2, _table_group),
-                      (1, _sofa_group), (1, _BOX), (1, _CHAIR)],
+    RoomKind.OFFICE: [
+        (3, _SHELF),
+        (3, _CABINET),
+        (2, _desk_group),
+        (2, _table_group),
+        (1, _sofa_group),
+        (1, _BOX),
+        (1, _CHAIR),
+    ],
 }
 
 
@@ -159,9 +201,11 @@ def generate_room(rng: np.random.Generator, cfg: RoomCfg) -> Room:
     if kind == RoomKind.BATHROOM:
         width_max = min(width_max, cfg.bathroom_size_max)
         depth_max = min(depth_max, cfg.bathroom_size_max)
-    size = (float(rng.uniform(cfg.width_min, max(cfg.width_min, width_max))),
-            float(rng.uniform(cfg.depth_min, max(cfg.depth_min, depth_max))),
-            float(rng.uniform(cfg.height_min, cfg.height_max)))
+    size = (
+        float(rng.uniform(cfg.width_min, max(cfg.width_min, width_max))),
+        float(rng.uniform(cfg.depth_min, max(cfg.depth_min, depth_max))),
+        float(rng.uniform(cfg.height_min, cfg.height_max)),
+    )
     b = RoomBuilder(rng, cfg, size)
     shell_ids, shell_materials = _shell(b, kind)
     _door(b)
@@ -170,8 +214,9 @@ def generate_room(rng: np.random.Generator, cfg: RoomCfg) -> Room:
     windows = int(rng.integers(0, cfg.max_windows + 1))
     curtain_p = 0.2 if kind == RoomKind.BATHROOM else 0.6
     for _ in range(windows):
-        b.against_wall(fixtures.window(rng, b.ms, size[2], rng.random() < curtain_p), gap=0.0,
-                       jitter=0.0)
+        b.against_wall(
+            fixtures.window(rng, b.ms, size[2], rng.random() < curtain_p), gap=0.0, jitter=0.0
+        )
     for place in REQUIRED[kind]:
         place(b)
     pool = OPTIONAL[kind]
@@ -181,5 +226,14 @@ def generate_room(rng: np.random.Generator, cfg: RoomCfg) -> Room:
         pool[int(index)][1](b)
     for _ in range(int(rng.integers(0, cfg.max_pictures + 1))):
         b.against_wall(fixtures.picture(rng, b.ms), gap=0.0, jitter=0.0)
-    return Room(kind, size, b.primitives, b.materials, shell_ids, shell_materials,
-                b.plan.obstacle.copy(), cfg.grid_cell, dict(b.counts))
+    return Room(
+        kind,
+        size,
+        b.primitives,
+        b.materials,
+        shell_ids,
+        shell_materials,
+        b.plan.obstacle.copy(),
+        cfg.grid_cell,
+        dict(b.counts),
+    )

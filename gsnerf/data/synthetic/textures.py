@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float, Int
 
-from gsnerf.data.synthetic.materials import Family, Material
+from gsnerf.data.synthetic.materials import Family, Material, Rgb
 from gsnerf.data.synthetic.noise import cell_noise, fractal_noise, hash_cells, value_noise
 
 # Face index of a cylinder's curved side (box faces are 0, 1, 2: the axis of their normal).
@@ -23,6 +23,10 @@ LINE_WIDTH = 0.004
 PANEL_INSET = 0.05
 # Albedo factor inside a groove or seam.
 GROOVE_SHADE = 0.55
+# Cell of the fine speckle of paint and stone, metres (about a pixel at 1.5 m and 160 px).
+SPECKLE_CELL = 0.015
+# Period of the weave of striped and plaid fabrics, metres.
+WEAVE_PERIOD = 0.025
 # Colour of book pages seen from above.
 PAGES = (0.88, 0.85, 0.76)
 
@@ -37,7 +41,9 @@ class SurfacePoints:
     face: Int[np.ndarray, " n"]  # 0, 1, 2: box face normal axis; 3: cylinder side
 
 
-def face_uv(points: Float[np.ndarray, "n 3"], face: Int[np.ndarray, " n"]):
+def face_uv(
+    points: Float[np.ndarray, "n 3"], face: Int[np.ndarray, " n"]
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """2-D coordinates on each point's face: the two axes other than the normal (x, y on the
     cylinder side, where ``u`` is the angle); ``v`` is vertical on vertical faces."""
     u = np.where(face == 0, points[:, 1], points[:, 0])
@@ -45,19 +51,24 @@ def face_uv(points: Float[np.ndarray, "n 3"], face: Int[np.ndarray, " n"]):
     return u, v
 
 
-def face_fraction(surface: SurfacePoints):
+def face_fraction(
+    surface: SurfacePoints,
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """Position ``(s, t)`` in [0, 1]^2 across each point's face (``t`` up on vertical faces)."""
     u, v = face_uv(surface.local, surface.face)
     half_u, half_v = face_uv(surface.half, surface.face)
     return 0.5 + 0.5 * u / half_u, 0.5 + 0.5 * v / half_v
 
 
-def _lerp(a, b, weight: Float[np.ndarray, " n"]) -> Float[np.ndarray, "n 3"]:
+def _lerp(
+    a: Rgb | np.ndarray, b: Rgb | np.ndarray, weight: Float[np.ndarray, " n"]
+) -> Float[np.ndarray, "n 3"]:
+    """``a + (b - a) w`` per point; ``a`` and ``b`` are colours or per-point colours."""
     a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
     return a + (b - a) * weight[:, None]
 
 
-def _shade(rgb, factor: Float[np.ndarray, " n"]) -> Float[np.ndarray, "n 3"]:
+def _shade(rgb: Rgb, factor: Float[np.ndarray, " n"]) -> Float[np.ndarray, "n 3"]:
     return np.asarray(rgb, dtype=np.float32) * factor[:, None]
 
 
@@ -67,7 +78,7 @@ def _stripes(coordinate: Float[np.ndarray, " n"], period: float) -> Float[np.nda
     return np.clip((0.5 - np.abs(phase - 0.5) - 0.2) / 0.1 + 0.5, 0.0, 1.0)
 
 
-def _wood(tex, mat: Material, offset: float) -> Float[np.ndarray, "n 3"]:
+def _wood(tex: Float[np.ndarray, "n 3"], mat: Material, offset: float) -> Float[np.ndarray, "n 3"]:
     """Growth rings around a line along ``axis``, warped by noise and streaked along it."""
     a, b = [(mat.axis + k) % 3 for k in (1, 2)]
     # Noise stretched along the grain: (along, across) with across = tex_a + tex_b, which is
@@ -81,7 +92,7 @@ def _wood(tex, mat: Material, offset: float) -> Float[np.ndarray, "n 3"]:
     return _lerp(mat.colors[0], mat.colors[1], 0.7 * band + 0.3 * streak)
 
 
-def _planks(tex, mat: Material) -> Float[np.ndarray, "n 3"]:
+def _planks(tex: Float[np.ndarray, "n 3"], mat: Material) -> Float[np.ndarray, "n 3"]:
     """Floor boards of width ``scale`` along ``axis`` with staggered end joints and seams."""
     across, along = (tex[:, 1], tex[:, 0]) if mat.axis == 0 else (tex[:, 0], tex[:, 1])
     length = mat.params[0]
@@ -90,7 +101,7 @@ def _planks(tex, mat: Material) -> Float[np.ndarray, "n 3"]:
     column = np.floor((along + shift) / length)
     board = np.stack([row, column], axis=1).astype(np.int64)
     tone = 0.85 + 0.3 * hash_cells(board, mat.seed + 2)
-    grain_mat = Material(Family.WOOD, mat.colors, 0.012, mat.axis, mat.seed)
+    grain_mat = Material(Family.WOOD, mat.colors, 0.025, mat.axis, mat.seed)
     rgb = _wood(tex, grain_mat, 0.5 + 3.0 * float(mat.seed % 97) / 97.0) * tone[:, None]
     edge_across = np.abs(np.mod(across / mat.scale + 0.5, 1.0) - 0.5) * mat.scale
     edge_along = np.abs(np.mod((along + shift) / length + 0.5, 1.0) - 0.5) * length
@@ -117,7 +128,9 @@ def _tiles(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
 def _fabric(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     tex = surface.tex
     u, v = face_uv(tex, surface.face)
-    weave = 0.9 + 0.1 * np.sin(2 * np.pi * u / 0.006) * np.sin(2 * np.pi * v / 0.006)
+    # Plain weaves vary their period per instance; patterned ones use the common period.
+    period = mat.scale if mat.family == Family.FABRIC else WEAVE_PERIOD
+    weave = 0.94 + 0.06 * np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period)
     mottle = 0.9 + 0.2 * fractal_noise(_uv(surface) * 3.0, mat.seed, octaves=2)
     if mat.family == Family.FABRIC:
         rgb = np.broadcast_to(np.asarray(mat.colors[0], np.float32), tex.shape)
@@ -199,11 +212,11 @@ def albedo(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     uv = _uv(surface)
     if family == Family.PLASTER:
         blotch = fractal_noise(uv / mat.scale, mat.seed, octaves=2)
-        speckle = cell_noise(uv, 0.004, mat.seed + 1)
+        speckle = cell_noise(uv, SPECKLE_CELL, mat.seed + 1)
         rgb = _shade(base, (0.94 + 0.08 * blotch) * (0.975 + 0.05 * speckle))
     elif family == Family.WALLPAPER:
         u, _ = face_uv(tex, surface.face)
-        speckle = cell_noise(uv, 0.004, mat.seed + 1)
+        speckle = cell_noise(uv, SPECKLE_CELL, mat.seed + 1)
         rgb = _lerp(base, mat.colors[1], _stripes(u, mat.scale)) * (0.97 + 0.05 * speckle)[:, None]
     elif family == Family.WOOD:
         rgb = _wood(tex, mat, 0.3 + float(mat.seed % 101) / 101.0)
@@ -213,7 +226,7 @@ def albedo(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
         rgb = _fabric(surface, mat)
     elif family == Family.CARPET:
         pile = cell_noise(uv, mat.scale, mat.seed)
-        rgb = _shade(base, (0.8 + 0.3 * pile) * (0.9 + 0.2 * fractal_noise(uv * 2.0, mat.seed)))
+        rgb = _shade(base, (0.85 + 0.2 * pile) * (0.9 + 0.2 * fractal_noise(uv * 2.0, mat.seed)))
     elif family == Family.LEATHER:
         grain = fractal_noise(uv / mat.scale * 0.3, mat.seed, octaves=3)
         crease = np.abs(value_noise(uv / mat.scale, mat.seed + 1) - 0.5) < 0.04
@@ -221,9 +234,9 @@ def albedo(surface: SurfacePoints, mat: Material) -> Float[np.ndarray, "n 3"]:
     elif family in (Family.TILES, Family.TILES_CHECKER):
         rgb = _tiles(surface, mat)
     elif family == Family.STONE:
-        mix = np.clip((fractal_noise(uv / mat.scale, mat.seed, octaves=3) - 0.35) * 3, 0, 1)
-        fleck = cell_noise(uv, 0.005, mat.seed + 1)
-        rgb = _lerp(base, mat.colors[1], mix) * (0.9 + 0.2 * fleck)[:, None]
+        mix = 0.6 * np.clip((fractal_noise(uv / mat.scale, mat.seed, octaves=3) - 0.35) * 3, 0, 1)
+        fleck = cell_noise(uv, SPECKLE_CELL, mat.seed + 1)
+        rgb = _lerp(base, mat.colors[1], mix) * (0.92 + 0.15 * fleck)[:, None]
     elif family == Family.ENAMEL:
         rgb = _shade(base, 0.97 + 0.05 * fractal_noise(uv * 1.5, mat.seed, octaves=2))
     elif family == Family.METAL:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from gsnerf.data.synthetic.layout import Room
 
@@ -56,16 +56,23 @@ def catmull_rom(
 ) -> Float[np.ndarray, "m d"]:
     """Uniform Catmull-Rom spline through ``points`` (end points repeated), densely sampled.
 
-    ``p(t) = 0.5 (2 P1 + (P2 - P0) t + (2 P0 - 5 P1 + 4 P2 - P3) t^2 + (3 P1 - P0 - 3 P2 + P3) t^3)``
-    between P1 and P2; it passes through every point with a continuous tangent.
+    Between P1 and P2: ``p(t) = 0.5 (2 P1 + (P2 - P0) t + (2 P0 - 5 P1 + 4 P2 - P3) t^2
+    + (3 P1 - P0 - 3 P2 + P3) t^3)``; it passes through every point with a continuous tangent.
     """
     padded = np.concatenate([points[:1], points, points[-1:]], axis=0)
     t = np.linspace(0.0, 1.0, samples_per_segment, endpoint=False)[:, None]
     pieces = []
     for i in range(len(points) - 1):
         p0, p1, p2, p3 = padded[i], padded[i + 1], padded[i + 2], padded[i + 3]
-        pieces.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                             + (3 * p1 - p0 - 3 * p2 + p3) * t**3))
+        pieces.append(
+            0.5
+            * (
+                2 * p1
+                + (p2 - p0) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                + (3 * p1 - p0 - 3 * p2 + p3) * t**3
+            )
+        )
     pieces.append(points[-1:])
     return np.concatenate(pieces, axis=0)
 
@@ -96,8 +103,9 @@ def look_rotation(
     ``y = z x x``, then x and y turn by the roll about z. Example: yaw = pitch = roll = 0 looks
     along world +x with image right = world -y and image down = world -z.
     """
-    forward = np.stack([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)],
-                       axis=-1)
+    forward = np.stack(
+        [np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)], axis=-1
+    )
     right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
     right /= np.linalg.norm(right, axis=-1, keepdims=True)
     down = np.cross(forward, right)
@@ -106,19 +114,22 @@ def look_rotation(
     return np.stack([right, down, forward], axis=-1)
 
 
-def _clearance_map(room: Room, cfg: CameraPathCfg):
+def _clearance_map(room: Room, cfg: CameraPathCfg) -> Bool[np.ndarray, "gx gy"]:
     """Per floor cell: True where the camera may stand."""
     free = (~room.obstacles).astype(np.uint8)
     to_object = cv2.distanceTransform(free, cv2.DIST_L2, 5) * room.cell
     xs = (np.arange(free.shape[0]) + 0.5) * room.cell
     ys = (np.arange(free.shape[1]) + 0.5) * room.cell
-    to_wall = np.minimum(np.minimum(xs[:, None], room.size[0] - xs[:, None]),
-                         np.minimum(ys[None, :], room.size[1] - ys[None, :]))
+    to_wall = np.minimum(
+        np.minimum(xs[:, None], room.size[0] - xs[:, None]),
+        np.minimum(ys[None, :], room.size[1] - ys[None, :]),
+    )
     return (to_object >= cfg.object_clearance) & (to_wall >= cfg.wall_clearance)
 
 
-def _distance_ahead(xy: Float[np.ndarray, "f 2"], yaw: Float[np.ndarray, " f"],
-                    size: tuple[float, float, float]) -> Float[np.ndarray, " f"]:
+def _distance_ahead(
+    xy: Float[np.ndarray, "f 2"], yaw: Float[np.ndarray, " f"], size: tuple[float, float, float]
+) -> Float[np.ndarray, " f"]:
     """Horizontal distance from each position to the wall straight ahead."""
     direction = np.stack([np.cos(yaw), np.sin(yaw)], axis=-1)
     safe = np.where(np.abs(direction) < 1e-9, 1e-9, direction)
@@ -159,14 +170,16 @@ def camera_path(
         heading = np.unwrap(np.arctan2(room_centre[1] - xy[:, 1], room_centre[0] - xy[:, 0]))
         offset = np.deg2rad(cfg.yaw_offset_deg)
         yaw = _gaussian_smooth(heading, cfg.heading_smoothing) + slow_curve(
-            rng, frames, cfg.curve_knots, -offset, offset)
+            rng, frames, cfg.curve_knots, -offset, offset
+        )
         if np.abs(np.diff(yaw)).max(initial=0.0) > np.deg2rad(cfg.max_turn_deg):
             continue
         if _distance_ahead(xy, yaw, room.size).min() < cfg.min_view_distance:
             continue
         height = slow_curve(rng, frames, cfg.curve_knots, cfg.height_min, cfg.height_max)
-        pitch = np.deg2rad(slow_curve(rng, frames, cfg.curve_knots, cfg.pitch_min_deg,
-                                      cfg.pitch_max_deg))
+        pitch = np.deg2rad(
+            slow_curve(rng, frames, cfg.curve_knots, cfg.pitch_min_deg, cfg.pitch_max_deg)
+        )
         roll = np.deg2rad(slow_curve(rng, frames, cfg.curve_knots, -cfg.roll_deg, cfg.roll_deg))
         poses = np.tile(np.eye(4), (frames, 1, 1))
         poses[:, :3, :3] = look_rotation(yaw, pitch, roll)

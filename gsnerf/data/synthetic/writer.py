@@ -31,8 +31,9 @@ def _matrix_text(matrix: Float[np.ndarray, "4 4"]) -> str:
     return "\n".join(" ".join(f"{value:.9f}" for value in row) for row in matrix) + "\n"
 
 
-def write_frame(scene_dir: Path, index: int, frame: RenderedFrame,
-                cam_to_world: Float[np.ndarray, "4 4"]) -> None:
+def write_frame(
+    scene_dir: Path, index: int, frame: RenderedFrame, cam_to_world: Float[np.ndarray, "4 4"]
+) -> None:
     """Colour, depth (mm), raw labels and pose of frame ``index``."""
     depth_mm = np.round(np.clip(frame.depth, 0.0, MAX_DEPTH_M) * 1000.0).astype(np.uint16)
     images = {

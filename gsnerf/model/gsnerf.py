@@ -1,0 +1,294 @@
+"""GSNeRF: source views -> geometry -> guide depth -> samples -> heads -> rendered rays (spec 0).
+
+For one target view: the Semantic Geo-Reasoner encodes the sources once; the guide depth D_T is
+splatted once from the finest source depths; every target ray gets depth-guided samples; each
+sample gathers features from every source view; the radiance head gives density and colour, the
+semantic head class logits; alpha compositing renders colour, depth and semantics.
+
+The source depths that place the guide (and so the samples) are detached: sample placement is a
+proposal, as the coarse-to-fine resampling of NeRF, and the cascade depths are trained by their
+own depth losses (spec 3.4-3.5) instead of through the sample positions.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange, repeat
+from jaxtyping import Bool, Float, Int64
+from torch import Tensor, nn
+
+from gsnerf.geometry.camera import camera_rays, pixel_grid, scale_intrinsics
+from gsnerf.model.feature_gather import (
+    GatherCfg,
+    GatheredFeatures,
+    SourceProjection,
+    attention_view_mask,
+    gather_features,
+    gather_semantic_features,
+    project_to_sources,
+)
+from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
+from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
+from gsnerf.model.sampler import SamplerCfg, build_rays, sample_along_rays
+from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
+from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
+from gsnerf.rendering.chunked import render_in_chunks
+from gsnerf.rendering.volume import (
+    DepthNormalisation,
+    alphas_from_density,
+    composite,
+    composite_depth,
+    opacity,
+    render_weights,
+    sample_intervals,
+)
+from gsnerf.types import (
+    Example,
+    GuideDepth,
+    ImageRender,
+    RayBundle,
+    RaySamples,
+    RenderOutput,
+    SourceGeometry,
+)
+
+
+@dataclass
+class RendererCfg:
+    # Per-sample, per-view gathering: semantic patch, occlusion tolerance, angle encoding (2.5).
+    gather: GatherCfg = field(default_factory=GatherCfg)
+    # Density and colour-blending branch (spec 2.6).
+    radiance: RadianceHeadCfg = field(default_factory=RadianceHeadCfg)
+    # Semantic branch with the semantic global token (spec 2.7).
+    semantic: SemanticHeadCfg = field(default_factory=SemanticHeadCfg)
+    # Composited depth: "none" (sum w t, spec 2.8) or "opacity" (divided by sum w).
+    depth_normalisation: str = DepthNormalisation.NONE.value
+    # Rays per chunk of a full-image render when the caller names none (spec 5.1: 4096);
+    # 0 renders the whole image at once.
+    chunk_rays: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.depth_normalisation not in {mode.value for mode in DepthNormalisation}:
+            raise ValueError(
+                f"RendererCfg.depth_normalisation: unknown value {self.depth_normalisation!r}, "
+                f"expected one of {[mode.value for mode in DepthNormalisation]}"
+            )
+
+
+@dataclass
+class GSNeRFCfg:
+    # Name of this model configuration, quoted in run titles and errors (e.g. gsnerf, tiny).
+    name: str = "gsnerf"
+    # Semantic Geo-Reasoner: feature net and cascaded cost volumes (spec 2.1-2.2).
+    geo_reasoner: GeoReasonerCfg = field(default_factory=GeoReasonerCfg)
+    # Target-view guide depth D_T (spec 2.3).
+    target_depth: TargetDepthCfg = field(default_factory=TargetDepthCfg)
+    # Depth-guided samples along the target rays (spec 2.4).
+    sampler: SamplerCfg = field(default_factory=SamplerCfg)
+    # Gathering, radiance and semantic heads, compositing (spec 2.5-2.8).
+    renderer: RendererCfg = field(default_factory=RendererCfg)
+
+
+@dataclass
+class GSNeRFOutput:
+    """Everything one rendering pass produced, for the losses and for inspection."""
+
+    geometry: SourceGeometry
+    guide: GuideDepth
+    rays: RayBundle
+    samples: RaySamples
+    render: RenderOutput
+
+
+class GSNeRF(nn.Module):
+    """The generalizable semantic NeRF of the paper (module doc)."""
+
+    def __init__(self, cfg: GSNeRFCfg, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.geo_reasoner = SemanticGeoReasoner(cfg.geo_reasoner, num_classes)
+        gather = cfg.renderer.gather
+        levels = len(cfg.geo_reasoner.n_depths)
+        self.radiance_head = RadianceHead(
+            cfg.renderer.radiance,
+            volume_channels=levels * self.geo_reasoner.volume_channels,
+            image_channels=self.geo_reasoner.image_channels,
+            angle_channels=gather.angle_channels,
+        )
+        self.semantic_head = SemanticHead(
+            cfg.renderer.semantic,
+            feature_channels=gather.semantic_patch**2 * self.geo_reasoner.semantic_channels,
+            num_classes=num_classes,
+        )
+        self.semantic_rendering = SemanticRendering(cfg.renderer.semantic.rendering)
+        self.depth_normalisation = DepthNormalisation(cfg.renderer.depth_normalisation)
+
+    def encode_sources(self, example: Example) -> SourceGeometry:
+        """Per-source depths, volumes and 2-D semantics (spec 2.1-2.2)."""
+        return self.geo_reasoner(example.sources, example.source_neighbours)
+
+    def guide_depth(self, example: Example, geometry: SourceGeometry) -> GuideDepth:
+        """D_T of the target view from the finest source depths, detached (module doc)."""
+        sources, target = example.sources, example.target
+        source_depths = geometry.depths[-1].detach()
+        image_size = (sources.images.shape[-1], sources.images.shape[-2])
+        depth_size = (source_depths.shape[-1], source_depths.shape[-2])
+        intrinsics = scale_intrinsics(sources.intrinsics, image_size, depth_size)
+        height, width = target.images.shape[-2:]
+        return estimate_guide_depth(
+            source_depths,
+            intrinsics,
+            sources.cam_to_world,
+            target.intrinsics[:, 0],
+            target.cam_to_world[:, 0],
+            height,
+            width,
+            self.cfg.target_depth,
+        )
+
+    def render_rays(
+        self,
+        example: Example,
+        geometry: SourceGeometry,
+        pixels: Int64[Tensor, "b rays 2"],
+        training: bool,
+        generator: torch.Generator | None = None,
+        guide: GuideDepth | None = None,
+    ) -> GSNeRFOutput:
+        """Colour, depth and semantics of the target pixels ``(row, col)``.
+
+        ``guide`` is D_T of the whole target image; computed here when not given. Colours are
+        clamped to [0, 1] only when ``training`` is False.
+        """
+        if guide is None:
+            guide = self.guide_depth(example, geometry)
+        target = example.target
+        rays = build_rays(
+            target.intrinsics[:, 0],
+            target.cam_to_world[:, 0],
+            pixels,
+            guide,
+            target.near[:, 0],
+            target.far[:, 0],
+        )
+        samples = sample_along_rays(rays, self.cfg.sampler, training, generator)
+        points = rays.origins[:, :, None] + samples.depths[..., None] * rays.directions[:, :, None]
+        gather_cfg = self.cfg.renderer.gather
+        projection = project_to_sources(points, example.sources)
+        gathered = gather_features(
+            projection, points, rays.directions, example.sources, geometry, gather_cfg
+        )
+        view_mask = attention_view_mask(gathered.in_frustum, gathered.visible)
+        span = (rays.far - rays.near).clamp_min(torch.finfo(rays.far.dtype).eps)
+        positions = (samples.depths - rays.near[..., None]) / span[..., None]
+        radiance = self.radiance_head(gathered, view_mask, positions)
+
+        deltas = sample_intervals(samples.depths, rays.far)
+        weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
+        rgb = composite(weights, radiance.rgb.float())
+        if not training:
+            rgb = rgb.clamp(0.0, 1.0)
+        render = RenderOutput(
+            rgb=rgb,
+            depth=composite_depth(weights, samples.depths, self.depth_normalisation),
+            semantic_logits=self.semantic_logits(
+                example, geometry, points, samples, gathered, view_mask, weights, projection
+            ),
+            weights=weights,
+            opacity=opacity(weights),
+        )
+        return GSNeRFOutput(
+            geometry=geometry, guide=guide, rays=rays, samples=samples, render=render
+        )
+
+    def semantic_logits(
+        self,
+        example: Example,
+        geometry: SourceGeometry,
+        points: Float[Tensor, "b rays samples 3"],
+        samples: RaySamples,
+        gathered: GatheredFeatures,
+        view_mask: Bool[Tensor, "b rays samples v"],
+        weights: Float[Tensor, "b rays samples"],
+        projection: SourceProjection,
+    ) -> Float[Tensor, "b rays classes"]:
+        """Ray class logits: composited per-sample logits, or those of the guide sample."""
+        gather_cfg = self.cfg.renderer.gather
+        if self.semantic_rendering is SemanticRendering.VOLUME:
+            features = gather_semantic_features(projection, geometry.semantic_features, gather_cfg)
+            logits = self.semantic_head(features, gathered.in_frustum, gathered.visible, view_mask)
+            return composite(weights, logits.float())
+
+        # Only the guide sample is read (spec 2.7), so only its features are gathered (spec 2.5).
+        batch, rays, _, num_views = view_mask.shape
+        index = samples.guide_index[:, :, None, None]
+        guide_points = points.gather(2, index.expand(batch, rays, 1, 3))
+        guide_projection = project_to_sources(guide_points, example.sources)
+        features = gather_semantic_features(
+            guide_projection, geometry.semantic_features, gather_cfg
+        )
+        by_view = index.expand(batch, rays, 1, num_views)
+        logits = self.semantic_head(
+            features,
+            gathered.in_frustum.gather(2, by_view),
+            gathered.visible.gather(2, by_view),
+            view_mask.gather(2, by_view),
+        )
+        return logits[:, :, 0].float()
+
+    def render_image(
+        self, example: Example, geometry: SourceGeometry, chunk_rays: int | None = None
+    ) -> ImageRender:
+        """Every pixel of the target view, raster order, in chunks (evaluation mode sampling).
+
+        ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None, all at once when 0.
+        The depth is converted from distance along the ray to z-depth.
+        """
+        target = example.target
+        batch = target.images.shape[0]
+        height, width = target.images.shape[-2:]
+        device = target.images.device
+        rows, cols = torch.meshgrid(
+            torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
+        )
+        pixels = repeat(torch.stack([rows, cols], dim=-1), "h w two -> b (h w) two", b=batch)
+        guide = self.guide_depth(example, geometry)
+
+        def render_chunk(chunk: Int64[Tensor, "b chunk 2"]) -> RenderOutput:
+            return self.render_rays(example, geometry, chunk, training=False, guide=guide).render
+
+        chunk = self.cfg.renderer.chunk_rays if chunk_rays is None else chunk_rays
+        render = render_in_chunks(render_chunk, pixels, chunk)
+        # A distance t along a unit ray is the z-depth t * cos(angle to the optical axis).
+        grid = repeat(pixel_grid(height, width, device=device), "h w two -> b (h w) two", b=batch)
+        _, _, z_per_distance = camera_rays(
+            target.intrinsics[:, 0].float(), target.cam_to_world[:, 0].float(), grid
+        )
+        unfold = {"h": height, "w": width}
+        return ImageRender(
+            rgb=rearrange(render.rgb, "b (h w) c -> b c h w", **unfold),
+            depth=rearrange(render.depth * z_per_distance, "b (h w) -> b h w", **unfold),
+            semantic_logits=rearrange(render.semantic_logits, "b (h w) k -> b k h w", **unfold),
+            opacity=rearrange(render.opacity, "b (h w) -> b h w", **unfold),
+            guide_depth=guide.depth,
+            guide_valid=guide.valid,
+        )
+
+    def forward(
+        self,
+        example: Example,
+        pixels: Int64[Tensor, "b rays 2"],
+        training: bool,
+        generator: torch.Generator | None = None,
+    ) -> GSNeRFOutput:
+        """Encode the sources and render the target pixels ``(row, col)``."""
+        geometry = self.encode_sources(example)
+        return self.render_rays(example, geometry, pixels, training, generator)
+
+
+def build_model(cfg: GSNeRFCfg, num_classes: int) -> GSNeRF:
+    """The model of ``cfg`` for ``num_classes`` semantic classes."""
+    if num_classes < 1:
+        raise ValueError(f"build_model: num_classes must be >= 1, got {num_classes}")
+    return GSNeRF(cfg, num_classes)

@@ -1,0 +1,170 @@
+"""Feature gathering: hand-computed projections, level alignment, masks, patch order, angle."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gsnerf.model.feature_gather import (
+    GatherCfg,
+    angle_encoding,
+    attention_view_mask,
+    gather_features,
+    gather_semantic_features,
+    project_to_sources,
+)
+from gsnerf.types import SourceGeometry, Views
+
+HEIGHT, WIDTH = 16, 24
+FOCAL = 20.0
+# Hypotheses of the fine level: 1.0, 1.1, ..., 1.7 m at every pixel.
+FIRST, STEP, COUNT = 1.0, 0.1, 8
+
+
+def camera() -> torch.Tensor:
+    return torch.tensor([[FOCAL, 0.0, 11.5], [0.0, FOCAL, 7.5], [0.0, 0.0, 1.0]])
+
+
+def one_view(images: torch.Tensor) -> Views:
+    """A single source camera at the origin looking down +z (the target's own camera)."""
+    return Views(
+        images=images,
+        intrinsics=camera()[None, None],
+        cam_to_world=torch.eye(4)[None, None],
+        near=torch.tensor([[0.5]]),
+        far=torch.tensor([[4.0]]),
+        depths=None,
+        labels=None,
+        frame_ids=torch.zeros(1, 1, dtype=torch.int64),
+    )
+
+
+def ramp_x(height: int, width: int) -> torch.Tensor:
+    """A map whose value is the full-resolution x coordinate of each cell centre."""
+    scale = WIDTH / width
+    cols = (torch.arange(width, dtype=torch.float32) + 0.5) * scale - 0.5
+    return cols.expand(height, width)
+
+
+def geometry(source_depth: float = 2.0) -> SourceGeometry:
+    """Two levels: 1/2 resolution (volume = x ramp) and full resolution (volume = index k)."""
+    coarse_h, coarse_w = HEIGHT // 2, WIDTH // 2
+    coarse_volume = ramp_x(coarse_h, coarse_w).expand(1, 1, 1, 4, coarse_h, coarse_w)
+    fine_volume = torch.arange(COUNT, dtype=torch.float32)[:, None, None]
+    fine_volume = fine_volume.expand(1, 1, 1, COUNT, HEIGHT, WIDTH)
+    last = FIRST + STEP * (COUNT - 1)
+    coarse_ranges = torch.tensor([0.5, 4.0])[:, None, None].expand(1, 1, 2, coarse_h, coarse_w)
+    fine_ranges = torch.tensor([FIRST, last])[:, None, None].expand(1, 1, 2, HEIGHT, WIDTH)
+    generator = torch.Generator().manual_seed(0)
+    return SourceGeometry(
+        depths=[
+            torch.full((1, 1, coarse_h, coarse_w), source_depth),
+            torch.full((1, 1, HEIGHT, WIDTH), source_depth),
+        ],
+        depth_ranges=[coarse_ranges, fine_ranges],
+        volume_features=[coarse_volume, fine_volume],
+        image_features=torch.rand(1, 1, 5, HEIGHT, WIDTH, generator=generator),
+        semantic_features=torch.rand(1, 1, 2, HEIGHT, WIDTH, generator=generator),
+        semantic_logits=torch.rand(1, 1, 3, HEIGHT, WIDTH, generator=generator),
+    )
+
+
+def points_at(pixels: list[tuple[float, float]], depths: list[float]) -> torch.Tensor:
+    """World points at z-depth ``depths`` behind pixel ``(x, y)``s: one ray per pixel."""
+    xy = torch.tensor(pixels)
+    z = torch.tensor(depths)
+    x = (xy[:, 0:1] - 11.5) / FOCAL * z
+    y = (xy[:, 1:2] - 7.5) / FOCAL * z
+    return torch.stack([x, y, z.expand_as(x)], dim=-1)[None]
+
+
+def gather(points: torch.Tensor, cfg: GatherCfg = GatherCfg(), depth: float = 2.0):
+    images = torch.rand(1, 1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1))
+    sources = one_view(images)
+    directions = F.normalize(points[:, :, 0], dim=-1)
+    projection = project_to_sources(points, sources)
+    return gather_features(projection, points, directions, sources, geometry(depth), cfg), images
+
+
+def test_sample_on_a_pixel_gathers_that_pixel_exactly() -> None:
+    pixels = [(0.0, 0.0), (7.0, 3.0), (23.0, 15.0)]
+    points = points_at(pixels, [1.3, 1.7, 2.5])
+    gathered, images = gather(points)
+    source = geometry()
+    for ray, (x, y) in enumerate(pixels):
+        for sample in range(3):
+            colour = gathered.colours[0, ray, sample, 0]
+            assert torch.allclose(colour, images[0, 0, :, int(y), int(x)], atol=1e-6)
+            features = gathered.image[0, ray, sample, 0]
+            assert torch.allclose(features, source.image_features[0, 0, :, int(y), int(x)])
+    assert gathered.in_frustum.all()
+
+
+def test_volume_is_read_at_the_hypothesis_fraction_and_levels_align() -> None:
+    # Hypotheses k = 0, 2, 7 and halfway between 4 and 5.
+    depths = [1.0, 1.2, 1.7, 1.45]
+    points = points_at([(9.0, 6.0)], depths)
+    gathered, _ = gather(points)
+    fine = gathered.volume[0, 0, :, 0, -1]
+    assert torch.allclose(fine, torch.tensor([0.0, 2.0, 7.0, 4.5]), atol=1e-5)
+    # The 1/2-resolution x ramp read at full-resolution x = 9 gives 9 (same normalised grid).
+    coarse = gathered.volume[0, 0, :, 0, 0]
+    assert torch.allclose(coarse, torch.full((4,), 9.0), atol=1e-5)
+
+
+def test_in_frustum_is_false_outside_the_image_and_behind_the_camera() -> None:
+    inside = points_at([(23.4, 15.4)], [2.0])
+    right = points_at([(23.6, 3.0)], [2.0])
+    above = points_at([(3.0, -0.6)], [2.0])
+    behind = -points_at([(11.5, 7.5)], [2.0])
+    points = torch.cat([inside, right, above, behind], dim=1)
+    gathered, _ = gather(points)
+    assert gathered.in_frustum[0, :, 0, 0].tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("unit", "tolerance", "expected"),
+    [
+        # Span 0.7 m -> 0.14 m: 2.1 visible, 2.2 not.
+        ("hypothesis_span", 0.2, [True, True, True, False, False]),
+        ("metres", 0.05, [True, True, False, False, False]),
+    ],
+)
+def test_occlusion_against_the_source_depth(unit: str, tolerance: float, expected: list) -> None:
+    points = points_at([(5.0, 5.0)], [1.0, 2.0, 2.1, 2.2, 3.0])
+    cfg = GatherCfg(occlusion_unit=unit, occlusion_tolerance=tolerance)
+    gathered, _ = gather(points, cfg, depth=2.0)
+    assert gathered.visible[0, 0, :, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("patch", [1, 3])
+def test_semantic_patch_is_rows_major_then_columns(patch: int) -> None:
+    rows = torch.arange(HEIGHT, dtype=torch.float32)[:, None].expand(HEIGHT, WIDTH)
+    cols = torch.arange(WIDTH, dtype=torch.float32).expand(HEIGHT, WIDTH)
+    features = torch.stack([cols, rows])[None, None]
+    points = points_at([(7.0, 5.0)], [2.0])
+    projection = project_to_sources(points, one_view(torch.zeros(1, 1, 3, HEIGHT, WIDTH)))
+    gathered = gather_semantic_features(projection, features, GatherCfg(semantic_patch=patch))
+    offsets = [0] if patch == 1 else [-1, 0, 1]
+    expected = [[7.0 + dx, 5.0 + dy] for dy in offsets for dx in offsets]
+    assert gathered.shape == (1, 1, 1, 1, 2 * patch**2)
+    assert torch.allclose(gathered[0, 0, 0, 0], torch.tensor(expected).flatten(), atol=1e-5)
+
+
+def test_angle_encoding_of_known_angles() -> None:
+    directions = torch.tensor([[[0.0, 0.0, 1.0]]])
+    points = torch.tensor([[[[0.0, 0.0, 2.0]]]])
+    # Same centre as the target (0 degrees), to the side (90), behind the point (180).
+    centres = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.0, 2.0], [0.0, 0.0, 3.0]]])
+    encoding = angle_encoding(directions, points, centres, frequencies=2)[0, 0, 0]
+    for view, theta in enumerate([0.0, math.pi / 2, math.pi]):
+        expected = [math.sin(theta), math.cos(theta), math.sin(2 * theta), math.cos(2 * theta)]
+        assert torch.allclose(encoding[view], torch.tensor(expected), atol=1e-6)
+
+
+def test_view_mask_falls_back_to_in_frustum_then_to_all_views() -> None:
+    in_frustum = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    visible = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.bool)
+    mask = attention_view_mask(in_frustum, visible)
+    assert mask.tolist() == [[True, False, False], [True, True, False], [True, True, True]]

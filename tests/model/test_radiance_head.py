@@ -1,0 +1,123 @@
+"""Radiance head and view transformer: any sample count, masked views have no influence."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from gsnerf.model.feature_gather import GatheredFeatures
+from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg, position_encoding
+from gsnerf.model.transformer import TokenTransformer, TransformerCfg, masked_moments
+
+VIEWS, VOLUME, IMAGE, ANGLE = 4, 6, 5, 8
+
+
+def features(rays: int, samples: int, seed: int = 0) -> GatheredFeatures:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, rays, samples, VIEWS)
+    return GatheredFeatures(
+        volume=torch.randn(*shape, VOLUME, generator=generator),
+        image=torch.randn(*shape, IMAGE, generator=generator),
+        colours=torch.rand(*shape, 3, generator=generator),
+        angle=torch.randn(*shape, ANGLE, generator=generator),
+        in_frustum=torch.rand(*shape, generator=generator) > 0.2,
+        visible=torch.rand(*shape, generator=generator) > 0.2,
+    )
+
+
+def head(ray_mixer: str = "attention", layers: int = 2) -> RadianceHead:
+    torch.manual_seed(0)
+    cfg = RadianceHeadCfg(transformer=TransformerCfg(layers=layers), ray_mixer=ray_mixer)
+    return RadianceHead(cfg, VOLUME, IMAGE, ANGLE).eval()
+
+
+def positions(rays: int, samples: int) -> torch.Tensor:
+    return torch.linspace(0.1, 0.9, samples).expand(1, rays, samples)
+
+
+def edit_views(gathered: GatheredFeatures, where: torch.Tensor, seed: int) -> GatheredFeatures:
+    """The same features with new random values on the views selected by ``where``."""
+    other = features(*gathered.in_frustum.shape[1:3], seed=seed)
+    replaced = {
+        name: torch.where(where[..., None], getattr(other, name), getattr(gathered, name))
+        for name in ("volume", "image", "colours", "angle")
+    }
+    return dataclasses.replace(gathered, **replaced)
+
+
+@pytest.mark.parametrize("samples", [1, 2, 4, 8, 128])
+@pytest.mark.parametrize("ray_mixer", ["attention", "none"])
+def test_any_sample_count_gives_finite_outputs_of_the_right_shape(
+    samples: int, ray_mixer: str
+) -> None:
+    gathered = features(3, samples)
+    mask = gathered.in_frustum | ~gathered.in_frustum.any(dim=-1, keepdim=True)
+    with torch.no_grad():
+        output = head(ray_mixer)(gathered, mask, positions(3, samples))
+    assert output.density.shape == (1, 3, samples)
+    assert output.rgb.shape == (1, 3, samples, 3)
+    assert torch.isfinite(output.density).all() and (output.density >= 0).all()
+    # Blends of colours in [0, 1] with weights that sum to 1 over the attended views only.
+    assert torch.allclose(output.blend_weights.sum(-1), torch.ones(1, 3, samples), atol=1e-6)
+    assert (output.blend_weights[~mask] == 0).all()
+    assert (output.rgb >= 0).all() and (output.rgb <= 1).all()
+
+
+@pytest.mark.parametrize("ray_mixer", ["attention", "none"])
+def test_masked_views_do_not_change_density_or_colour(ray_mixer: str) -> None:
+    gathered = features(3, 5)
+    mask = torch.zeros(1, 3, 5, VIEWS, dtype=torch.bool)
+    mask[..., 0] = True
+    mask[:, 1, :, 2] = True
+    model = head(ray_mixer)
+    edited = edit_views(gathered, ~mask, seed=7)
+    with torch.no_grad():
+        before = model(gathered, mask, positions(3, 5))
+        after = model(edited, mask, positions(3, 5))
+    assert torch.allclose(before.density, after.density, atol=1e-6)
+    assert torch.allclose(before.rgb, after.rgb, atol=1e-6)
+    # One attended view: the colour is that view's colour.
+    assert torch.allclose(before.rgb[0, 0], gathered.colours[0, 0, :, 0], atol=1e-6)
+
+
+def test_rays_are_independent_and_samples_of_a_ray_interact() -> None:
+    gathered = features(2, 6)
+    mask = torch.ones(1, 2, 6, VIEWS, dtype=torch.bool)
+    # Change the first sample of the first ray only.
+    where = torch.zeros_like(mask)
+    where[0, 0, 0] = True
+    edited = edit_views(gathered, where, seed=3)
+    results = {}
+    for ray_mixer in ("attention", "none"):
+        model = head(ray_mixer)
+        with torch.no_grad():
+            before = model(gathered, mask, positions(2, 6)).density
+            after = model(edited, mask, positions(2, 6)).density
+        assert torch.equal(before[0, 1], after[0, 1])
+        results[ray_mixer] = (before[0, 0, 1:] - after[0, 0, 1:]).abs().max()
+    assert results["attention"] > 1e-4
+    assert results["none"] == 0
+
+
+def test_transformer_ignores_masked_keys() -> None:
+    torch.manual_seed(0)
+    model = TokenTransformer(TransformerCfg(layers=3)).eval()
+    tokens = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    edited = tokens.clone()
+    edited[~mask] = torch.randn(int((~mask).sum()), 32)
+    with torch.no_grad():
+        before, after = model(tokens, mask), model(edited, mask)
+    assert torch.allclose(before[mask], after[mask], atol=1e-6)
+    # The attended tokens do change when an attended key changes.
+    edited[0, 1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(edited, mask)[0, 0], before[0, 0], atol=1e-4)
+
+
+def test_masked_moments_and_position_encoding() -> None:
+    values = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert torch.allclose(masked_moments(values, mask), torch.tensor([[2.0, 1.0]]))
+    encoding = position_encoding(torch.tensor([0.5]), frequencies=2)
+    assert torch.allclose(encoding, torch.tensor([[0.5, 1.0, 0.0, 0.0, -1.0]]), atol=1e-6)
