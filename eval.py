@@ -7,8 +7,10 @@ writes ``metrics.json``, ``per_view.csv`` and image strips into the run director
 import hydra
 from omegaconf import DictConfig
 
-from gsnerf.config import load_config
+from gsnerf.config import load_config, register_schema
 from gsnerf.engine.runs import run_evaluation
+
+register_schema()
 
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")

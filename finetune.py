@@ -7,8 +7,10 @@ uses only the scene's source pool: the test query frames are never trained on (s
 import hydra
 from omegaconf import DictConfig
 
-from gsnerf.config import load_config
+from gsnerf.config import load_config, register_schema
 from gsnerf.engine.runs import run_finetuning
+
+register_schema()
 
 
 @hydra.main(config_path="configs", config_name="finetune", version_base="1.3")

@@ -4,8 +4,10 @@ train the tiny model on the synthetic training rooms, then evaluate it on the he
 import hydra
 from omegaconf import DictConfig
 
-from gsnerf.config import load_config
+from gsnerf.config import load_config, register_schema
 from gsnerf.engine.runs import run_training
+
+register_schema()
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")

@@ -7,7 +7,8 @@ wrong type raises an error that names the key.
 
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gsnerf.data.dataset import DatasetCfg
@@ -52,10 +53,23 @@ class RootCfg:
     # Resume: "" (fresh run), "true" (newest last.pt of this run or its sibling runs), a run
     # directory or a checkpoint file.
     resume: str = ""
-    # Checkpoint to evaluate (eval.py) or to start fine-tuning from (finetune.py).
-    ckpt: str | None = None
-    # Scene to fine-tune on (finetune.py), e.g. scene0376_02.
-    scene: str | None = None
+    # Checkpoint to evaluate (eval.py) or to start fine-tuning from (finetune.py); mandatory
+    # there, null in train.yaml.
+    ckpt: str | None = MISSING
+    # Scene to fine-tune on (finetune.py), e.g. scene0376_02; mandatory there, null elsewhere.
+    scene: str | None = MISSING
+
+
+SCHEMA_NAME = "gsnerf_schema"
+
+
+def register_schema() -> None:
+    """Give Hydra the typed schema, so overrides of any field work and unknown keys fail early.
+
+    The primary configs list ``gsnerf_schema`` first in their defaults; entry points call this
+    before ``hydra.main`` composes.
+    """
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RootCfg)
 
 
 class ConfigError(ValueError):

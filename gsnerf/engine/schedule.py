@@ -1,7 +1,7 @@
 """Optimiser and learning-rate schedule of spec 4: Adam, linear warm-up, cosine decay."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -11,7 +11,7 @@ class OptimCfg:
     # Peak learning rate of Adam (spec 4: 5e-4).
     lr: float = 5e-4
     # Adam betas (spec 4: 0.9, 0.999).
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     # Adam weight decay (spec 4: 1e-5).
     weight_decay: float = 1e-5
     # Steps of linear warm-up from lr/warmup_steps to lr (spec 4: 500).

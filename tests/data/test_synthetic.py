@@ -102,7 +102,7 @@ def test_render_of_a_box_gives_exact_z_depth_and_labels() -> None:
         0.05,
         {},
     )
-    light = Lighting(0.5, 0.3, (0.0, 0.0, 1.0), 0.2, (3.0, 3.0, 2.7), 2.5, 0.3, 0.25)
+    light = Lighting(0.5, 0.3, (0.0, 0.0, 1.0), 0.2, (3.0, 3.0, 2.7), 2.5, 0.3, 0.25, 0.5)
     pose = np.array([[0, 0, 1, 1], [-1, 0, 0, 3], [0, -1, 0, 1.5], [0, 0, 0, 1]], dtype=float)
     k = np.array([[50.0, 0, 32.0], [0, 50.0, 24.0], [0, 0, 1]])
     frame = RoomRenderer(room, light).render(k, pose, 65, 49, 2)
@@ -263,10 +263,10 @@ def test_colour_alone_cannot_separate_the_classes(tiny: tuple[Path, SyntheticSpl
         frames = [scene.read(i) for i in scene.frame_ids]
         rgb = np.concatenate(
             [(f.image.permute(1, 2, 0).reshape(-1, 3) * 255).round().numpy() for f in frames]
-        ).astype(np.int64)
+        )
         labels = np.concatenate([f.labels.reshape(-1).numpy() for f in frames])
-        per_scene[name] = (rgb, labels)
-    classes = scene.num_classes
+        per_scene[name] = (rgb.astype(np.int64), labels)
+    classes = len(scene.class_names)
     # Each room in turn is held out; the lookup is fitted on the other three (16 levels/channel).
     scores = [
         _colour_lookup_miou(
@@ -274,15 +274,15 @@ def test_colour_alone_cannot_separate_the_classes(tiny: tuple[Path, SyntheticSpl
         )
         for held in per_scene
     ]
-    # Measured 0.06-0.09 on the default 16 + 4 rooms at 160x120 for 8-64 levels per channel.
-    assert np.mean(scores) < 0.3
+    # Measured here: 0.08, 0.05, 0.16, 0.11 (mean 0.10). On the default 16 + 4 rooms at
+    # 160x120 (fit on the training rooms, scored on the test rooms): 0.06 to 0.09 for 8 to 64
+    # levels per channel, and only 0.12 to 0.50 even when scored on the fitted rooms themselves.
+    assert np.mean(scores) < 0.25
     # The same lookup keyed by the labels themselves is perfect: the metric can reach 1.
     as_colour = {k: (np.stack([lab % 256] * 3, axis=1), lab) for k, (_, lab) in per_scene.items()}
     held = split.test[0]
-    oracle = _colour_lookup_miou(
-        [v for k, v in as_colour.items() if k != held], [as_colour[held]], classes, 256
-    )
-    assert oracle == pytest.approx(1.0)
+    fitted = [v for k, v in as_colour.items() if k != held]
+    assert _colour_lookup_miou(fitted, [as_colour[held]], classes, 256) == pytest.approx(1.0)
 
 
 def test_rerun_skips_finished_scenes_and_regenerates_changed_ones(
@@ -319,11 +319,12 @@ def test_rerun_skips_finished_scenes_and_regenerates_changed_ones(
 def test_camera_walks_smoothly_through_free_space() -> None:
     cfg = SyntheticCfg()
     rng = np.random.default_rng(3)
-    room = generate_room(rng, cfg.room)
-    poses = None
-    while poses is None:
+    for _ in range(cfg.max_room_attempts):
         room = generate_room(rng, cfg.room)
         poses = camera_path(rng, room, cfg.camera, cfg.frames_per_scene)
+        if poses is not None:
+            break
+    assert poses is not None
     centres = poses[:, :3, 3]
     assert centres[:, 2].min() >= cfg.camera.height_min - 1e-9
     assert centres[:, 2].max() <= cfg.camera.height_max + 1e-9
@@ -331,8 +332,9 @@ def test_camera_walks_smoothly_through_free_space() -> None:
     assert to_wall >= cfg.camera.wall_clearance - room.cell
     cells = np.floor(centres[:, :2] / room.cell).astype(int)
     assert not room.obstacles[cells[:, 0], cells[:, 1]].any()
-    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    steps = np.linalg.norm(np.diff(centres[:, :2], axis=0), axis=1)
     assert steps.max() <= cfg.camera.max_step + 1e-6
+    assert np.abs(np.diff(centres[:, 2])).max() < cfg.camera.max_step
     # Consecutive optical axes turn by a few degrees at most; the image x axis stays level.
     axes = poses[:, :3, 2]
     turn = np.degrees(np.arccos(np.clip((axes[1:] * axes[:-1]).sum(-1), -1, 1)))

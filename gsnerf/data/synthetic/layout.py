@@ -1,11 +1,11 @@
-"""Room layout: a box room of a random kind, furnished without interpenetration.
+"""Room layout: the room model and the placement of objects without interpenetration.
 
 A room is a floor, four walls and a ceiling (the shell) plus objects made of analytic
-primitives. Doors and windows go on the walls first, then the room kind's required furniture
-groups (a bed with nightstands, a table with chairs around it, a desk with its chair, a sofa
-with a coffee table, a kitchen counter, toilet and sink), then a random number of optional
-objects, then pictures. Objects against a wall face into the room; free-standing ones get yaw
-rotations. Every placement is checked on a :class:`FloorPlan`.
+primitives, each primitive carrying its raw category id and its object's instance id. The
+:class:`RoomBuilder` places objects against a wall (facing into the room, with a small yaw
+jitter), free-standing (any yaw), or at a point facing a target (chairs around a table); every
+placement is checked on a :class:`FloorPlan`. The order in which a room kind places its objects
+lives in rooms.py.
 """
 
 from dataclasses import dataclass

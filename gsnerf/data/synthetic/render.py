@@ -28,6 +28,8 @@ from gsnerf.data.synthetic.textures import SIDE_FACE, SurfacePoints, albedo
 
 # Hits closer than this to the camera are ignored, metres.
 MIN_DEPTH = 1e-3
+# A point this close to a room plane lies on it (no darkening from its own plane), metres.
+ON_PLANE = 1e-3
 
 
 @dataclass
@@ -44,12 +46,16 @@ class LightingCfg:
     # Ceiling point light strength at normal incidence and zero distance.
     lamp_min: float = 0.15
     lamp_max: float = 0.3
+    # Height of the point light below the ceiling (above the room centre), metres.
+    lamp_below_ceiling: float = 0.3
     # Distance at which the point light falls to half strength, metres.
     lamp_falloff: float = 2.5
     # Darkening of a point touching another room plane (0 none, 1 black).
     occlusion: float = 0.3
     # Decay length of that darkening, metres.
     occlusion_distance: float = 0.25
+    # Darkest the occlusion term may make a point (factor on the light).
+    occlusion_min_factor: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,13 @@ class Lighting:
     lamp_falloff: float
     occlusion: float
     occlusion_distance: float
+    occlusion_min_factor: float
 
 
 def sample_lighting(
     rng: np.random.Generator, cfg: LightingCfg, size: tuple[float, float, float]
 ) -> Lighting:
+    """Lights of a room of ``size`` metres: strengths and sun direction drawn from ``cfg``."""
     azimuth = rng.uniform(0.0, 2 * np.pi)
     elevation = np.deg2rad(rng.uniform(cfg.sun_elevation_min_deg, cfg.sun_elevation_max_deg))
     direction = (
@@ -81,15 +89,18 @@ def sample_lighting(
         sun=float(rng.uniform(cfg.sun_min, cfg.sun_max)),
         sun_direction=direction,
         lamp=float(rng.uniform(cfg.lamp_min, cfg.lamp_max)),
-        lamp_position=(size[0] / 2, size[1] / 2, size[2] - 0.3),
+        lamp_position=(size[0] / 2, size[1] / 2, size[2] - cfg.lamp_below_ceiling),
         lamp_falloff=cfg.lamp_falloff,
         occlusion=cfg.occlusion,
         occlusion_distance=cfg.occlusion_distance,
+        occlusion_min_factor=cfg.occlusion_min_factor,
     )
 
 
 @dataclass
 class RenderedFrame:
+    """One rendered view: what the writer stores as colour, depth and label-filt images."""
+
     color: UInt8[np.ndarray, "h w 3"]  # sRGB
     depth: Float[np.ndarray, "h w"]  # z-depth at the pixel centre, metres
     raw_labels: Int[np.ndarray, "h w"]  # raw ScanNet category id at the pixel centre
@@ -118,11 +129,8 @@ class RoomRenderer:
         ]
         self.count = len(room.primitives)
         self.arrays = PrimitiveArrays.from_list(room.primitives + shell)
-        self.corners = (
-            bounding_corners(PrimitiveArrays.from_list(room.primitives))
-            if (self.count)
-            else np.zeros((0, 8, 3))
-        )
+        objects = PrimitiveArrays.from_list(room.primitives)
+        self.corners = bounding_corners(objects) if self.count else np.zeros((0, 8, 3))
         self.room_centre, self.room_half = np.array(centre), np.array(half)
         self.yaw32 = self.arrays.yaw.astype(np.float32)
         self.center32 = self.arrays.center.astype(np.float32)
@@ -136,6 +144,7 @@ class RoomRenderer:
         height: int,
         supersampling: int,
     ) -> RenderedFrame:
+        """Frame seen by a camera (K in pixels, OpenCV camera-to-world pose)."""
         offsets = [(0.0, 0.0)]
         if supersampling > 1:
             grid = (np.arange(supersampling) + 0.5) / supersampling - 0.5
@@ -222,6 +231,7 @@ class RoomRenderer:
     def _intersect(
         self, index: int, origin: Float[np.ndarray, "3"], block: Directions
     ) -> Float[np.ndarray, "s a b"]:
+        """``t`` of the rays of ``block`` on primitive ``index`` (``inf`` where they miss)."""
         a = self.arrays
         cos, sin = np.cos(a.yaw[index]), np.sin(a.yaw[index])
         relative = origin - a.center[index]
@@ -296,7 +306,7 @@ class RoomRenderer:
         """View-independent light factor: ``(ambient + sun + lamp) * occlusion``.
 
         ``sun = s max(0, n . l)``, ``lamp = p max(0, n . v / |v|) / (1 + (|v| / f)^2)`` with ``v``
-        towards the lamp, ``occlusion = clip(1 - o sum_planes exp(-d / r), 0.5, 1)`` over the six
+        towards the lamp, ``occlusion = clip(1 - o sum_planes exp(-d / r), min, 1)`` over the six
         room planes except the point's own (d > 1 mm).
         """
         light = self.lighting
@@ -313,6 +323,6 @@ class RoomRenderer:
         scale = np.float32(-1.0 / light.occlusion_distance)
         for k in range(3):
             for gap in (points[:, k], np.float32(self.room.size[k]) - points[:, k]):
-                near += np.where(gap > 1e-3, np.exp(gap * scale), 0.0).astype(np.float32)
-        occlusion = np.clip(1.0 - np.float32(light.occlusion) * near, 0.5, 1.0)
+                near += np.where(gap > ON_PLANE, np.exp(gap * scale), 0.0).astype(np.float32)
+        occlusion = np.clip(1.0 - np.float32(light.occlusion) * near, light.occlusion_min_factor, 1)
         return (np.float32(light.ambient) + sun + lamp) * occlusion

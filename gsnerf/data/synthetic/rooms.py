@@ -1,8 +1,10 @@
-"""Room kinds: which furniture groups each kind needs, and the whole room generator.
+"""Room kinds and the room generator: what each kind contains, in which order it is placed.
 
-Context is part of the task: a toilet stands in a room with a bathtub and a sink, chairs stand
-around tables and in front of desks, nightstands beside a bed's headboard, curtains beside
-windows, a coffee table in front of a sofa.
+Doors and windows (with their curtains) go on the walls first, then the kind's required
+furniture groups, then a random number of optional objects, then pictures. Context is part of
+the task: a toilet stands in a room with a bathtub and a sink, chairs stand around tables and in
+front of desks, nightstands beside a bed's headboard, curtains beside windows, a coffee table in
+front of a sofa.
 """
 
 import numpy as np

@@ -25,7 +25,7 @@ class CameraPathCfg:
     wall_clearance: float = 0.3
     # Smallest horizontal distance from the camera to an object's footprint, metres.
     object_clearance: float = 0.25
-    # Largest camera travel between consecutive frames, metres.
+    # Largest horizontal camera travel between consecutive frames, metres.
     max_step: float = 0.06
     # Shortest accepted path, metres.
     min_length: float = 1.0

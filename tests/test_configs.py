@@ -1,0 +1,81 @@
+"""Every primary config and experiment composes and converts into the typed tree."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gsnerf.config import ConfigError, RootCfg, load_config, register_schema
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def _compose(config_name: str, overrides: list[str]) -> RootCfg:
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        dict_cfg = compose(config_name=config_name, overrides=overrides)
+    # The run directory is Hydra's at run time; tests give one.
+    dict_cfg.paths.output_dir = "outputs/test"
+    return load_config(dict_cfg)
+
+
+def test_experiments_are_listed() -> None:
+    assert {"quickstart", "scannet_gtdepth", "scannet_selfsup", "replica_gtdepth",
+            "replica_selfsup"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment: str) -> None:
+    cfg = _compose("train", [f"experiment={experiment}"])
+    assert isinstance(cfg, RootCfg)
+    if experiment != "quickstart":
+        # Paper settings of spec 4.
+        assert cfg.train.steps == 300_000 and cfg.train.rays_per_step == 1024
+        assert cfg.train.optim.lr == 5e-4 and cfg.train.optim.warmup_steps == 500
+        assert cfg.dataset.views.num_source_views == 8
+        assert (cfg.dataset.image_width, cfg.dataset.image_height) == (320, 240)
+        assert cfg.model.geo_reasoner.n_depths == [48, 32, 8]
+        expected = "self_supervised" if experiment.endswith("selfsup") else "supervised"
+        assert cfg.loss.depth_supervision == expected
+
+
+def test_scannet_lists_are_the_papers() -> None:
+    cfg = _compose("train", ["experiment=scannet_gtdepth"])
+    assert len(cfg.dataset.train_scenes) == 61 and cfg.dataset.train_scenes[-1] == "scene0060_00"
+    assert len(cfg.dataset.test_scenes) == 10 and "scene0376_02" in cfg.dataset.test_scenes
+    assert cfg.dataset.far == 10.0
+    assert _compose("train", ["experiment=replica_gtdepth"]).dataset.far == 6.0
+
+
+def test_default_job_is_the_quickstart() -> None:
+    default = _compose("train", [])
+    named = _compose("train", ["experiment=quickstart"])
+    assert OmegaConf.structured(default) == OmegaConf.structured(named)
+    assert default.dataset.kind == "synthetic" and default.model.name == "tiny"
+
+
+def test_eval_and_finetune_require_their_keys() -> None:
+    with pytest.raises(Exception, match="ckpt"):
+        _compose("eval", [])
+    cfg = _compose("eval", ["ckpt=some.pt"])
+    assert cfg.ckpt == "some.pt"
+    cfg = _compose("finetune", ["ckpt=some.pt", "scene=scene0000_00"])
+    assert cfg.scene == "scene0000_00"
+
+
+def test_unknown_key_is_an_error_naming_it() -> None:
+    with pytest.raises(Exception, match="not_a_field"):
+        _compose("train", ["train.not_a_field=3"])
+
+
+def test_wrong_type_is_an_error_naming_the_key() -> None:
+    with pytest.raises(Exception, match="steps"):
+        _compose("train", ["train.steps=many"])
+
+
+def test_load_config_names_a_bad_key_outside_hydra() -> None:
+    bad = OmegaConf.create({"seed": 1, "dataset": {"image_width": "wide"}})
+    with pytest.raises(ConfigError, match="dataset.image_width"):
+        load_config(bad)
