@@ -22,8 +22,13 @@ def _compose(config_name: str, overrides: list[str]) -> RootCfg:
 
 
 def test_experiments_are_listed() -> None:
-    assert {"quickstart", "scannet_gtdepth", "scannet_selfsup", "replica_gtdepth",
-            "replica_selfsup"} <= set(EXPERIMENTS)
+    assert {
+        "quickstart",
+        "scannet_gtdepth",
+        "scannet_selfsup",
+        "replica_gtdepth",
+        "replica_selfsup",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

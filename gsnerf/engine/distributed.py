@@ -57,3 +57,25 @@ def barrier(context: DistributedContext) -> None:
 def shutdown(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shared_run_dir(run_dir: str, context: DistributedContext) -> str:
+    """Rank 0's run directory on every rank (each rank's Hydra clock may name its own)."""
+    if not context.enabled:
+        return run_dir
+    holder = [run_dir]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def replica_checksums(model: torch.nn.Module, context: DistributedContext) -> list[float]:
+    """A float64 checksum of the weights on every rank; equal entries mean identical replicas."""
+    total = torch.zeros(1, dtype=torch.float64)
+    for index, parameter in enumerate(model.parameters()):
+        # Position-dependent weights make a swap of two tensors change the sum.
+        total += (index + 1) * parameter.detach().double().cpu().sum()
+    if not context.enabled:
+        return [float(total)]
+    gathered = [torch.zeros_like(total) for _ in range(context.world_size)]
+    dist.all_gather(gathered, total)
+    return [float(value) for value in gathered]

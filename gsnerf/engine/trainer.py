@@ -28,6 +28,8 @@ from gsnerf.engine.distributed import (
     all_ranks_finite,
     barrier,
     init_distributed,
+    replica_checksums,
+    shared_run_dir,
     shutdown,
 )
 from gsnerf.engine.logging import RunLogger, setup_file_logging
@@ -89,18 +91,23 @@ class Trainer:
 
         self.cfg = cfg
         self.train_cfg: TrainCfg = cfg.train
-        self.run_dir = run_dir
-        self.checkpoint_dir = run_dir / "checkpoints"
         self.device = resolve_device(self.train_cfg.device)
         self.context: DistributedContext = init_distributed(self.device.type)
+        self.run_dir = Path(shared_run_dir(str(run_dir), self.context))
+        self.checkpoint_dir = self.run_dir / "checkpoints"
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         if self.context.is_main:
-            setup_file_logging(run_dir, "train")
-        self.logger = RunLogger(run_dir, self.context.is_main, cfg.logger.tensorboard)
+            setup_file_logging(self.run_dir, "train")
+        self.logger = RunLogger(self.run_dir, self.context.is_main, cfg.logger.tensorboard)
 
         seed_everything(cfg.seed)
-        train_scenes = open_split(cfg.dataset, "train")
+        # Rank 0 first: it may have to generate the synthetic rooms, which the others then read.
+        if self.context.is_main:
+            train_scenes = open_split(cfg.dataset, "train")
+        barrier(self.context)
+        if not self.context.is_main:
+            train_scenes = open_split(cfg.dataset, "train")
         self.class_names = train_scenes[0].class_names
         self.ignore_index = train_scenes[0].ignore_index
         self.train_set = MultiViewDataset(
@@ -304,7 +311,20 @@ class Trainer:
                 self._validate_and_keep_best()
         bar.close()
         self.save(numbered=True)
+        self._check_replicas()
         barrier(self.context)
+
+    def _check_replicas(self) -> None:
+        """Under DDP every rank must end with the same weights; a mismatch is a bug, not noise."""
+        checksums = replica_checksums(self.model, self.context)
+        if len(set(checksums)) > 1:
+            raise RuntimeError(f"ranks hold different weights after training: {checksums}")
+        if self.context.enabled:
+            log.info(
+                "replica check: %d ranks hold identical weights (checksum %.10e)",
+                self.context.world_size,
+                checksums[0],
+            )
 
     def _validate_and_keep_best(self) -> dict:
         metrics = self.validate() if self.context.is_main else {}

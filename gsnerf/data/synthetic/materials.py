@@ -213,7 +213,9 @@ class MaterialSampler:
     def paint(self, axis: int = 0, panels: tuple[int, int] = (0, 0)) -> Material:
         return self.make(Family.ENAMEL, (self.color(PAINTS),), 1.0, axis, panels)
 
-    def wood_or_paint(self, axis: int = 0, panels: tuple[int, int] = (0, 0), p_wood=0.6):
+    def wood_or_paint(
+        self, axis: int = 0, panels: tuple[int, int] = (0, 0), p_wood: float = 0.6
+    ) -> Material:
         if self.rng.random() < p_wood:
             return self.wood(axis, panels)
         return self.paint(axis, panels)

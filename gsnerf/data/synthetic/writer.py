@@ -14,6 +14,7 @@
 """
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -83,6 +84,7 @@ def write_text_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    # A per-process temporary name: concurrent runs (one per rank) must not share it.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     temporary.replace(path)
