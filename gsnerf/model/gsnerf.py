@@ -10,6 +10,8 @@ proposal, as the coarse-to-fine resampling of NeRF, and the cascade depths are t
 own depth losses (spec 3.4-3.5) instead of through the sample positions.
 """
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -31,8 +33,9 @@ from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
 from gsnerf.model.sampler import SamplerCfg, build_rays, sample_along_rays
 from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
+from gsnerf.model.stage_timer import StageTimer
 from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
-from gsnerf.rendering.chunked import render_in_chunks
+from gsnerf.rendering.chunked import chunk_rays_for_memory, concatenate_renders, render_in_chunks
 from gsnerf.rendering.volume import (
     DepthNormalisation,
     alphas_from_density,
@@ -63,15 +66,25 @@ class RendererCfg:
     semantic: SemanticHeadCfg = field(default_factory=SemanticHeadCfg)
     # Composited depth: "none" (sum w t, spec 2.8) or "opacity" (divided by sum w).
     depth_normalisation: str = DepthNormalisation.NONE.value
-    # Rays per chunk of a full-image render when the caller names none (spec 5.1: 4096);
-    # 0 renders the whole image at once.
+    # Rays per chunk of a full-image render when the caller names none (spec 5.1: 4096); 0 renders
+    # the whole image at once on the CPU and, on CUDA, sizes the chunks to the free memory.
     chunk_rays: int = 4096
+    # Fraction of the free CUDA memory one automatically sized chunk may fill (chunk_rays = 0).
+    auto_chunk_memory_fraction: float = 0.7
+    # Rays of the first automatically sized chunk, whose peak memory per ray sizes the others.
+    auto_chunk_probe_rays: int = 1024
 
     def __post_init__(self) -> None:
         if self.depth_normalisation not in {mode.value for mode in DepthNormalisation}:
             raise ValueError(
                 f"RendererCfg.depth_normalisation: unknown value {self.depth_normalisation!r}, "
                 f"expected one of {[mode.value for mode in DepthNormalisation]}"
+            )
+        if not 0 < self.auto_chunk_memory_fraction <= 1 or self.auto_chunk_probe_rays < 1:
+            raise ValueError(
+                "RendererCfg: auto_chunk_memory_fraction must lie in (0, 1] and "
+                f"auto_chunk_probe_rays be >= 1, got {self.auto_chunk_memory_fraction} and "
+                f"{self.auto_chunk_probe_rays}"
             )
 
 
@@ -123,6 +136,30 @@ class GSNeRF(nn.Module):
         )
         self.semantic_rendering = SemanticRendering(cfg.renderer.semantic.rendering)
         self.depth_normalisation = DepthNormalisation(cfg.renderer.depth_normalisation)
+        # Set only inside profiled(); None keeps every stage a null context.
+        self.stage_timer: StageTimer | None = None
+
+    def stage(self, name: str) -> contextlib.AbstractContextManager:
+        """``with self.stage(name):`` times the block when a stage timer is set (profiled())."""
+        return contextlib.nullcontext() if self.stage_timer is None else self.stage_timer(name)
+
+    @contextlib.contextmanager
+    def profiled(self, timer: StageTimer) -> Iterator[StageTimer]:
+        """Within this context every stage of a pass adds its time to ``timer`` (spec 9).
+
+        Stages: ``feature_net`` and ``cost_volumes`` (forward hooks on the geo-reasoner's
+        modules), ``guide_depth``, ``sampling_gather``, ``heads`` and ``compositing``.
+        """
+        handles = timer.attach(self.geo_reasoner.feature_net, "feature_net")
+        for level in self.geo_reasoner.cost_volumes:
+            handles += timer.attach(level, "cost_volumes")
+        self.stage_timer = timer
+        try:
+            yield timer
+        finally:
+            self.stage_timer = None
+            for handle in handles:
+                handle.remove()
 
     def encode_sources(self, example: Example) -> SourceGeometry:
         """Per-source depths, volumes and 2-D semantics (spec 2.1-2.2)."""
@@ -136,16 +173,17 @@ class GSNeRF(nn.Module):
         depth_size = (source_depths.shape[-1], source_depths.shape[-2])
         intrinsics = scale_intrinsics(sources.intrinsics, image_size, depth_size)
         height, width = target.images.shape[-2:]
-        return estimate_guide_depth(
-            source_depths,
-            intrinsics,
-            sources.cam_to_world,
-            target.intrinsics[:, 0],
-            target.cam_to_world[:, 0],
-            height,
-            width,
-            self.cfg.target_depth,
-        )
+        with self.stage("guide_depth"):
+            return estimate_guide_depth(
+                source_depths,
+                intrinsics,
+                sources.cam_to_world,
+                target.intrinsics[:, 0],
+                target.cam_to_world[:, 0],
+                height,
+                width,
+                self.cfg.target_depth,
+            )
 
     def render_rays(
         self,
@@ -164,39 +202,44 @@ class GSNeRF(nn.Module):
         if guide is None:
             guide = self.guide_depth(example, geometry)
         target = example.target
-        rays = build_rays(
-            target.intrinsics[:, 0],
-            target.cam_to_world[:, 0],
-            pixels,
-            guide,
-            target.near[:, 0],
-            target.far[:, 0],
-        )
-        samples = sample_along_rays(rays, self.cfg.sampler, training, generator)
-        points = rays.origins[:, :, None] + samples.depths[..., None] * rays.directions[:, :, None]
-        gather_cfg = self.cfg.renderer.gather
-        projection = project_to_sources(points, example.sources)
-        gathered = gather_features(
-            projection, points, rays.directions, example.sources, geometry, gather_cfg
-        )
-        view_mask = attention_view_mask(gathered.in_frustum, gathered.visible)
-        span = (rays.far - rays.near).clamp_min(torch.finfo(rays.far.dtype).eps)
-        positions = (samples.depths - rays.near[..., None]) / span[..., None]
-        radiance = self.radiance_head(gathered, view_mask, positions)
-
-        deltas = sample_intervals(samples.depths, rays.far)
-        weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
-        rgb = composite(weights, radiance.rgb.float())
-        if not training:
-            rgb = rgb.clamp(0.0, 1.0)
+        with self.stage("sampling_gather"):
+            rays = build_rays(
+                target.intrinsics[:, 0],
+                target.cam_to_world[:, 0],
+                pixels,
+                guide,
+                target.near[:, 0],
+                target.far[:, 0],
+            )
+            samples = sample_along_rays(rays, self.cfg.sampler, training, generator)
+            directions = rays.directions[:, :, None]
+            points = rays.origins[:, :, None] + samples.depths[..., None] * directions
+            projection = project_to_sources(points, example.sources)
+            gather_cfg = self.cfg.renderer.gather
+            gathered = gather_features(
+                projection, points, rays.directions, example.sources, geometry, gather_cfg
+            )
+            view_mask = attention_view_mask(gathered.in_frustum, gathered.visible)
+            span = (rays.far - rays.near).clamp_min(torch.finfo(rays.far.dtype).eps)
+            positions = (samples.depths - rays.near[..., None]) / span[..., None]
+        with self.stage("heads"):
+            radiance = self.radiance_head(gathered, view_mask, positions)
+        with self.stage("compositing"):
+            deltas = sample_intervals(samples.depths, rays.far)
+            weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
+            rgb = composite(weights, radiance.rgb.float())
+            if not training:
+                rgb = rgb.clamp(0.0, 1.0)
+            depth = composite_depth(weights, samples.depths, self.depth_normalisation)
+            ray_opacity = opacity(weights)
         render = RenderOutput(
             rgb=rgb,
-            depth=composite_depth(weights, samples.depths, self.depth_normalisation),
+            depth=depth,
             semantic_logits=self.semantic_logits(
                 example, geometry, points, samples, gathered, view_mask, weights, projection
             ),
             weights=weights,
-            opacity=opacity(weights),
+            opacity=ray_opacity,
         )
         return GSNeRFOutput(
             geometry=geometry, guide=guide, rays=rays, samples=samples, render=render
@@ -216,25 +259,32 @@ class GSNeRF(nn.Module):
         """Ray class logits: composited per-sample logits, or those of the guide sample."""
         gather_cfg = self.cfg.renderer.gather
         if self.semantic_rendering is SemanticRendering.VOLUME:
-            features = gather_semantic_features(projection, geometry.semantic_features, gather_cfg)
-            logits = self.semantic_head(features, gathered.in_frustum, gathered.visible, view_mask)
-            return composite(weights, logits.float())
+            with self.stage("sampling_gather"):
+                features = gather_semantic_features(
+                    projection, geometry.semantic_features, gather_cfg
+                )
+            with self.stage("heads"):
+                logits = self.semantic_head(
+                    features, gathered.in_frustum, gathered.visible, view_mask
+                )
+            with self.stage("compositing"):
+                return composite(weights, logits.float())
 
         # Only the guide sample is read (spec 2.7), so only its features are gathered (spec 2.5).
         batch, rays, _, num_views = view_mask.shape
         index = samples.guide_index[:, :, None, None]
-        guide_points = points.gather(2, index.expand(batch, rays, 1, 3))
-        guide_projection = project_to_sources(guide_points, example.sources)
-        features = gather_semantic_features(
-            guide_projection, geometry.semantic_features, gather_cfg
-        )
         by_view = index.expand(batch, rays, 1, num_views)
-        logits = self.semantic_head(
-            features,
-            gathered.in_frustum.gather(2, by_view),
-            gathered.visible.gather(2, by_view),
-            view_mask.gather(2, by_view),
-        )
+        with self.stage("sampling_gather"):
+            guide_points = points.gather(2, index.expand(batch, rays, 1, 3))
+            guide_projection = project_to_sources(guide_points, example.sources)
+            features = gather_semantic_features(
+                guide_projection, geometry.semantic_features, gather_cfg
+            )
+            in_frustum = gathered.in_frustum.gather(2, by_view)
+            visible = gathered.visible.gather(2, by_view)
+            guide_mask = view_mask.gather(2, by_view)
+        with self.stage("heads"):
+            logits = self.semantic_head(features, in_frustum, visible, guide_mask)
         return logits[:, :, 0].float()
 
     def render_image(
@@ -242,7 +292,8 @@ class GSNeRF(nn.Module):
     ) -> ImageRender:
         """Every pixel of the target view, raster order, in chunks (evaluation mode sampling).
 
-        ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None, all at once when 0.
+        ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None. With 0, the CPU renders
+        all rays at once and CUDA sizes the chunks to the free memory (:meth:`render_sized`).
         The depth is converted from distance along the ray to z-depth.
         """
         target = example.target
@@ -259,7 +310,10 @@ class GSNeRF(nn.Module):
             return self.render_rays(example, geometry, chunk, training=False, guide=guide).render
 
         chunk = self.cfg.renderer.chunk_rays if chunk_rays is None else chunk_rays
-        render = render_in_chunks(render_chunk, pixels, chunk)
+        if chunk <= 0 and device.type == "cuda":
+            render = self.render_sized(render_chunk, pixels)
+        else:
+            render = render_in_chunks(render_chunk, pixels, chunk)
         # A distance t along a unit ray is the z-depth t * cos(angle to the optical axis).
         grid = repeat(pixel_grid(height, width, device=device), "h w two -> b (h w) two", b=batch)
         _, _, z_per_distance = camera_rays(
@@ -273,6 +327,36 @@ class GSNeRF(nn.Module):
             opacity=rearrange(render.opacity, "b (h w) -> b h w", **unfold),
             guide_depth=guide.depth,
             guide_valid=guide.valid,
+        )
+
+    def render_sized(
+        self,
+        render_chunk: Callable[[Int64[Tensor, "b chunk 2"]], RenderOutput],
+        pixels: Int64[Tensor, "b rays 2"],
+    ) -> RenderOutput:
+        """Render a probe chunk, then chunks sized to the free CUDA memory it implies.
+
+        The probe's peak memory per ray, times the chunk size, must fit in
+        ``auto_chunk_memory_fraction`` of the free memory (the CUDA driver's free memory plus
+        what PyTorch's allocator holds unused). This resets CUDA's peak memory statistics.
+        """
+        device = pixels.device
+        probe = min(self.cfg.renderer.auto_chunk_probe_rays, pixels.shape[1])
+        torch.cuda.synchronize(device)
+        allocated = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        first = render_chunk(pixels[:, :probe])
+        if probe == pixels.shape[1]:
+            return first
+        # At least one byte per ray, so a probe that allocated nothing still gives a finite size.
+        bytes_per_ray = max((torch.cuda.max_memory_allocated(device) - allocated) / probe, 1.0)
+        free = torch.cuda.mem_get_info(device)[0]
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        chunk = chunk_rays_for_memory(
+            bytes_per_ray, free, self.cfg.renderer.auto_chunk_memory_fraction
+        )
+        return concatenate_renders(
+            [first, render_in_chunks(render_chunk, pixels[:, probe:], chunk)]
         )
 
     def forward(

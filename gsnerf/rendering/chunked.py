@@ -1,4 +1,4 @@
-"""Render many rays in fixed-size chunks and join the results (spec 5.1: 4096 rays per chunk)."""
+"""Render many rays in chunks and join the results (spec 5.1: 4096 rays per chunk)."""
 
 from collections.abc import Callable
 from dataclasses import fields
@@ -8,6 +8,18 @@ from jaxtyping import Int64
 from torch import Tensor
 
 from gsnerf.types import RenderOutput
+
+
+def concatenate_renders(parts: list[RenderOutput]) -> RenderOutput:
+    """The renders of consecutive ray slices joined along the ray axis, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return RenderOutput(
+        **{
+            item.name: torch.cat([getattr(part, item.name) for part in parts], dim=1)
+            for item in fields(RenderOutput)
+        }
+    )
 
 
 def render_in_chunks(
@@ -24,10 +36,20 @@ def render_in_chunks(
     count = pixels.shape[1]
     if chunk_rays <= 0 or chunk_rays >= count:
         return render(pixels)
-    parts = [render(pixels[:, start : start + chunk_rays]) for start in range(0, count, chunk_rays)]
-    return RenderOutput(
-        **{
-            item.name: torch.cat([getattr(part, item.name) for part in parts], dim=1)
-            for item in fields(RenderOutput)
-        }
+    return concatenate_renders(
+        [render(pixels[:, start : start + chunk_rays]) for start in range(0, count, chunk_rays)]
     )
+
+
+def chunk_rays_for_memory(bytes_per_ray: float, free_bytes: int, memory_fraction: float) -> int:
+    """Rays per chunk that fill ``memory_fraction`` of ``free_bytes``: ``floor(f F / m)``, >= 1.
+
+    Example: 2 KiB per ray, 1 GiB free, fraction 0.5 -> 262144 rays.
+    """
+    if bytes_per_ray <= 0:
+        raise ValueError(f"chunk_rays_for_memory: bytes_per_ray must be > 0, got {bytes_per_ray}")
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(
+            f"chunk_rays_for_memory: memory_fraction must lie in (0, 1], got {memory_fraction}"
+        )
+    return max(1, int(memory_fraction * max(free_bytes, 0.0) // bytes_per_ray))

@@ -1,0 +1,309 @@
+"""Rendering speed per sample count N, per stage, cached and uncached (spec 9).
+
+For each N the model renders one full novel view of :func:`plane_example` (random weights):
+
+- *uncached*: ``encode_sources`` + ``render_image``, what one new target with new sources costs;
+- *cached*: ``render_image`` from a precomputed :class:`SourceGeometry`, the cost of every
+  further target of the same sources (:class:`gsnerf.model.scene_cache.SceneEncodingCache`);
+- *stages*: one more uncached pass under :meth:`GSNeRF.profiled`; ``residual`` is that pass's
+  time minus the sum of its stages (glue code outside every stage);
+- *FLOPs* of matrix products, convolutions and attention (``FlopCounterMode``; grid sampling and
+  element-wise work are not counted) from the first warm-up pass, and FLOP/s = FLOPs / median;
+- *training*: steps/s and rays/s of forward + losses + backward + Adam on ``train_rays`` rays.
+
+Times are medians over ``repeats`` passes after ``warmup`` passes; a measurement stops repeating
+once its passes took ``budget_s`` seconds (at least one pass), so N = 128 on a CPU runs once.
+Peak memory: ``torch.cuda.max_memory_allocated`` per measurement on CUDA; on the CPU the
+process's peak resident set size so far (``ru_maxrss``), which never decreases.
+"""
+
+import dataclasses
+import json
+import logging
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+from gsnerf.engine.device import autocast_context, resolve_device
+from gsnerf.engine.schedule import build_optimizer
+from gsnerf.engine.step import ray_targets, sample_pixels
+from gsnerf.engine.trainer import TrainCfg
+from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.losses import LossCfg, compute_losses
+from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
+from gsnerf.model.stage_timer import StageTimer
+from gsnerf.types import Example
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+@dataclass
+class BenchmarkCfg:
+    # Model configuration, a file of configs/model: "gsnerf" (the paper's) or "tiny" (CPU-sized).
+    model: str = "tiny"
+    # Image width and height, pixels (spec 1.3: 320 x 240; multiples of 4 for the cascade).
+    width: int = 80
+    height: int = 60
+    # Source views K (spec 1.6: 8).
+    views: int = 8
+    # Guided samples per ray N to compare, without uniform samples (spec 9: 4 and 128).
+    samples: list[int] = field(default_factory=lambda: [4, 128])
+    # Device: "auto" (CUDA when present), "cpu" or "cuda".
+    device: str = "auto"
+    # CPU threads of torch; 0 keeps torch's default (one per core). One thread keeps CPU times
+    # steady where other processes share the cores: on a loaded 2-core machine, two threads
+    # rendered the default N = 4 frame 3.7 times slower than one.
+    threads: int = 1
+    # Numeric precision of the passes: "fp32" or "bf16" (autocast).
+    precision: str = "fp32"
+    # Timed passes per measurement (the median is reported).
+    repeats: int = 3
+    # Untimed passes before timing, at least one: the first counts the FLOPs.
+    warmup: int = 1
+    # Seconds after which a measurement stops repeating (it always runs once).
+    budget_s: float = 60.0
+    # Samples per chunk of a full-image render: chunk_samples // N rays per chunk, the same
+    # memory for every N. A CPU is fastest with small chunks (at N = 4, chunks of 4096 samples
+    # rendered about 1.2 times faster than the spec's 4096 rays). 0 uses chunk_rays instead.
+    chunk_samples: int = 4096
+    # Rays per chunk when chunk_samples is 0 (spec 5.1: 4096). 0 sizes the chunks to the free
+    # memory on CUDA, which resets CUDA's peak statistics: peak MB then misses the encoding.
+    chunk_rays: int = 4096
+    # Semantic classes of the random model (ScanNet: 20).
+    num_classes: int = 20
+    # Rays per training step of the throughput measurement (spec 4: 1024).
+    train_rays: int = 256
+    # Timed training steps (after one warm-up step); 0 skips the training measurement.
+    train_steps: int = 2
+    # Seed of the weights and of the scene's textures.
+    seed: int = 0
+    # Folder of the JSON records.
+    output_dir: str = "benchmarks"
+
+
+def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
+    """``key=value`` command-line overrides merged onto :class:`BenchmarkCfg` (typed, strict)."""
+    merged = OmegaConf.merge(
+        OmegaConf.structured(BenchmarkCfg), OmegaConf.from_dotlist(list(arguments))
+    )
+    return OmegaConf.to_object(merged)
+
+
+def load_model_cfg(name: str, num_samples: int) -> GSNeRFCfg:
+    """``configs/model/<name>.yaml`` as a typed :class:`GSNeRFCfg` with N guided samples only."""
+    path = MODEL_CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in MODEL_CONFIGS.glob("*.yaml"))
+        raise ValueError(f"benchmark model={name!r}: no {path}; choose one of {choices}")
+    cfg = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(GSNeRFCfg), OmegaConf.load(path))
+    )
+    sampler = dataclasses.replace(cfg.sampler, num_samples=num_samples, num_uniform=0)
+    return dataclasses.replace(cfg, sampler=sampler)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(run: Callable[[], object], device: torch.device) -> float:
+    _synchronize(device)
+    started = time.perf_counter()
+    run()
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
+def _repeat(run: Callable[[], object], cfg: BenchmarkCfg, device: torch.device) -> list[float]:
+    """Seconds of up to ``cfg.repeats`` passes, stopping once ``cfg.budget_s`` is spent."""
+    seconds: list[float] = []
+    while len(seconds) < max(cfg.repeats, 1) and sum(seconds) < cfg.budget_s:
+        seconds.append(_timed(run, device))
+    return seconds
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _summary(seconds: list[float], flops: int) -> dict:
+    median = statistics.median(seconds)
+    return {
+        "ms": 1000 * median,
+        "fps": 1 / median,
+        "runs_ms": [1000 * s for s in seconds],
+        "gflop": flops / 1e9,
+        "gflop_per_s": flops / median / 1e9,
+    }
+
+
+def rays_per_chunk(cfg: BenchmarkCfg, num_samples: int) -> int:
+    """``chunk_samples // N`` (at least one ray), or ``chunk_rays`` when chunk_samples is 0."""
+    if cfg.chunk_samples > 0:
+        return max(1, cfg.chunk_samples // num_samples)
+    return cfg.chunk_rays
+
+
+def measure_rendering(
+    model: GSNeRF, example: Example, cfg: BenchmarkCfg, device: torch.device
+) -> dict:
+    """Uncached, cached and per-stage timings, FLOPs and peak memory of one sample count."""
+    model.eval()
+    chunk = rays_per_chunk(cfg, model.cfg.sampler.num_samples)
+    with torch.inference_mode(), autocast_context(cfg.precision, device):
+        encode_counter = FlopCounterMode(display=False)
+        render_counter = FlopCounterMode(display=False)
+        with encode_counter:
+            geometry = model.encode_sources(example)
+        with render_counter:
+            model.render_image(example, geometry, chunk)
+        for _ in range(cfg.warmup - 1):
+            model.render_image(example, model.encode_sources(example), chunk)
+        encode_flops = encode_counter.get_total_flops()
+        render_flops = render_counter.get_total_flops()
+
+        def uncached() -> None:
+            model.render_image(example, model.encode_sources(example), chunk)
+
+        def cached() -> None:
+            model.render_image(example, geometry, chunk)
+
+        _reset_peak(device)
+        uncached_seconds = _repeat(uncached, cfg, device)
+        uncached_peak = _peak_memory_mb(device)
+        _reset_peak(device)
+        cached_seconds = _repeat(cached, cfg, device)
+        cached_peak = _peak_memory_mb(device)
+
+        timer = StageTimer(device)
+        with model.profiled(timer):
+            profiled_seconds = _timed(uncached, device)
+    stages_ms = {stage: 1000 * seconds for stage, seconds in timer.seconds.items()}
+    return {
+        "uncached": {
+            **_summary(uncached_seconds, encode_flops + render_flops),
+            "peak_memory_mb": uncached_peak,
+        },
+        "cached": {**_summary(cached_seconds, render_flops), "peak_memory_mb": cached_peak},
+        "stages_ms": stages_ms,
+        "profiled_frame_ms": 1000 * profiled_seconds,
+        "residual_ms": 1000 * profiled_seconds - sum(stages_ms.values()),
+        "chunk_rays": chunk,
+    }
+
+
+def measure_training(
+    model: GSNeRF, example: Example, cfg: BenchmarkCfg, device: torch.device
+) -> dict | None:
+    """Steps/s and rays/s of full training steps (forward, losses, backward, Adam)."""
+    if cfg.train_steps <= 0:
+        return None
+    model.train()
+    # The training defaults of spec 4: Adam, clipping by value, supervised depth losses.
+    train_cfg = TrainCfg()
+    optimizer = build_optimizer(model.parameters(), train_cfg.optim)
+    loss_cfg = LossCfg()
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def step() -> None:
+        pixels = sample_pixels(example.target, cfg.train_rays, generator).to(device)
+        with autocast_context(cfg.precision, device):
+            result = model(example, pixels, training=True, generator=generator)
+        targets = ray_targets(example.target, pixels, result.rays)
+        losses = compute_losses(loss_cfg, result.render, targets, result.geometry, example)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), train_cfg.grad_clip_threshold)
+        optimizer.step()
+
+    step()
+    timed = dataclasses.replace(cfg, repeats=cfg.train_steps)
+    median = statistics.median(_repeat(step, timed, device))
+    return {
+        "steps_per_s": 1 / median,
+        "rays_per_s": cfg.train_rays / median,
+        "step_ms": 1000 * median,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_benchmark(cfg: BenchmarkCfg) -> dict:
+    """Measure every sample count of ``cfg``; returns the JSON-ready record."""
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)
+    results = []
+    for num_samples in cfg.samples:
+        torch.manual_seed(cfg.seed)
+        model = build_model(load_model_cfg(cfg.model, num_samples), cfg.num_classes).to(device)
+        log.info(
+            "N=%d: rendering %dx%d from %d views", num_samples, cfg.width, cfg.height, cfg.views
+        )
+        rendering = measure_rendering(model, example, cfg, device)
+        log.info(
+            "N=%d: uncached %.1f ms, cached %.1f ms; training",
+            num_samples,
+            rendering["uncached"]["ms"],
+            rendering["cached"]["ms"],
+        )
+        training = measure_training(model, example, cfg, device)
+        results.append({"samples": num_samples, **rendering, "training": training})
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "settings": dataclasses.asdict(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "results": results,
+        "ratios": ratios(results),
+    }
+
+
+def ratios(results: list[dict]) -> dict:
+    """Cached over uncached speed-up per N, and largest-N over smallest-N frame time."""
+    speedups = {str(r["samples"]): r["uncached"]["ms"] / r["cached"]["ms"] for r in results}
+    smallest = min(results, key=lambda r: r["samples"])
+    largest = max(results, key=lambda r: r["samples"])
+    return {
+        "cached_speedup": speedups,
+        "largest_over_smallest_n": {
+            mode: largest[mode]["ms"] / smallest[mode]["ms"] for mode in ("uncached", "cached")
+        },
+    }
+
+
+def write_record(record: dict, cfg: BenchmarkCfg) -> Path:
+    """``<output_dir>/<time>_<model>_<width>x<height>_<device>_<precision>.json``; its path."""
+    folder = Path(cfg.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = record["created"].replace(":", "").replace("-", "")
+    name = f"{stamp}_{cfg.model}_{cfg.width}x{cfg.height}_{record['device_type']}_{cfg.precision}"
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,105 @@
+"""Markdown tables of a benchmark record (:func:`gsnerf.evaluation.benchmark.run_benchmark`)."""
+
+# Stages in pipeline order, with their table headers.
+STAGES = (
+    ("feature_net", "2-D feature net"),
+    ("cost_volumes", "cost volumes"),
+    ("guide_depth", "D_T"),
+    ("sampling_gather", "sampling + gather"),
+    ("heads", "heads"),
+    ("compositing", "compositing"),
+)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join([_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows)])
+
+
+def _training(training: dict | None) -> list[str]:
+    if training is None:
+        return ["n/a", "n/a"]
+    return [f"{training['steps_per_s']:.3g}", f"{training['rays_per_s']:.0f}"]
+
+
+def frame_table(record: dict) -> str:
+    """One row per N: uncached and cached ms/frame and fps, FLOPs, memory, training speed."""
+    header = [
+        "N",
+        "rays/chunk",
+        "uncached ms",
+        "uncached fps",
+        "cached ms",
+        "cached fps",
+        "cache speed-up",
+        "GFLOP (unc.)",
+        "GFLOP/s (unc.)",
+        "peak MB (unc.)",
+        "train steps/s",
+        "train rays/s",
+    ]
+    rows = []
+    for result in record["results"]:
+        uncached, cached = result["uncached"], result["cached"]
+        rows.append(
+            [
+                str(result["samples"]),
+                str(result["chunk_rays"]),
+                f"{uncached['ms']:.1f}",
+                f"{uncached['fps']:.3g}",
+                f"{cached['ms']:.1f}",
+                f"{cached['fps']:.3g}",
+                f"{uncached['ms'] / cached['ms']:.2f}x",
+                f"{uncached['gflop']:.2f}",
+                f"{uncached['gflop_per_s']:.2f}",
+                f"{uncached['peak_memory_mb']:.0f}",
+                *_training(result["training"]),
+            ]
+        )
+    return _table(header, rows)
+
+
+def stage_table(record: dict) -> str:
+    """One row per N: milliseconds per stage of one uncached frame, their sum and the rest."""
+    header = ["N", *(name for _, name in STAGES), "sum", "frame (profiled)", "residual"]
+    rows = []
+    for result in record["results"]:
+        stages = result["stages_ms"]
+        rows.append(
+            [
+                str(result["samples"]),
+                *(f"{stages.get(key, 0.0):.1f}" for key, _ in STAGES),
+                f"{sum(stages.values()):.1f}",
+                f"{result['profiled_frame_ms']:.1f}",
+                f"{result['residual_ms']:.1f}",
+            ]
+        )
+    return _table(header, rows)
+
+
+def markdown_report(record: dict) -> str:
+    """Title line, the two tables and the ratios between sample counts."""
+    settings = record["settings"]
+    title = (
+        f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
+        f"{settings['views']} views, {settings['precision']}, on {record['device']}, "
+        f"torch {record['torch']}"
+    )
+    spread = record["ratios"]["largest_over_smallest_n"]
+    counts = sorted(result["samples"] for result in record["results"])
+    ratio = (
+        f"N={counts[-1]} over N={counts[0]}: uncached {spread['uncached']:.2f}x, "
+        f"cached {spread['cached']:.2f}x the time per frame"
+    )
+    return "\n\n".join(
+        [
+            title,
+            frame_table(record),
+            "Milliseconds per stage of one uncached frame:",
+            stage_table(record),
+            ratio,
+        ]
+    )

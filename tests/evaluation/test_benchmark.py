@@ -1,0 +1,146 @@
+"""Benchmark: the plane scene's geometry, typed overrides, the record and the script's output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from gsnerf.evaluation.benchmark import (
+    BenchmarkCfg,
+    load_model_cfg,
+    parse_overrides,
+    rays_per_chunk,
+    run_benchmark,
+    write_record,
+)
+from gsnerf.evaluation.benchmark_report import markdown_report
+from gsnerf.evaluation.benchmark_scene import PlaneSceneCfg, plane_example
+from gsnerf.geometry.camera import project_points, unproject_depth
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_middle_camera_sees_an_untilted_plane_at_the_arc_radius() -> None:
+    # Three sources on the arc: the middle one sits at angle 0, at the origin facing +z.
+    example = plane_example(3, 12, 16, 4, seed=0, cfg=PlaneSceneCfg(tilt=0.0, distance=2.0))
+    torch.testing.assert_close(example.sources.cam_to_world[0, 1], torch.eye(4))
+    torch.testing.assert_close(example.sources.depths[0, 1], torch.full((12, 16), 2.0))
+
+
+def test_views_agree_on_the_plane_geometry() -> None:
+    example = plane_example(4, 24, 32, 4, seed=0)
+    sources, target = example.sources, example.target
+    points = unproject_depth(
+        sources.depths[0, 0], sources.intrinsics[0, 0], sources.cam_to_world[0, 0]
+    ).reshape(-1, 3)
+    pixels, z = project_points(points, target.intrinsics[0, 0], target.cam_to_world[0, 0])
+    # Points landing on a target pixel centre must have the target's depth there.
+    rounded = pixels.round()
+    on_centre = ((pixels - rounded).abs() < 0.05).all(-1)
+    inside = (rounded[:, 0] >= 0) & (rounded[:, 0] < 32) & (rounded[:, 1] >= 0)
+    inside &= rounded[:, 1] < 24
+    keep = on_centre & inside
+    assert keep.sum() > 5
+    cols, rows = rounded[keep].long().unbind(-1)
+    torch.testing.assert_close(target.depths[0, 0][rows, cols], z[keep], atol=2e-2, rtol=0)
+    assert example.source_neighbours.shape == (1, 4, 3)
+
+
+def test_overrides_are_typed_and_strict() -> None:
+    cfg = parse_overrides(["width=24", "samples=[2,3]", "precision=bf16"])
+    assert (cfg.width, cfg.samples, cfg.precision, cfg.height) == (24, [2, 3], "bf16", 60)
+    with pytest.raises(ConfigKeyError, match="not_a_key"):
+        parse_overrides(["not_a_key=1"])
+    with pytest.raises(ValidationError, match="repeats"):
+        parse_overrides(["repeats=many"])
+
+
+def test_model_config_comes_from_the_yaml_with_only_guided_samples() -> None:
+    cfg = load_model_cfg("gsnerf", 128)
+    assert cfg.geo_reasoner.n_depths == [48, 32, 8]
+    assert (cfg.sampler.num_samples, cfg.sampler.num_uniform) == (128, 0)
+    with pytest.raises(ValueError, match="tiny"):
+        load_model_cfg("huge", 4)
+
+
+def test_rays_per_chunk_keep_the_samples_per_chunk() -> None:
+    assert rays_per_chunk(BenchmarkCfg(chunk_samples=4096), 128) == 32
+    assert rays_per_chunk(BenchmarkCfg(chunk_samples=100), 128) == 1
+    assert rays_per_chunk(BenchmarkCfg(chunk_samples=0, chunk_rays=512), 128) == 512
+
+
+def test_record_of_a_small_run(tmp_path: Path) -> None:
+    cfg = BenchmarkCfg(
+        width=24,
+        height=16,
+        views=2,
+        samples=[1, 2],
+        repeats=2,
+        warmup=1,
+        device="cpu",
+        threads=0,
+        train_rays=8,
+        train_steps=1,
+        output_dir=str(tmp_path),
+    )
+    record = run_benchmark(cfg)
+    first, second = record["results"]
+    # 4096 samples per chunk by default: 4096 rays at N = 1, 2048 at N = 2.
+    assert (first["chunk_rays"], second["chunk_rays"]) == (4096, 2048)
+    for result in record["results"]:
+        stages = result["stages_ms"]
+        assert set(stages) == {
+            "feature_net",
+            "cost_volumes",
+            "guide_depth",
+            "sampling_gather",
+            "heads",
+            "compositing",
+        }
+        # Stages never overlap, so together they cannot exceed the frame they were timed in.
+        assert sum(stages.values()) <= result["profiled_frame_ms"]
+        assert result["residual_ms"] == pytest.approx(
+            result["profiled_frame_ms"] - sum(stages.values())
+        )
+        assert 1 <= len(result["uncached"]["runs_ms"]) <= 2
+        assert result["training"]["rays_per_s"] == pytest.approx(
+            8 * result["training"]["steps_per_s"]
+        )
+    # The source encoding does not depend on N: uncached minus cached FLOPs are the same.
+    encode = [r["uncached"]["gflop"] - r["cached"]["gflop"] for r in record["results"]]
+    assert encode[0] > 0 and encode[0] == pytest.approx(encode[1], rel=1e-9)
+    assert second["cached"]["gflop"] > first["cached"]["gflop"]
+
+    path = write_record(record, cfg)
+    assert json.loads(path.read_text())["settings"]["samples"] == [1, 2]
+    report = markdown_report(record)
+    assert "\n| 1 | " in report and "\n| 2 | " in report
+
+
+def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
+    arguments = [
+        "width=16",
+        "height=8",
+        "views=2",
+        "samples=[1]",
+        "repeats=1",
+        "train_steps=0",
+        "device=cpu",
+        f"output_dir={tmp_path}",
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, str(PROJECT / "scripts" / "benchmark.py"), *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+    )
+    last = completed.stdout.strip().splitlines()[-1]
+    assert Path(last).parent == tmp_path and Path(last).is_file()
+    assert "| N | rays/chunk | uncached ms" in completed.stdout
