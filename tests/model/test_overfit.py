@@ -29,32 +29,83 @@ def _tiny_model_cfg() -> GSNeRFCfg:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GSNeRFCfg), yaml))
 
 
-@pytest.mark.parametrize("depth_supervision", ["supervised"])
-def test_tiny_model_overfits_one_view(tmp_path: Path, depth_supervision: str) -> None:
-    torch.manual_seed(0)
+@pytest.fixture(scope="module")
+def scene_and_example(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("synthetic")
     split = generate_dataset(
-        SyntheticCfg(num_train_scenes=1, num_test_scenes=0, frames_per_scene=16, width=64,
-                     height=48, num_workers=1),
-        tmp_path,
+        SyntheticCfg(
+            num_train_scenes=1,
+            num_test_scenes=0,
+            frames_per_scene=16,
+            width=64,
+            height=48,
+            num_workers=1,
+        ),
+        root,
     )
-    scene = open_scene("synthetic", tmp_path, split.train[0], (48, 32))
+    scene = open_scene("synthetic", root, split.train[0], (48, 32))
     views = ViewSelectionCfg(num_source_views=3, num_mvs_neighbours=2)
     dataset = MultiViewDataset([scene], DatasetCfg(kind="synthetic", views=views), "test")
-    example = collate_examples([dataset[0]])
+    return scene, collate_examples([dataset[0]])
+
+
+def _losses(model, example, pixels, loss_cfg, generator):
+    result = model(example, pixels, training=True, generator=generator)
+    targets = ray_targets(example.target, pixels, result.rays)
+    return compute_losses(
+        loss_cfg,
+        result.render,
+        targets,
+        result.geometry,
+        example,
+        guide_distance=result.rays.guide_depth,
+        guide_valid=result.rays.guide_valid,
+    )
+
+
+@pytest.mark.parametrize("depth_supervision", ["supervised", "self_supervised"])
+def test_one_step_moves_every_parameter(scene_and_example, depth_supervision: str) -> None:
+    scene, example = scene_and_example
+    torch.manual_seed(0)
+    model = build_model(_tiny_model_cfg(), scene.num_classes)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.stack(
+        [
+            torch.randint(32, (1, 256), generator=generator),
+            torch.randint(48, (1, 256), generator=generator),
+        ],
+        dim=-1,
+    )
+    losses = _losses(
+        model, example, pixels, LossCfg(depth_supervision=depth_supervision), generator
+    )
+    losses["total"].backward()
+    bad = [
+        n
+        for n, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0
+    ]
+    assert bad == []
+    optimizer.step()
+    unmoved = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert unmoved == []
+
+
+def test_tiny_model_overfits_one_view(scene_and_example) -> None:
+    scene, example = scene_and_example
+    torch.manual_seed(0)
     model = build_model(_tiny_model_cfg(), scene.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    loss_cfg = LossCfg(depth_supervision=depth_supervision)
+    loss_cfg = LossCfg(depth_supervision="supervised")
     height, width = 32, 48
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     all_pixels = torch.stack([rows, cols], dim=-1).reshape(1, -1, 2)
     generator = torch.Generator().manual_seed(0)
     for _ in range(250):
         pixels = all_pixels[:, torch.randint(height * width, (384,), generator=generator)]
-        result = model(example, pixels, training=True, generator=generator)
-        targets = ray_targets(example.target, pixels, result.rays)
-        losses = compute_losses(loss_cfg, result.render, targets, result.geometry, example,
-                                guide_distance=result.rays.guide_depth,
-                                guide_valid=result.rays.guide_valid)
+        losses = _losses(model, example, pixels, loss_cfg, generator)
         optimizer.zero_grad()
         losses["total"].backward()
         optimizer.step()
