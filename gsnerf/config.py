@@ -76,16 +76,17 @@ class ConfigError(ValueError):
     """A configuration key is unknown or has a value of the wrong type."""
 
 
-def load_config(dict_cfg: DictConfig) -> RootCfg:
+def load_config(dict_cfg: DictConfig, schema: type = RootCfg) -> RootCfg:
     """Merge Hydra's config into the typed schema and return plain dataclasses.
 
-    Hydra's own ``hydra`` node is dropped first; everything else must match the schema.
+    Hydra's own ``hydra`` node is dropped first; everything else must match ``schema`` (a
+    subclass of :class:`RootCfg` for entry points with extra sections, e.g. render.py).
     """
-    schema = OmegaConf.structured(RootCfg)
     user = OmegaConf.masked_copy(dict_cfg, [k for k in dict_cfg.keys() if k != "hydra"])
     try:
-        merged = OmegaConf.merge(schema, user)
-        return OmegaConf.to_object(merged)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), user))
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
-        raise ConfigError(f"config key '{key}': {error.msg if hasattr(error, 'msg') else error}")
+        raise ConfigError(
+            f"config key '{key}': {error.msg if hasattr(error, 'msg') else error}"
+        ) from error

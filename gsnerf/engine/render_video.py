@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from jaxtyping import Float, UInt8
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from torch import Tensor
 
-from gsnerf.config import ConfigError, RootCfg
+from gsnerf.config import RootCfg, load_config
 from gsnerf.data.dataset import open_split
 from gsnerf.data.scene_reader import SceneReader
 from gsnerf.data.view_selection import mvs_neighbours, split_test_frames
@@ -106,13 +105,8 @@ def register_render_schema() -> None:
 
 
 def load_render_config(dict_cfg: DictConfig) -> RenderRootCfg:
-    """As :func:`gsnerf.config.load_config`, for :class:`RenderRootCfg`."""
-    user = OmegaConf.masked_copy(dict_cfg, [key for key in dict_cfg.keys() if key != "hydra"])
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RenderRootCfg), user))
-    except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "?"
-        raise ConfigError(f"config key '{key}': {error}") from error
+    """:func:`gsnerf.config.load_config` with the :class:`RenderRootCfg` schema."""
+    return load_config(dict_cfg, RenderRootCfg)
 
 
 def choose_frames(scene: SceneReader, cfg: RenderRootCfg) -> tuple[list[int], list[int]]:
