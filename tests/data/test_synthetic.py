@@ -147,7 +147,7 @@ def test_depth_and_labels_reproject_consistently_between_views(
 ) -> None:
     scene = open_scene("synthetic", tiny[0], "scene0000_00", SIZE)
     depth_errors, label_agreement, colour_errors, visible_fraction = [], [], [], []
-    for source_id, target_id in ((0, 2), (5, 7), (9, 11), (3, 4)):
+    for source_id, target_id in ((0, 1), (5, 6), (9, 10), (3, 5)):
         source, target = scene.read(source_id), scene.read(target_id)
         points = unproject_depth(source.depth, source.intrinsics, source.cam_to_world)
         pixels, z = project_points(points.reshape(-1, 3), target.intrinsics, target.cam_to_world)
@@ -277,14 +277,15 @@ def test_colour_alone_cannot_separate_the_classes(tiny: tuple[Path, SyntheticSpl
         )
         for held in per_scene
     ]
-    # Measured here: 0.08, 0.05, 0.16, 0.11 (mean 0.10). On the default 16 + 4 rooms at
-    # 160x120 (fit on the training rooms, scored on the test rooms): 0.06 to 0.09 for 8 to 64
-    # levels per channel, and only 0.12 to 0.50 even when scored on the fitted rooms themselves.
+    # Measured here: 0.21, 0.17, 0.10, 0.15 (mean 0.16). On the default 16 + 4 rooms at
+    # 160x120 (fit on the training rooms, scored on the test rooms): 0.07 to 0.08 for 8 to 64
+    # levels per channel, and only 0.12 to 0.44 even when scored on the fitted rooms themselves.
     assert np.mean(scores) < 0.25
-    # The same lookup keyed by the labels themselves is perfect: the metric can reach 1.
+    # The same lookup keyed by the labels themselves is perfect: the metric can reach 1. It is
+    # fitted on every room, so that each class of the scored room has been seen once.
     as_colour = {k: (np.stack([lab % 256] * 3, axis=1), lab) for k, (_, lab) in per_scene.items()}
     held = split.test[0]
-    fitted = [v for k, v in as_colour.items() if k != held]
+    fitted = list(as_colour.values())
     assert _colour_lookup_miou(fitted, [as_colour[held]], classes, 256) == pytest.approx(1.0)
 
 
@@ -338,10 +339,11 @@ def test_camera_walks_smoothly_through_free_space() -> None:
     steps = np.linalg.norm(np.diff(centres[:, :2], axis=0), axis=1)
     assert steps.max() <= cfg.camera.max_step + 1e-6
     assert np.abs(np.diff(centres[:, 2])).max() < cfg.camera.max_step
-    # Consecutive optical axes turn by a few degrees at most; the image x axis stays level.
+    # Consecutive optical axes turn by the heading limit plus a little pitch and roll at most;
+    # the image x axis stays level.
     axes = poses[:, :3, 2]
     turn = np.degrees(np.arccos(np.clip((axes[1:] * axes[:-1]).sum(-1), -1, 1)))
-    assert turn.max() < 8.0
+    assert turn.max() < cfg.camera.max_turn_deg + 2.0
     roll = np.degrees(np.arcsin(np.abs(poses[:, 2, 0])))
     assert roll.max() <= cfg.camera.roll_deg + 1e-6
     np.testing.assert_allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-9)

@@ -25,17 +25,19 @@ class CameraPathCfg:
     wall_clearance: float = 0.3
     # Smallest horizontal distance from the camera to an object's footprint, metres.
     object_clearance: float = 0.25
-    # Largest horizontal camera travel between consecutive frames, metres.
-    max_step: float = 0.06
-    # Shortest accepted path, metres.
-    min_length: float = 1.0
+    # Largest horizontal camera travel between consecutive frames, metres. About 10 cm between
+    # neighbouring frames gives the cost volumes 2-4 pixels of parallax at room depth even at
+    # 80x60; at 4-6 cm (a denser capture) the nearest views of so small an image barely differ.
+    max_step: float = 0.15
+    # Shortest accepted path, metres: long paths spread the frames of a scene over the room.
+    min_length: float = 7.0
     # Number of spline control points (inclusive range).
-    control_points_min: int = 4
-    control_points_max: int = 6
+    control_points_min: int = 6
+    control_points_max: int = 8
     # Largest offset of the view direction from the room centre, degrees.
     yaw_offset_deg: float = 40.0
     # Largest heading change between consecutive frames, degrees.
-    max_turn_deg: float = 6.0
+    max_turn_deg: float = 12.0
     # Pitch range, degrees (negative looks down).
     pitch_min_deg: float = -35.0
     pitch_max_deg: float = 0.0
