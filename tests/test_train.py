@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gsnerf.config import RootCfg, load_config, register_schema
 from gsnerf.data.posed_rgbd import PosedRgbdSource, import_posed_rgbd
@@ -111,6 +112,11 @@ def test_train_then_evaluate_writes_the_outputs(data_root: Path, tmp_path: Path)
     assert list((run_dir / "eval" / "images").glob("*.png"))
     table = (run_dir / "eval" / "table.md").read_text()
     assert f"{metrics['psnr']:.2f}" in table
+    # Every logged step reports which share of its time went into waiting for the batch.
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    shares = [event.value for event in events.Scalars("train/data_loading_share")]
+    assert len(shares) == 2 and all(0.0 <= share < 1.0 for share in shares)
 
     eval_dir = tmp_path / "eval"
     checkpoint = run_dir / "checkpoints" / "last.pt"

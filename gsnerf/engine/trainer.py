@@ -22,7 +22,12 @@ from gsnerf.engine.checkpoint import (
     save_checkpoint,
     step_checkpoint_name,
 )
-from gsnerf.engine.device import autocast_context, make_grad_scaler, resolve_device
+from gsnerf.engine.device import (
+    autocast_context,
+    configure_matmul_precision,
+    make_grad_scaler,
+    resolve_device,
+)
 from gsnerf.engine.distributed import (
     DistributedContext,
     all_ranks_finite,
@@ -60,6 +65,8 @@ class TrainCfg:
     precision: str = "auto"
     # Device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
     device: str = "auto"
+    # TF32 tensor-core matmuls and convolutions for the fp32 parts on CUDA (no effect on the CPU).
+    allow_tf32: bool = True
     # Data-loader worker processes (0 = load in the training process).
     num_workers: int = 0
     # Steps between validations on the held-out scenes (0 = only at the end).
@@ -97,6 +104,7 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
+        configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
         if self.context.is_main:
             setup_file_logging(self.run_dir, "train")
         self.logger = RunLogger(self.run_dir, self.context.is_main, cfg.logger.tensorboard)
@@ -269,11 +277,21 @@ class Trainer:
         bar = self.logger.progress(cfg.steps, self.step, "train")
         started = time.perf_counter()
         steps_timed = 0
+        # Seconds spent waiting for the next batch and inside train_step: the loader starves the
+        # device when the first is more than a small share of the sum.
+        waiting_s, stepping_s = 0.0, 0.0
         last_step = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
-        for example in self._loader():
-            if self.step >= last_step:
+        batches = iter(self._loader())
+        while self.step < last_step:
+            wait_start = time.perf_counter()
+            example = next(batches, None)
+            if example is None:
                 break
+            step_start = time.perf_counter()
+            waiting_s += step_start - wait_start
             terms = self.train_step(example)
+            # train_step returns Python floats of the losses, so the device has finished.
+            stepping_s += time.perf_counter() - step_start
             if terms is None:
                 nonfinite_in_a_row += 1
                 log.warning(
@@ -301,6 +319,7 @@ class Trainer:
                 throughput = {
                     "steps_per_s": steps_timed / elapsed,
                     "rays_per_s": steps_timed * cfg.rays_per_step * cfg.batch_size / elapsed,
+                    "data_loading_share": waiting_s / max(waiting_s + stepping_s, 1e-9),
                     "lr": self.optimizer.param_groups[0]["lr"],
                 }
                 self.logger.scalars({**terms, **throughput}, self.step, "train")
@@ -310,6 +329,15 @@ class Trainer:
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
                 self._validate_and_keep_best()
         bar.close()
+        if waiting_s + stepping_s > 0:
+            log.info(
+                "data loading: %.1f s waiting for batches, %.1f s in training steps (%.1f %% of "
+                "the step time; train.num_workers=%d)",
+                waiting_s,
+                stepping_s,
+                100 * waiting_s / (waiting_s + stepping_s),
+                cfg.num_workers,
+            )
         self.save(numbered=True)
         self._check_replicas()
         barrier(self.context)
