@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from gsnerf.data.frame_cache import CachedSceneReader
 from gsnerf.data.labels import LabelMapping
 from gsnerf.data.scene_reader import SceneReader
 from gsnerf.data.synthetic import SyntheticCfg
@@ -62,6 +63,8 @@ class DatasetCfg:
     views: ViewSelectionCfg = field(default_factory=ViewSelectionCfg)
     # Generator settings, used only when kind is "synthetic" and the data is missing.
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
+    # Folder of decoded-and-resized frames; null reads and decodes every frame each time.
+    frame_cache: str | None = None
 
 
 def read_split_file(root: Path, split: str) -> list[str]:
@@ -270,5 +273,10 @@ def open_split(cfg: DatasetCfg, split: str) -> list[SceneReader]:
         open_scene(cfg.kind, cfg.root, name, size, cfg.label_mapping)
         for name in scene_names(cfg, split)
     ]
+    if cfg.frame_cache:
+        scenes = [
+            CachedSceneReader(scene, cfg.frame_cache, cfg.kind, cfg.label_mapping)
+            for scene in scenes
+        ]
     log.info("%s split: %d scenes from %s", split, len(scenes), cfg.root)
     return scenes
