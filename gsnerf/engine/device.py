@@ -1,4 +1,4 @@
-"""Device and precision choices: CUDA when present, bf16/fp16 autocast on CUDA only."""
+"""Device and precision choices: CUDA when present, bf16/fp16 autocast and TF32 on CUDA only."""
 
 import contextlib
 
@@ -33,6 +33,21 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def configure_matmul_precision(device: torch.device, allow_tf32: bool) -> None:
+    """On CUDA, let float32 matrix products and convolutions use TF32 tensor cores or not.
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32`` to
+    ``allow_tf32``. TF32 rounds the inputs of a product to a 10-bit mantissa (relative rounding
+    2^-11, about 5e-4) and accumulates in float32. On the CPU nothing changes: TF32 is a format
+    of NVIDIA tensor cores (Ampere and later), and the CPU kernels ignore both flags.
+    Idempotent: it only writes torch's process-wide flags.
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:

@@ -35,12 +35,13 @@ from gsnerf.config import RootCfg, load_config
 from gsnerf.data.dataset import open_split
 from gsnerf.data.scene_reader import SceneReader
 from gsnerf.data.view_selection import mvs_neighbours, split_test_frames
-from gsnerf.engine.device import autocast_context, resolve_device
+from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
 from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.runs import _load_for_evaluation
 from gsnerf.evaluation.palette import colorize_labels, legend_image
 from gsnerf.geometry.camera import scale_intrinsics, unproject_depth
 from gsnerf.geometry.camera_path import interpolate_poses, spiral_poses
+from gsnerf.model.compiled_heads import compile_heads
 from gsnerf.types import Example, ImageRender, SourceGeometry, Views
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,9 @@ def run_render(cfg: RenderRootCfg) -> dict:
     device = resolve_device(cfg.train.device)
     model, class_names = _load_for_evaluation(cfg, device)
     model.eval()
+    configure_matmul_precision(device, cfg.eval.allow_tf32)
+    # The first frame compiles the heads; the fps logged below includes that time.
+    compile_heads(model, cfg.eval.compile)
     dataset = dataclasses.replace(cfg.dataset, test_scenes=[cfg.scene])
     scene = open_split(dataset, "test")[0]
     keyframe_ids, frame_ids = choose_frames(scene, cfg)

@@ -11,12 +11,17 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
   element-wise work are not counted) from the first warm-up pass, and FLOP/s = FLOPs / median;
 - *training*: steps/s and rays/s of forward + losses + backward + Adam on ``train_rays`` rays.
 
+With ``compile`` the rendering passes run compiled heads (:mod:`gsnerf.model.compiled_heads`),
+compiled during the warm-up so that no timed pass includes compile time; the training steps run
+the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for every pass on CUDA.
+
 Times are medians over ``repeats`` passes after ``warmup`` passes; a measurement stops repeating
 once its passes took ``budget_s`` seconds (at least one pass), so N = 128 on a CPU runs once.
 Peak memory: ``torch.cuda.max_memory_allocated`` per measurement on CUDA; on the CPU the
 process's peak resident set size so far (``ru_maxrss``), which never decreases.
 """
 
+import copy
 import dataclasses
 import json
 import logging
@@ -32,12 +37,13 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from gsnerf.engine.device import autocast_context, resolve_device
+from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
 from gsnerf.engine.schedule import build_optimizer
 from gsnerf.engine.step import ray_targets, sample_pixels
 from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.losses import LossCfg, compute_losses
+from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.types import Example
@@ -66,9 +72,15 @@ class BenchmarkCfg:
     threads: int = 1
     # Numeric precision of the passes: "fp32" or "bf16" (autocast).
     precision: str = "fp32"
+    # torch.compile of the heads in the rendering passes (compiled during warm-up, not timed):
+    # "none", "default", "reduce-overhead" or "max-autotune"; training steps use plain heads.
+    compile: str = "none"
+    # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
+    allow_tf32: bool = True
     # Timed passes per measurement (the median is reported).
     repeats: int = 3
-    # Untimed passes before timing, at least one: the first counts the FLOPs.
+    # Untimed passes before timing, at least one: the first counts the FLOPs. With compile, at
+    # least one more (torch.compile does not compile under the FLOP counter) compiles the heads.
     warmup: int = 1
     # Seconds after which a measurement stops repeating (it always runs once).
     budget_s: float = 60.0
@@ -89,6 +101,9 @@ class BenchmarkCfg:
     seed: int = 0
     # Folder of the JSON records.
     output_dir: str = "benchmarks"
+
+    def __post_init__(self) -> None:
+        check_compile_mode(self.compile, "benchmark compile")
 
 
 def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
@@ -176,7 +191,10 @@ def measure_rendering(
             geometry = model.encode_sources(example)
         with render_counter:
             model.render_image(example, geometry, chunk)
-        for _ in range(cfg.warmup - 1):
+        extra_warmup = cfg.warmup - 1
+        if cfg.compile != CompileMode.NONE.value:
+            extra_warmup = max(extra_warmup, 1)
+        for _ in range(extra_warmup):
             model.render_image(example, model.encode_sources(example), chunk)
         encode_flops = encode_counter.get_total_flops()
         render_flops = render_counter.get_total_flops()
@@ -254,6 +272,7 @@ def device_name(device: torch.device) -> str:
 def run_benchmark(cfg: BenchmarkCfg) -> dict:
     """Measure every sample count of ``cfg``; returns the JSON-ready record."""
     device = resolve_device(cfg.device)
+    configure_matmul_precision(device, cfg.allow_tf32)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)
@@ -264,7 +283,10 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
         log.info(
             "N=%d: rendering %dx%d from %d views", num_samples, cfg.width, cfg.height, cfg.views
         )
-        rendering = measure_rendering(model, example, cfg, device)
+        # A copy with the same weights gets the compiled heads; training keeps the plain ones.
+        renderer = copy.deepcopy(model)
+        compile_heads(renderer, cfg.compile)
+        rendering = measure_rendering(renderer, example, cfg, device)
         log.info(
             "N=%d: uncached %.1f ms, cached %.1f ms; training",
             num_samples,

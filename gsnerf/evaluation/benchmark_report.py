@@ -88,18 +88,18 @@ def markdown_report(record: dict) -> str:
         f"{settings['views']} views, {settings['precision']}, on {record['device']}, "
         f"torch {record['torch']}"
     )
-    spread = record["ratios"]["largest_over_smallest_n"]
+    parts = [
+        title,
+        frame_table(record),
+        "Milliseconds per stage of one uncached frame:",
+        stage_table(record),
+    ]
     counts = sorted(result["samples"] for result in record["results"])
-    ratio = (
-        f"N={counts[-1]} over N={counts[0]}: uncached {spread['uncached']:.2f}x, "
-        f"cached {spread['cached']:.2f}x the time per frame"
-    )
-    return "\n\n".join(
-        [
-            title,
-            frame_table(record),
-            "Milliseconds per stage of one uncached frame:",
-            stage_table(record),
-            ratio,
-        ]
-    )
+    # One sample count has nothing to be compared with.
+    if counts[0] != counts[-1]:
+        spread = record["ratios"]["largest_over_smallest_n"]
+        parts.append(
+            f"N={counts[-1]} over N={counts[0]}: uncached {spread['uncached']:.2f}x, "
+            f"cached {spread['cached']:.2f}x the time per frame"
+        )
+    return "\n\n".join(parts)

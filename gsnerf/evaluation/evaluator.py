@@ -37,6 +37,7 @@ from gsnerf.evaluation.metrics import (
     psnr,
     ssim,
 )
+from gsnerf.model.compiled_heads import check_compile_mode
 from gsnerf.model.scene_cache import SceneEncodingCache
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,19 @@ class EvalCfg:
     precision: str = "fp32"
     # Source encodings kept for later test views with the same source views (0 keeps none).
     scene_cache_size: int = 1
+    # Heads' torch.compile in test eval and render.py: none, default, reduce-overhead, max-autotune.
+    compile: str = "none"
+    # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
+    allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
     save_images: bool = True
     # Compute LPIPS (VGG, spec 5.2); reported unavailable when its weights are not present.
     lpips: bool = True
     # Evaluate after training on all held-out views (the quickstart's final table).
     after_training: bool = True
+
+    def __post_init__(self) -> None:
+        check_compile_mode(self.compile, "eval.compile")
 
 
 class SceneScores:

@@ -1,0 +1,169 @@
+"""Inference fast paths against the plain fp32 path: compiled heads and TF32 (spec 9)."""
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from gsnerf.engine.device import configure_matmul_precision
+from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
+from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.evaluation.evaluator import EvalCfg
+from gsnerf.model import GSNeRF, GSNeRFCfg, RendererCfg, build_model
+from gsnerf.model.compiled_heads import compile_heads
+from gsnerf.model.cost_volume import CostVolumeCfg
+from gsnerf.model.feature_net import FeatureNetCfg
+from gsnerf.model.geo_reasoner import GeoReasonerCfg
+from gsnerf.model.radiance_head import RadianceHeadCfg
+from gsnerf.model.sampler import SamplerCfg
+from gsnerf.model.semantic_head import SemanticHeadCfg
+from gsnerf.model.transformer import TransformerCfg
+from gsnerf.types import ImageRender
+
+CLASSES, HEIGHT, WIDTH = 4, 16, 24
+
+
+def tiny_model() -> GSNeRF:
+    """One-layer heads of width 16: the smallest graphs to compile; every sample is rendered."""
+    small = TransformerCfg(width=16, heads=2, layers=1, ffn_width=16)
+    cfg = GSNeRFCfg(
+        name="tiny",
+        geo_reasoner=GeoReasonerCfg(
+            feature_net=FeatureNetCfg(
+                stem_width=4,
+                encoder_widths=[8, 8, 16, 16],
+                decoder_widths=[16, 8, 8, 8],
+                pyramid_widths=[8, 8, 4],
+            ),
+            cost_volume=CostVolumeCfg(groups=4, widths=[4, 4, 8, 8], volume_channels=4),
+            n_depths=[16, 8, 4],
+        ),
+        sampler=SamplerCfg(num_samples=4, num_uniform=0),
+        renderer=RendererCfg(
+            radiance=RadianceHeadCfg(transformer=small, density_hidden=[16], blend_hidden=[16]),
+            semantic=SemanticHeadCfg(transformer=small, rendering="volume", hidden=[16]),
+        ),
+    )
+    torch.manual_seed(0)
+    return build_model(cfg, CLASSES).eval()
+
+
+def assert_same_render(fast: ImageRender, plain: ImageRender) -> None:
+    """Colour and z-depth within 1e-4 (float32 rounding of fused kernels), labels >= 99.9 %."""
+    torch.testing.assert_close(fast.rgb, plain.rgb, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.depth, plain.depth, atol=1e-4, rtol=0)
+    agree = fast.semantic_logits.argmax(1) == plain.semantic_logits.argmax(1)
+    assert agree.float().mean() >= 0.999
+
+
+def test_compiled_heads_render_the_plain_image_for_two_chunk_sizes() -> None:
+    model = tiny_model()
+    example = plane_example(3, HEIGHT, WIDTH, CLASSES, seed=0)
+    keys = list(model.state_dict())
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    # 384 rays in chunks of 100 (three of 100, one of 84), then all 384 at once: three chunk
+    # sizes through one dynamic-shape compile.
+    chunk_sizes = (100, 384)
+    with torch.inference_mode():
+        geometry = model.encode_sources(example)
+        plain = [model.render_image(example, geometry, chunk) for chunk in chunk_sizes]
+        graphs = counters["stats"]["unique_graphs"]
+        compile_heads(model, "default")
+        fast = [model.render_image(example, geometry, chunk) for chunk in chunk_sizes]
+    assert "forward" in vars(model.radiance_head) and "forward" in vars(model.semantic_head)
+    # Compiled graphs ran, so the comparison is not of the eager code with itself.
+    assert counters["stats"]["unique_graphs"] > graphs
+    for fast_render, plain_render in zip(fast, plain):
+        assert_same_render(fast_render, plain_render)
+    # Compiling replaced forward only: same parameters under the same state_dict keys.
+    assert list(model.state_dict()) == keys
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name])
+
+
+def test_mode_none_leaves_the_heads_untouched() -> None:
+    model = tiny_model()
+
+    def attributes() -> dict[str, dict[str, int]]:
+        heads = {"radiance": model.radiance_head, "semantic": model.semantic_head}
+        return {name: {k: id(v) for k, v in vars(head).items()} for name, head in heads.items()}
+
+    before = attributes()
+    compile_heads(model, "none")
+    assert attributes() == before
+    assert "forward" not in vars(model.radiance_head)
+
+
+def test_unknown_mode_is_an_error_naming_the_config_key() -> None:
+    with pytest.raises(ValueError, match=r"eval\.compile.*'fastest'.*max-autotune"):
+        compile_heads(tiny_model(), "fastest")
+    with pytest.raises(ValueError, match=r"eval\.compile"):
+        EvalCfg(compile="fastest")
+    with pytest.raises(ValueError, match=r"benchmark compile"):
+        BenchmarkCfg(compile="fastest")
+
+
+@pytest.mark.parametrize("allow_tf32", [True, False])
+def test_matmul_precision_on_the_cpu_changes_no_flag(allow_tf32: bool) -> None:
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not allow_tf32
+        configure_matmul_precision(torch.device("cpu"), allow_tf32)
+        assert torch.backends.cuda.matmul.allow_tf32 is (not allow_tf32)
+        assert torch.backends.cudnn.allow_tf32 is (not allow_tf32)
+        # On a CUDA device both flags follow the argument, whether or not one is present.
+        configure_matmul_precision(torch.device("cuda"), allow_tf32)
+        assert torch.backends.cuda.matmul.allow_tf32 is allow_tf32
+        assert torch.backends.cudnn.allow_tf32 is allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tf32_render_stays_close_to_fp32_on_cuda() -> None:
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(load_model_cfg("tiny", 4), CLASSES).to(cuda).eval()
+    example = plane_example(3, 32, 48, CLASSES, seed=0).to(cuda)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    renders = []
+    try:
+        for allow_tf32 in (False, True):
+            configure_matmul_precision(cuda, allow_tf32)
+            with torch.inference_mode():
+                renders.append(model.render_image(example, model.encode_sources(example), 0))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    plain, tf32 = renders
+    # TF32 rounds product inputs to 10 mantissa bits (2^-11 relative), a quarter of bf16's
+    # rounding; the bf16 test's bounds (tests/model/test_fast_inference.py) hold with room.
+    rgb_error = (tf32.rgb - plain.rgb).abs()
+    assert 0 < rgb_error.max() and rgb_error.mean() < 0.01
+    depth_error = (tf32.depth - plain.depth).abs() / plain.depth
+    assert depth_error.mean() < 0.005
+    agree = tf32.semantic_logits.argmax(1) == plain.semantic_logits.argmax(1)
+    assert agree.float().mean() > 0.97
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_heads_on_cuda_render_the_plain_image(mode: str) -> None:
+    cuda = torch.device("cuda")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    configure_matmul_precision(cuda, False)
+    try:
+        # The tiny config reads the guide sample's logits, kept per chunk until all are joined:
+        # CUDA graphs (reduce-overhead) must not overwrite them with the next chunk's.
+        torch.manual_seed(0)
+        model = build_model(load_model_cfg("tiny", 4), CLASSES).to(cuda).eval()
+        example = plane_example(3, 32, 48, CLASSES, seed=0).to(cuda)
+        with torch.inference_mode():
+            geometry = model.encode_sources(example)
+            plain = [model.render_image(example, geometry, chunk) for chunk in (500, 1536)]
+            compile_heads(model, mode)
+            fast = [model.render_image(example, geometry, chunk) for chunk in (500, 1536)]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    for fast_render, plain_render in zip(fast, plain):
+        assert_same_render(fast_render, plain_render)
