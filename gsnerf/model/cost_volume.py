@@ -74,14 +74,17 @@ def correlation_volume(
     warped_sum = torch.zeros_like(ref_features)[:, :, None]
     # One neighbour at a time keeps a single warped volume in memory, not n of them.
     for index in range(num_neighbours):
-        warped, _ = plane_sweep_warp(
-            neighbour_features[:, index],
-            neighbour_intrinsics[:, index],
-            neighbour_cam_to_world[:, index],
-            ref_intrinsics,
-            ref_cam_to_world,
-            hypotheses,
-        )
+        # The warp's coordinates in float32 under autocast too (bf16: a quarter pixel off at
+        # x = 64); the warped features come back in the features' own precision.
+        with torch.autocast(device_type=ref_features.device.type, enabled=False):
+            warped, _ = plane_sweep_warp(
+                neighbour_features[:, index],
+                neighbour_intrinsics[:, index],
+                neighbour_cam_to_world[:, index],
+                ref_intrinsics,
+                ref_cam_to_world,
+                hypotheses,
+            )
         warped_sum = warped_sum + warped
     return group_correlation(ref_features, warped_sum / num_neighbours, groups)
 

@@ -8,7 +8,10 @@ import torch
 from gsnerf.engine.device import autocast_context
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.geometry.homography import plane_sweep_warp
 from gsnerf.model import GSNeRF, build_model
+from gsnerf.model.cost_volume import correlation_volume, group_correlation
+from gsnerf.model.feature_gather import project_to_sources
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import chunk_rays_for_memory
 
@@ -41,6 +44,47 @@ def test_bf16_autocast_render_stays_close_to_fp32() -> None:
     assert torch.equal(low.guide_valid, reference.guide_valid)
     agree = low.semantic_logits.argmax(1) == reference.semantic_logits.argmax(1)
     assert agree.float().mean() > 0.95
+
+
+def test_bf16_autocast_leaves_projections_and_warps_in_float32() -> None:
+    # Under autocast a matrix product runs in bf16, whose pixel coordinates would be a quarter
+    # pixel off at x = 64; the projections of the renderer and the cost-volume warps opt out.
+    example = plane_example(3, 48, 64, CLASSES, seed=2)
+    sources = example.sources
+    cpu = torch.device("cpu")
+    points = 0.5 + 2.0 * torch.rand(1, 50, 4, 3, generator=torch.Generator().manual_seed(0))
+    features = torch.rand(1, 3, 8, 48, 64, generator=torch.Generator().manual_seed(1))
+    hypotheses = torch.linspace(1.5, 4.0, 6)[None, :, None, None].expand(1, 6, 48, 64)
+    neighbours = (
+        features[:, 0],
+        features[:, 1:],
+        sources.intrinsics[:, 0],
+        sources.cam_to_world[:, 0],
+        sources.intrinsics[:, 1:],
+        sources.cam_to_world[:, 1:],
+        hypotheses.contiguous(),
+        4,
+    )
+    reference_grid = project_to_sources(points, sources).grid
+    # The neighbours warped in float32; only the correlation itself may then run in bf16.
+    warped = [
+        plane_sweep_warp(
+            features[:, index],
+            sources.intrinsics[:, index],
+            sources.cam_to_world[:, index],
+            sources.intrinsics[:, 0],
+            sources.cam_to_world[:, 0],
+            hypotheses.contiguous(),
+        )[0]
+        for index in (1, 2)
+    ]
+    with autocast_context("bf16", cpu):
+        projected = project_to_sources(points, sources)
+        cost = correlation_volume(*neighbours)
+        expected_cost = group_correlation(features[:, 0], (warped[0] + warped[1]) / 2, 4)
+    assert projected.grid.dtype == torch.float32
+    torch.testing.assert_close(projected.grid, reference_grid, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cost, expected_cost, rtol=0, atol=1e-6)
 
 
 def test_profiled_render_is_unchanged_and_times_every_stage() -> None:
