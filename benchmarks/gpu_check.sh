@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU figures of the speed targets in one run (spec 9), about 10 minutes on one H100:
+#   bash benchmarks/gpu_check.sh
+# 1. The paper model at 240x320 with 8 source views on CUDA: N = 4 and 128 with and without the
+#    scene-encoding cache in bf16, N = 4 in fp32, with compiled heads, and with 4096-ray chunks
+#    (whose peak memory includes the source encoding); the paper training config's throughput
+#    (1024 rays per step, AMP). One JSON record per run under benchmarks/.
+# 2. The quickstart trained on the GPU, then evaluated with each speed option against the fp32
+#    path without the encoding cache (metrics.json under outputs/gpu_check/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0)
+python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
+    train_rays=1024 train_steps=20
+python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=fp32 "samples=[4]" train_steps=0
+python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" \
+    compile=reduce-overhead warmup=3 train_steps=0
+python scripts/benchmark.py "${paper[@]}" chunk_rays=4096 precision=bf16 "samples=[4]" train_steps=0
+
+runs=outputs/gpu_check
+python train.py train.device=cuda hydra.run.dir="$runs/train"
+checkpoint="$runs/train/checkpoints/last.pt"
+quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
+python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 hydra.run.dir="$runs/fp32"
+python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
+python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default hydra.run.dir="$runs/compiled"
+python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
+    hydra.run.dir="$runs/n128"
