@@ -139,9 +139,12 @@ class SemanticGeoReasoner(nn.Module):
             size = (level_features.shape[-2], level_features.shape[-1])
             level_intrinsics = scale_intrinsics(intrinsics, (width, height), (size[1], size[0]))
             hypotheses = self.hypotheses(level, near, base_interval, previous_depth, size)
+            # index_select, not level_features[neighbours]: the backward of advanced indexing
+            # accumulates repeated rows in thread order on the CPU, so two runs differed.
+            neighbour_features = level_features.index_select(0, neighbours.flatten())
             output = cost_volume(
                 level_features,
-                level_features[neighbours],
+                neighbour_features.view(*neighbours.shape, *level_features.shape[1:]),
                 level_intrinsics,
                 cam_to_world,
                 level_intrinsics[neighbours],

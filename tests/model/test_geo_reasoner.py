@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gsnerf.evaluation.benchmark import load_model_cfg
+from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model.cost_volume import CostVolumeCfg
 from gsnerf.model.feature_net import FeatureNetCfg
 from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
@@ -144,6 +146,30 @@ def test_gradients_reach_every_parameter() -> None:
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_gradients_are_identical_between_runs_with_several_threads() -> None:
+    # Every view is an MVS neighbour of others; the backward of advanced indexing summed
+    # such repeated rows in thread order on the CPU, so two identical runs differed (with the
+    # quickstart's model at 80x60 in every trial; smaller maps hide it).
+    example = plane_example(4, 60, 80, NUM_CLASSES, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(3):
+            torch.manual_seed(2)
+            model = SemanticGeoReasoner(load_model_cfg("tiny", 4).geo_reasoner, NUM_CLASSES)
+            geometry = model(example.sources, example.source_neighbours)
+            sum(depth.square().sum() for depth in geometry.depths).backward()
+            gradients.append(
+                [p.grad for p in model.feature_net.parameters() if p.grad is not None]
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert gradients[0]
+    for other in gradients[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(gradients[0], other))
 
 
 def test_train_and_eval_modes_give_identical_outputs(tiny_run) -> None:
