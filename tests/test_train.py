@@ -172,7 +172,7 @@ def test_nan_guard_skips_steps_then_stops_with_a_clear_error(
         _synthetic_overrides(data_root) + ["train.steps=3", "train.max_nonfinite_steps=2"],
         tmp_path,
     )
-    real_losses = trainer_module.compute_losses
+    real_losses = trainer_module.training_losses
     calls = {"count": 0}
 
     def poisoned_losses(*args, **kwargs):
@@ -182,7 +182,7 @@ def test_nan_guard_skips_steps_then_stops_with_a_clear_error(
             losses["total"] = losses["total"] * float("nan")
         return losses
 
-    monkeypatch.setattr(trainer_module, "compute_losses", poisoned_losses)
+    monkeypatch.setattr(trainer_module, "training_losses", poisoned_losses)
     trainer = Trainer(cfg, tmp_path)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     with pytest.raises(FloatingPointError, match="2 consecutive steps"):

@@ -1,10 +1,12 @@
-"""What one training step draws and supervises: random target pixels and their ground truth."""
+"""What one training step draws and supervises: random target pixels, their ground truth, losses."""
 
 import torch
-from jaxtyping import Int64
+from jaxtyping import Float, Int64
+from torch import Tensor
 
-from gsnerf.losses import RayTargets
-from gsnerf.types import RayBundle, Views
+from gsnerf.engine.device import autocast_context
+from gsnerf.losses import LossCfg, RayTargets, compute_losses
+from gsnerf.types import Example, RayBundle, Views
 
 
 def sample_pixels(
@@ -37,3 +39,31 @@ def ray_targets(
         cosine = (rays.directions * optical_axis[:, None, :]).sum(-1).clamp_min(1e-6)
         depth = torch.where(z > 0, z / cosine, torch.zeros_like(z))
     return RayTargets(rgb=rgb, labels=labels, depth=depth)
+
+
+def training_losses(
+    model: torch.nn.Module,
+    example: Example,
+    pixels: Int64[Tensor, "b rays 2"],
+    loss_cfg: LossCfg,
+    generator: torch.Generator,
+    precision: str,
+    device: torch.device,
+) -> dict[str, Float[Tensor, ""]]:
+    """Render ``pixels`` in training mode and every loss term of spec 3, ``"total"`` included.
+
+    Only the forward pass runs under ``precision``'s autocast; the losses are computed from its
+    outputs as they come.
+    """
+    with autocast_context(precision, device):
+        result = model(example, pixels, training=True, generator=generator)
+    targets = ray_targets(example.target, pixels, result.rays)
+    return compute_losses(
+        loss_cfg,
+        result.render,
+        targets,
+        result.geometry,
+        example,
+        guide_distance=result.rays.guide_depth,
+        guide_valid=result.rays.guide_valid,
+    )

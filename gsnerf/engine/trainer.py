@@ -23,7 +23,6 @@ from gsnerf.engine.checkpoint import (
     step_checkpoint_name,
 )
 from gsnerf.engine.device import (
-    autocast_context,
     configure_matmul_precision,
     make_grad_scaler,
     resolve_device,
@@ -40,8 +39,7 @@ from gsnerf.engine.distributed import (
 from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
 from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
-from gsnerf.engine.step import ray_targets, sample_pixels
-from gsnerf.losses import compute_losses
+from gsnerf.engine.step import sample_pixels, training_losses
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +201,8 @@ class Trainer:
         )
         pixels = sample_pixels(example.target, cfg.rays_per_step, generator).to(self.device)
         self.model.train()
-        with autocast_context(cfg.precision, self.device):
-            result = self.model(example, pixels, training=True, generator=generator)
-        targets = ray_targets(example.target, pixels, result.rays)
-        losses = compute_losses(
-            self.cfg.loss,
-            result.render,
-            targets,
-            result.geometry,
-            example,
-            guide_distance=result.rays.guide_depth,
-            guide_valid=result.rays.guide_valid,
+        losses = training_losses(
+            self.model, example, pixels, self.cfg.loss, generator, cfg.precision, self.device
         )
         total = losses["total"]
         if not all_ranks_finite(total, self.context):

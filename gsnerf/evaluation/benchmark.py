@@ -39,10 +39,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
 from gsnerf.engine.schedule import build_optimizer
-from gsnerf.engine.step import ray_targets, sample_pixels
+from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.losses import LossCfg, compute_losses
+from gsnerf.losses import LossCfg
 from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
@@ -244,10 +244,9 @@ def measure_training(
 
     def step() -> None:
         pixels = sample_pixels(example.target, cfg.train_rays, generator).to(device)
-        with autocast_context(cfg.precision, device):
-            result = model(example, pixels, training=True, generator=generator)
-        targets = ray_targets(example.target, pixels, result.rays)
-        losses = compute_losses(loss_cfg, result.render, targets, result.geometry, example)
+        losses = training_losses(
+            model, example, pixels, loss_cfg, generator, cfg.precision, device
+        )
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_value_(model.parameters(), train_cfg.grad_clip_threshold)

@@ -2,21 +2,15 @@
 
 import pytest
 import torch
+from small_models import small_gsnerf_cfg
 from torch._dynamo.utils import counters
 
 from gsnerf.engine.device import configure_matmul_precision
 from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.evaluator import EvalCfg
-from gsnerf.model import GSNeRF, GSNeRFCfg, RendererCfg, build_model
+from gsnerf.model import GSNeRF, build_model
 from gsnerf.model.compiled_heads import compile_heads
-from gsnerf.model.cost_volume import CostVolumeCfg
-from gsnerf.model.feature_net import FeatureNetCfg
-from gsnerf.model.geo_reasoner import GeoReasonerCfg
-from gsnerf.model.radiance_head import RadianceHeadCfg
-from gsnerf.model.sampler import SamplerCfg
-from gsnerf.model.semantic_head import SemanticHeadCfg
-from gsnerf.model.transformer import TransformerCfg
 from gsnerf.types import ImageRender
 
 CLASSES, HEIGHT, WIDTH = 4, 16, 24
@@ -24,25 +18,7 @@ CLASSES, HEIGHT, WIDTH = 4, 16, 24
 
 def tiny_model() -> GSNeRF:
     """One-layer heads of width 16: the smallest graphs to compile; every sample is rendered."""
-    small = TransformerCfg(width=16, heads=2, layers=1, ffn_width=16)
-    cfg = GSNeRFCfg(
-        name="tiny",
-        geo_reasoner=GeoReasonerCfg(
-            feature_net=FeatureNetCfg(
-                stem_width=4,
-                encoder_widths=[8, 8, 16, 16],
-                decoder_widths=[16, 8, 8, 8],
-                pyramid_widths=[8, 8, 4],
-            ),
-            cost_volume=CostVolumeCfg(groups=4, widths=[4, 4, 8, 8], volume_channels=4),
-            n_depths=[16, 8, 4],
-        ),
-        sampler=SamplerCfg(num_samples=4, num_uniform=0),
-        renderer=RendererCfg(
-            radiance=RadianceHeadCfg(transformer=small, density_hidden=[16], blend_hidden=[16]),
-            semantic=SemanticHeadCfg(transformer=small, rendering="volume", hidden=[16]),
-        ),
-    )
+    cfg = small_gsnerf_cfg(num_uniform=0)
     torch.manual_seed(0)
     return build_model(cfg, CLASSES).eval()
 

@@ -5,28 +5,14 @@ from dataclasses import fields
 import pytest
 import torch
 import torch.nn.functional as F
+from small_models import small_geo_reasoner_cfg
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.model.cost_volume import CostVolumeCfg
-from gsnerf.model.feature_net import FeatureNetCfg
 from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
 from gsnerf.types import SourceGeometry, Views
 
 NUM_CLASSES = 5
-
-
-def tiny_cfg() -> GeoReasonerCfg:
-    return GeoReasonerCfg(
-        feature_net=FeatureNetCfg(
-            stem_width=4,
-            encoder_widths=[8, 8, 16, 16],
-            decoder_widths=[16, 8, 8, 8],
-            pyramid_widths=[8, 8, 4],
-        ),
-        cost_volume=CostVolumeCfg(groups=4, widths=[4, 4, 8, 8], volume_channels=4),
-        n_depths=[16, 8, 4],
-    )
 
 
 def make_views(batch: int, num_views: int, height: int, width: int, seed: int = 0) -> Views:
@@ -70,7 +56,7 @@ def select_views(views: Views, index: tuple) -> Views:
 @pytest.fixture(scope="module")
 def tiny_run() -> tuple[SemanticGeoReasoner, Views, SourceGeometry]:
     torch.manual_seed(0)
-    model = SemanticGeoReasoner(tiny_cfg(), NUM_CLASSES)
+    model = SemanticGeoReasoner(small_geo_reasoner_cfg(), NUM_CLASSES)
     sources = make_views(1, 3, 32, 48)
     with torch.no_grad():
         geometry = model(sources, ring_neighbours(1, 3, 2))
@@ -134,7 +120,7 @@ def test_every_level_depth_lies_inside_its_hypothesis_range(tiny_run) -> None:
 
 def test_gradients_reach_every_parameter() -> None:
     torch.manual_seed(1)
-    model = SemanticGeoReasoner(tiny_cfg(), NUM_CLASSES)
+    model = SemanticGeoReasoner(small_geo_reasoner_cfg(), NUM_CLASSES)
     geometry = model(make_views(1, 3, 32, 48), ring_neighbours(1, 3, 2))
     loss = (
         sum(depth.mean() for depth in geometry.depths)
@@ -188,7 +174,7 @@ def test_train_and_eval_modes_give_identical_outputs(tiny_run) -> None:
 
 def test_batch_items_are_independent_and_views_are_permutation_equivariant() -> None:
     torch.manual_seed(2)
-    model = SemanticGeoReasoner(tiny_cfg(), NUM_CLASSES).eval()
+    model = SemanticGeoReasoner(small_geo_reasoner_cfg(), NUM_CLASSES).eval()
     pair = make_views(2, 3, 16, 32, seed=3)
     neighbours = torch.tensor([[[1, 2], [2, 0], [0, 1]], [[2, 1], [0, 2], [1, 0]]])
     # Item 1 alone, and item 1 with its views reordered by perm (neighbour ids remapped).
@@ -233,7 +219,7 @@ def test_paper_config_runs_at_reduced_resolution() -> None:
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
-    model = SemanticGeoReasoner(tiny_cfg(), NUM_CLASSES)
+    model = SemanticGeoReasoner(small_geo_reasoner_cfg(), NUM_CLASSES)
     with pytest.raises(ValueError, match="multiples of 4"):
         model(make_views(1, 3, 30, 48), ring_neighbours(1, 3, 2))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 3\)"):

@@ -4,42 +4,14 @@ import dataclasses
 
 import pytest
 import torch
+from small_models import small_gsnerf_cfg
 
 from gsnerf.model import GSNeRF, GSNeRFCfg, RendererCfg, build_model
-from gsnerf.model.cost_volume import CostVolumeCfg
-from gsnerf.model.feature_net import FeatureNetCfg
-from gsnerf.model.geo_reasoner import GeoReasonerCfg
-from gsnerf.model.radiance_head import RadianceHeadCfg
-from gsnerf.model.sampler import SamplerCfg
-from gsnerf.model.semantic_head import SemanticHeadCfg
-from gsnerf.model.transformer import TransformerCfg
 from gsnerf.rendering.chunked import render_in_chunks
 from gsnerf.rendering.volume import composite
 from gsnerf.types import Example, RenderOutput, Views
 
 CLASSES, HEIGHT, WIDTH = 4, 32, 48
-
-
-def tiny_cfg(num_samples: int = 4, num_uniform: int = 2, rendering: str = "volume") -> GSNeRFCfg:
-    small = TransformerCfg(width=16, heads=2, layers=1, ffn_width=16)
-    return GSNeRFCfg(
-        name="tiny",
-        geo_reasoner=GeoReasonerCfg(
-            feature_net=FeatureNetCfg(
-                stem_width=4,
-                encoder_widths=[8, 8, 16, 16],
-                decoder_widths=[16, 8, 8, 8],
-                pyramid_widths=[8, 8, 4],
-            ),
-            cost_volume=CostVolumeCfg(groups=4, widths=[4, 4, 8, 8], volume_channels=4),
-            n_depths=[16, 8, 4],
-        ),
-        sampler=SamplerCfg(num_samples=num_samples, num_uniform=num_uniform),
-        renderer=RendererCfg(
-            radiance=RadianceHeadCfg(transformer=small, density_hidden=[16], blend_hidden=[16]),
-            semantic=SemanticHeadCfg(transformer=small, rendering=rendering, hidden=[16]),
-        ),
-    )
 
 
 def views(num_views: int, seed: int) -> Views:
@@ -78,7 +50,7 @@ def pixels(count: int = 64) -> torch.Tensor:
 
 def model(cfg: GSNeRFCfg | None = None) -> GSNeRF:
     torch.manual_seed(0)
-    return build_model(cfg or tiny_cfg(), CLASSES)
+    return build_model(cfg or small_gsnerf_cfg(), CLASSES)
 
 
 def test_training_forward_shapes_and_gradients_reach_every_parameter() -> None:
@@ -112,7 +84,7 @@ def test_training_forward_shapes_and_gradients_reach_every_parameter() -> None:
 
 @pytest.mark.parametrize(("num_samples", "num_uniform"), [(1, 0), (2, 0), (4, 3)])
 def test_any_sample_count_renders(num_samples: int, num_uniform: int) -> None:
-    network = model(tiny_cfg(num_samples, num_uniform)).eval()
+    network = model(small_gsnerf_cfg(num_samples, num_uniform)).eval()
     with torch.no_grad():
         output = network(example(), pixels(16), training=False)
     assert output.render.weights.shape == (1, 16, num_samples + num_uniform)
@@ -142,8 +114,8 @@ def test_render_image_in_chunks_equals_one_pass_and_gives_z_depth() -> None:
 
 def semantic_pair() -> tuple[GSNeRF, GSNeRF, list[torch.Tensor]]:
     """The same weights with volume and guide-point rendering; the volume model records logits."""
-    volume = model(tiny_cfg(rendering="volume")).eval()
-    guide = model(tiny_cfg(rendering="guide_point")).eval()
+    volume = model(small_gsnerf_cfg(rendering="volume")).eval()
+    guide = model(small_gsnerf_cfg(rendering="guide_point")).eval()
     guide.load_state_dict(volume.state_dict())
     recorded: list[torch.Tensor] = []
     volume.semantic_head.register_forward_hook(lambda _m, _i, out: recorded.append(out))
@@ -193,6 +165,6 @@ def test_render_in_chunks_calls_consecutive_slices() -> None:
 
 def test_build_model_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="num_classes"):
-        build_model(tiny_cfg(), 0)
+        build_model(small_gsnerf_cfg(), 0)
     with pytest.raises(ValueError, match="depth_normalisation"):
         dataclasses.replace(RendererCfg(), depth_normalisation="sum")

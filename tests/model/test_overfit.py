@@ -5,28 +5,20 @@ label accuracy on the view's own rays shows that colours, depths and semantics f
 source views through the renderer.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from gsnerf.data import open_scene
 from gsnerf.data.dataset import DatasetCfg, MultiViewDataset, collate_examples
 from gsnerf.data.synthetic import SyntheticCfg, generate_dataset
 from gsnerf.data.view_selection import ViewSelectionCfg
-from gsnerf.engine.step import ray_targets
-from gsnerf.losses import LossCfg, compute_losses
-from gsnerf.model.gsnerf import GSNeRFCfg, build_model
-
-PROJECT = Path(__file__).resolve().parents[2]
+from gsnerf.engine.step import training_losses
+from gsnerf.evaluation.benchmark import load_model_cfg
+from gsnerf.losses import LossCfg
+from gsnerf.model.gsnerf import build_model
 
 pytestmark = pytest.mark.slow
-
-
-def _tiny_model_cfg() -> GSNeRFCfg:
-    yaml = OmegaConf.load(PROJECT / "configs" / "model" / "tiny.yaml")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GSNeRFCfg), yaml))
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +42,8 @@ def scene_and_example(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _losses(model, example, pixels, loss_cfg, generator):
-    result = model(example, pixels, training=True, generator=generator)
-    targets = ray_targets(example.target, pixels, result.rays)
-    return compute_losses(
-        loss_cfg,
-        result.render,
-        targets,
-        result.geometry,
-        example,
-        guide_distance=result.rays.guide_depth,
-        guide_valid=result.rays.guide_valid,
+    return training_losses(
+        model, example, pixels, loss_cfg, generator, "fp32", torch.device("cpu")
     )
 
 
@@ -67,7 +51,7 @@ def _losses(model, example, pixels, loss_cfg, generator):
 def test_one_step_moves_every_parameter(scene_and_example, depth_supervision: str) -> None:
     scene, example = scene_and_example
     torch.manual_seed(0)
-    model = build_model(_tiny_model_cfg(), scene.num_classes)
+    model = build_model(load_model_cfg("tiny", 4), scene.num_classes)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
@@ -96,7 +80,7 @@ def test_one_step_moves_every_parameter(scene_and_example, depth_supervision: st
 def test_tiny_model_overfits_one_view(scene_and_example) -> None:
     scene, example = scene_and_example
     torch.manual_seed(0)
-    model = build_model(_tiny_model_cfg(), scene.num_classes)
+    model = build_model(load_model_cfg("tiny", 4), scene.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     loss_cfg = LossCfg(depth_supervision="supervised")
     height, width = 32, 48
