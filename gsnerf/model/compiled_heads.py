@@ -6,10 +6,15 @@ matrix products, attention and element-wise work that a compiler can fuse. Only 
 ``forward`` is replaced, on the instance; the modules, their parameters and so the state_dict
 keys stay as they were, and training code never calls this.
 
-Shapes are compiled as dynamic (``dynamic=True``): the rays of a chunk change with the image
-size, the chunk size and the last, smaller chunk of an image, and a static compile would
-recompile for each. The first call still compiles (tens of seconds on a CPU), so it belongs to
-a warm-up. Inductor needs a C++ compiler on the CPU and Triton on CUDA.
+Inside compiled code the attention of the view and ray transformers is written as broadcast
+products and sums (:func:`gsnerf.model.transformer.broadcast_attention`), which the compiler fuses;
+the eager heads keep the library kernel. Shapes are compiled as static (``dynamic=False``): on
+a CPU the compiled attention over 2048 sets of 9 tokens took 6 ms with static shapes against
+15 ms with dynamic ones (fixed loop bounds let the compiler unroll and vectorise). To keep that
+one compile per image size, :meth:`GSNeRF.render_image` pads the last chunk of an image to the
+chunk size (``pad_last_chunk``). Each new shape (image size, chunk size, N, V) compiles again,
+tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor needs a C++
+compiler on the CPU and Triton on CUDA.
 """
 
 import dataclasses
@@ -72,8 +77,10 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
     ``compile``). An inference-time option for evaluation, render.py and the benchmark: call it
     once per model, after loading the weights. The first render compiles (tens of seconds on a
     CPU, which needs a C++ compiler; Triton on CUDA); later calls reuse the compiled code for
-    every chunk size. Parameters and state_dict keys are unchanged. A second call with another
-    mode compiles the class's plain ``forward`` again; ``"none"`` never changes anything.
+    every image of that size (the last chunk is padded, ``model.pad_last_chunk``); another image
+    size or chunk size compiles again. Parameters and state_dict keys are unchanged. A second
+    call with another mode compiles the class's plain ``forward`` again; ``"none"`` never
+    changes anything.
 
     Example: ``compile_heads(model, "default")`` then ``model.render_image(...)`` renders the
     same image as before, up to float32 rounding of the fused kernels.
@@ -84,8 +91,9 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
     heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
     for head in heads:
         plain = types.MethodType(type(head).forward, head)
-        compiled = torch.compile(plain, mode=choice.value, dynamic=True)
+        compiled = torch.compile(plain, mode=choice.value, dynamic=False)
         if choice is CompileMode.REDUCE_OVERHEAD:
             compiled = _with_own_memory(compiled)
         # An instance attribute, not a submodule: nn.Module.__call__ finds it, state_dict does not.
         head.forward = compiled
+    model.pad_last_chunk = True

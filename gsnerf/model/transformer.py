@@ -5,6 +5,13 @@ projections and scaled dot products, masked over the *keys*, then a residual and
 a ReLU feed-forward layer, a residual and LayerNorm (post-norm, no dropout). A key whose mask is
 False gets no attention from any query, so its token cannot change any other token; every row of
 the mask needs at least one True key, or that row's softmax is undefined.
+
+The attention itself has two formulations with the same result: eager code calls
+``F.scaled_dot_product_attention``; code traced by ``torch.compile`` uses
+:func:`broadcast_attention`, products and sums that the compiler fuses into one loop nest. The
+sets are tiny (9 tokens of 8 channels per head), so the library kernel spends its time on
+per-set overhead: on a CPU, compiled broadcast attention over 1920 sets of 9 tokens took 6 ms
+against 21 ms for the kernel (one thread; the kernel is the faster of the two in eager code).
 """
 
 from dataclasses import dataclass
@@ -38,6 +45,26 @@ class TransformerCfg:
             raise ValueError(f"TransformerCfg.layers must be >= 0, got {self.layers}")
 
 
+def broadcast_attention(
+    query: Float[Tensor, "n h t c"],
+    key: Float[Tensor, "n h t c"],
+    value: Float[Tensor, "n h t c"],
+    key_mask: Bool[Tensor, "n t"] | None,
+) -> Float[Tensor, "n h t c"]:
+    """``softmax(q k^T / sqrt(c), masked over keys) v`` as broadcast products and sums.
+
+    The same numbers as ``F.scaled_dot_product_attention`` with ``attn_mask`` = the key mask,
+    in a form ``torch.compile`` fuses (module doc). Materialises an ``n h t t c`` product in
+    eager code, so only compiled code calls it.
+    """
+    scores = (query[:, :, :, None, :] * key[:, :, None, :, :]).sum(dim=-1)
+    scores = scores * query.shape[-1] ** -0.5
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], -torch.inf)
+    weights = scores.softmax(dim=-1)
+    return (weights[..., None] * value[:, :, None, :, :]).sum(dim=-2)
+
+
 class MaskedAttentionBlock(nn.Module):
     """Post-norm self-attention + feed-forward block with a key mask (module doc)."""
 
@@ -58,8 +85,11 @@ class MaskedAttentionBlock(nn.Module):
         query, key, value = rearrange(
             self.qkv(tokens), "n t (three h c) -> three n h t c", three=3, h=self.heads
         )
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        if torch.compiler.is_compiling():
+            attended = broadcast_attention(query, key, value, key_mask)
+        else:
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         tokens = self.attention_norm(tokens + self.out(rearrange(attended, "n h t c -> n t (h c)")))
         return self.ffn_norm(tokens + self.ffn(tokens))
 

@@ -22,23 +22,41 @@ def concatenate_renders(parts: list[RenderOutput]) -> RenderOutput:
     )
 
 
+def first_rays(render: RenderOutput, count: int) -> RenderOutput:
+    """The first ``count`` rays of ``render``, every field sliced along the ray axis."""
+    return RenderOutput(
+        **{item.name: getattr(render, item.name)[:, :count] for item in fields(RenderOutput)}
+    )
+
+
 def render_in_chunks(
     render: Callable[[Int64[Tensor, "b chunk 2"]], RenderOutput],
     pixels: Int64[Tensor, "b rays 2"],
     chunk_rays: int,
+    pad_last: bool = False,
 ) -> RenderOutput:
     """``render`` over consecutive slices of ``chunk_rays`` pixels, joined along the ray axis.
 
     ``chunk_rays <= 0`` renders every pixel in one call. The result equals one call on all
     pixels whenever ``render`` treats rays independently. Example: 10 rays, chunks of 4 ->
-    calls on rays 0-3, 4-7 and 8-9.
+    calls on rays 0-3, 4-7 and 8-9. With ``pad_last`` the last, shorter chunk is filled up to
+    ``chunk_rays`` with copies of its last pixel, whose renders are dropped (calls on 0-3, 4-7
+    and 8-9 + 9 + 9): every call then has the same shape, so code compiled for static shapes
+    (:mod:`gsnerf.model.compiled_heads`) compiles once per image size instead of twice.
     """
     count = pixels.shape[1]
     if chunk_rays <= 0 or chunk_rays >= count:
         return render(pixels)
-    return concatenate_renders(
-        [render(pixels[:, start : start + chunk_rays]) for start in range(0, count, chunk_rays)]
-    )
+    parts = []
+    for start in range(0, count, chunk_rays):
+        chunk = pixels[:, start : start + chunk_rays]
+        missing = chunk_rays - chunk.shape[1]
+        if pad_last and missing > 0:
+            filler = chunk[:, -1:].expand(-1, missing, -1)
+            parts.append(first_rays(render(torch.cat([chunk, filler], dim=1)), chunk.shape[1]))
+        else:
+            parts.append(render(chunk))
+    return concatenate_renders(parts)
 
 
 def chunk_rays_for_memory(bytes_per_ray: float, free_bytes: int, memory_fraction: float) -> int:

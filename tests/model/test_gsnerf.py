@@ -161,6 +161,13 @@ def test_render_in_chunks_calls_consecutive_slices() -> None:
     joined = render_in_chunks(render, pixels_all, 4)
     assert calls == [4, 4, 2]
     assert torch.equal(joined.depth, render(pixels_all).depth)
+    # Padded: every call has the chunk size, the copies of the last pixel are dropped.
+    calls.clear()
+    padded = render_in_chunks(render, pixels_all, 4, pad_last=True)
+    assert calls == [4, 4, 4]
+    for name in ("rgb", "depth", "semantic_logits", "weights", "opacity"):
+        assert torch.equal(getattr(padded, name), getattr(joined, name))
+    assert padded.depth.shape == (1, 10)
 
 
 def test_build_model_checks_its_arguments() -> None:

@@ -4,10 +4,16 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gsnerf.model.feature_gather import GatheredFeatures
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg, position_encoding
-from gsnerf.model.transformer import TokenTransformer, TransformerCfg, masked_moments
+from gsnerf.model.transformer import (
+    TokenTransformer,
+    TransformerCfg,
+    broadcast_attention,
+    masked_moments,
+)
 
 VIEWS, VOLUME, IMAGE, ANGLE = 4, 6, 5, 8
 
@@ -113,6 +119,21 @@ def test_transformer_ignores_masked_keys() -> None:
     edited[0, 1] += 1.0
     with torch.no_grad():
         assert not torch.allclose(model(edited, mask)[0, 0], before[0, 0], atol=1e-4)
+
+
+def test_broadcast_attention_equals_the_library_kernel() -> None:
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 6, 4, 9, 8).unbind(0)
+    mask = torch.rand(6, 9) > 0.5
+    mask[:, 0] = True
+    mask[1] = False
+    mask[1, 4] = True  # one attended key: every query copies its value
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask[:, None, None])
+    attended = broadcast_attention(query, key, value, mask)
+    torch.testing.assert_close(attended, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(attended[1], value[1, :, 4:5].expand(4, 9, 8))
+    unmasked = F.scaled_dot_product_attention(query, key, value)
+    torch.testing.assert_close(broadcast_attention(query, key, value, None), unmasked)
 
 
 def test_masked_moments_and_position_encoding() -> None:
