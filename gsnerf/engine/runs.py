@@ -40,7 +40,7 @@ def _evaluate_test_split(
 
     The one place eval.py and the evaluation after training share, so both render the same way;
     validation during training calls :func:`evaluate` directly, with plain heads. With
-    eval.compile the first view compiles the heads, and the reported fps includes that time.
+    eval.compile the first view compiles the heads; the reported fps leaves the first view out.
     """
     configure_matmul_precision(device, cfg.eval.allow_tf32)
     compile_heads(model, cfg.eval.compile)
