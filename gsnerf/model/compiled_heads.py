@@ -11,8 +11,8 @@ products and sums (:func:`gsnerf.model.transformer.broadcast_attention`), which 
 the eager heads keep the library kernel. Shapes are compiled as static (``dynamic=False``): on
 a CPU the compiled attention over 2048 sets of 9 tokens took 6 ms with static shapes against
 15 ms with dynamic ones (fixed loop bounds let the compiler unroll and vectorise). To keep that
-one compile per image size, :meth:`GSNeRF.render_image` pads the last chunk of an image to the
-chunk size (``pad_last_chunk``). Each new shape (image size, chunk size, N, V) compiles again,
+one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one size,
+the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V) compiles again,
 tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor needs a C++
 compiler on the CPU and Triton on CUDA.
 """
@@ -77,7 +77,7 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
     ``compile``). An inference-time option for evaluation, render.py and the benchmark: call it
     once per model, after loading the weights. The first render compiles (tens of seconds on a
     CPU, which needs a C++ compiler; Triton on CUDA); later calls reuse the compiled code for
-    every image of that size (the last chunk is padded, ``model.pad_last_chunk``); another image
+    every image of that size (chunks of one size, ``model.equal_chunks``); another image
     size or chunk size compiles again. Parameters and state_dict keys are unchanged. A second
     call with another mode compiles the class's plain ``forward`` again; ``"none"`` never
     changes anything.
@@ -96,4 +96,4 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
             compiled = _with_own_memory(compiled)
         # An instance attribute, not a submodule: nn.Module.__call__ finds it, state_dict does not.
         head.forward = compiled
-    model.pad_last_chunk = True
+    model.equal_chunks = True

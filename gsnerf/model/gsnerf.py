@@ -139,8 +139,8 @@ class GSNeRF(nn.Module):
         # Set only inside profiled(); None keeps every stage a null context.
         self.stage_timer: StageTimer | None = None
         # True once the heads are compiled for static shapes (compile_heads): render_image then
-        # pads the last chunk of an image to the chunk size, so one compiled shape serves all.
-        self.pad_last_chunk = False
+        # splits an image into chunks of one size, so one compiled shape serves them all.
+        self.equal_chunks = False
 
     def stage(self, name: str) -> contextlib.AbstractContextManager:
         """``with self.stage(name):`` times the block when a stage timer is set (profiled())."""
@@ -316,7 +316,7 @@ class GSNeRF(nn.Module):
         if chunk <= 0 and device.type == "cuda":
             render = self.render_sized(render_chunk, pixels)
         else:
-            render = render_in_chunks(render_chunk, pixels, chunk, self.pad_last_chunk)
+            render = render_in_chunks(render_chunk, pixels, chunk, self.equal_chunks)
         # A distance t along a unit ray is the z-depth t * cos(angle to the optical axis).
         grid = repeat(pixel_grid(height, width, device=device), "h w two -> b (h w) two", b=batch)
         _, _, z_per_distance = camera_rays(
@@ -359,7 +359,7 @@ class GSNeRF(nn.Module):
             bytes_per_ray, free, self.cfg.renderer.auto_chunk_memory_fraction
         )
         return concatenate_renders(
-            [first, render_in_chunks(render_chunk, pixels[:, probe:], chunk, self.pad_last_chunk)]
+            [first, render_in_chunks(render_chunk, pixels[:, probe:], chunk, self.equal_chunks)]
         )
 
     def forward(

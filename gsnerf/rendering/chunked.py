@@ -1,5 +1,6 @@
 """Render many rays in chunks and join the results (spec 5.1: 4096 rays per chunk)."""
 
+import math
 from collections.abc import Callable
 from dataclasses import fields
 
@@ -33,25 +34,30 @@ def render_in_chunks(
     render: Callable[[Int64[Tensor, "b chunk 2"]], RenderOutput],
     pixels: Int64[Tensor, "b rays 2"],
     chunk_rays: int,
-    pad_last: bool = False,
+    equal_chunks: bool = False,
 ) -> RenderOutput:
-    """``render`` over consecutive slices of ``chunk_rays`` pixels, joined along the ray axis.
+    """``render`` over consecutive slices of at most ``chunk_rays`` pixels, joined along rays.
 
     ``chunk_rays <= 0`` renders every pixel in one call. The result equals one call on all
     pixels whenever ``render`` treats rays independently. Example: 10 rays, chunks of 4 ->
-    calls on rays 0-3, 4-7 and 8-9. With ``pad_last`` the last, shorter chunk is filled up to
-    ``chunk_rays`` with copies of its last pixel, whose renders are dropped (calls on 0-3, 4-7
-    and 8-9 + 9 + 9): every call then has the same shape, so code compiled for static shapes
-    (:mod:`gsnerf.model.compiled_heads`) compiles once per image size instead of twice.
+    calls on rays 0-3, 4-7 and 8-9.
+
+    With ``equal_chunks`` every call has the same size: the fewest chunks of at most
+    ``chunk_rays`` rays, ``ceil(rays / chunks)`` each, the last one filled up with copies of its
+    last pixel whose renders are dropped (fewer copies than chunks). Example: 10 rays, chunks of
+    4 -> three calls of 4 rays: 0-3, 4-7 and 8-9 + 9 + 9. Code compiled for static shapes
+    (:mod:`gsnerf.model.compiled_heads`) then compiles once per image size.
     """
     count = pixels.shape[1]
     if chunk_rays <= 0 or chunk_rays >= count:
         return render(pixels)
+    if equal_chunks:
+        chunk_rays = math.ceil(count / math.ceil(count / chunk_rays))
     parts = []
     for start in range(0, count, chunk_rays):
         chunk = pixels[:, start : start + chunk_rays]
         missing = chunk_rays - chunk.shape[1]
-        if pad_last and missing > 0:
+        if equal_chunks and missing > 0:
             filler = chunk[:, -1:].expand(-1, missing, -1)
             parts.append(first_rays(render(torch.cat([chunk, filler], dim=1)), chunk.shape[1]))
         else:

@@ -36,8 +36,8 @@ def test_compiled_heads_render_the_plain_image_for_two_chunk_sizes() -> None:
     example = plane_example(3, HEIGHT, WIDTH, CLASSES, seed=0)
     keys = list(model.state_dict())
     weights = {name: value.clone() for name, value in model.state_dict().items()}
-    # 384 rays in chunks of 100 (three of 100, one of 84 padded to 100), then all 384 at once.
-    chunk_sizes = (100, 384)
+    # 384 rays in chunks of at most 90: five of 77, the last padded by one ray; then all at once.
+    chunk_sizes = (90, 384)
     with torch.inference_mode():
         geometry = model.encode_sources(example)
         plain = [model.render_image(example, geometry, chunk) for chunk in chunk_sizes]
@@ -49,11 +49,11 @@ def test_compiled_heads_render_the_plain_image_for_two_chunk_sizes() -> None:
             fast.append(model.render_image(example, geometry, chunk))
             new_graphs.append(counters["stats"]["unique_graphs"] - graphs)
             graphs = counters["stats"]["unique_graphs"]
-    # Static shapes compile once per shape: the four chunks of 100 rays (the last one padded)
+    # Static shapes compile once per shape: the five chunks of 77 rays (the last one padded)
     # compile as many graphs as the single chunk of 384; without padding, twice as many.
     assert new_graphs[0] == new_graphs[1] > 0
     assert "forward" in vars(model.radiance_head) and "forward" in vars(model.semantic_head)
-    assert model.pad_last_chunk
+    assert model.equal_chunks
     for fast_render, plain_render in zip(fast, plain):
         assert_same_render(fast_render, plain_render)
     # Compiling replaced forward only: same parameters under the same state_dict keys.

@@ -161,13 +161,14 @@ def test_render_in_chunks_calls_consecutive_slices() -> None:
     joined = render_in_chunks(render, pixels_all, 4)
     assert calls == [4, 4, 2]
     assert torch.equal(joined.depth, render(pixels_all).depth)
-    # Padded: every call has the chunk size, the copies of the last pixel are dropped.
-    calls.clear()
-    padded = render_in_chunks(render, pixels_all, 4, pad_last=True)
-    assert calls == [4, 4, 4]
-    for name in ("rgb", "depth", "semantic_logits", "weights", "opacity"):
-        assert torch.equal(getattr(padded, name), getattr(joined, name))
-    assert padded.depth.shape == (1, 10)
+    # Equal chunks: 10 rays in at most 4 -> three calls of 4, the last with two copies of
+    # pixel 9 whose renders are dropped; at most 6 -> two calls of 5, nothing padded.
+    for chunk_rays, expected_calls in ((4, [4, 4, 4]), (6, [5, 5])):
+        calls.clear()
+        equal = render_in_chunks(render, pixels_all, chunk_rays, equal_chunks=True)
+        assert calls == expected_calls
+        for name in ("rgb", "depth", "semantic_logits", "weights", "opacity"):
+            assert torch.equal(getattr(equal, name), getattr(joined, name))
 
 
 def test_build_model_checks_its_arguments() -> None:
