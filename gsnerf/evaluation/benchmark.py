@@ -15,10 +15,12 @@ With ``compile`` the rendering passes run compiled heads (:mod:`gsnerf.model.com
 compiled during the warm-up so that no timed pass includes compile time; the training steps run
 the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for every pass on CUDA.
 
-Times are medians over ``repeats`` passes after ``warmup`` passes; a measurement stops repeating
-once its passes took ``budget_s`` seconds (at least one pass), so N = 128 on a CPU runs once.
-Peak memory: ``torch.cuda.max_memory_allocated`` per measurement on CUDA; on the CPU the
-process's peak resident set size so far (``ru_maxrss``), which never decreases.
+Times are medians over ``repeats`` passes after ``warmup`` passes; uncached and cached passes
+alternate, so that a drift of a shared machine's speed does not bias their ratio, and stop
+repeating once they took ``budget_s`` seconds (at least one pair), so N = 128 on a CPU runs once.
+Peak memory: ``torch.cuda.max_memory_allocated`` over the first uncached and the first cached
+pass on CUDA; on the CPU the process's peak resident set size so far (``ru_maxrss``), which never
+decreases.
 """
 
 import copy
@@ -149,6 +151,33 @@ def _repeat(run: Callable[[], object], cfg: BenchmarkCfg, device: torch.device) 
     return seconds
 
 
+def _alternate(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    cfg: BenchmarkCfg,
+    device: torch.device,
+) -> tuple[list[float], list[float], float, float]:
+    """Seconds of ``first`` and ``second`` in alternating passes, and their peak memory in MB.
+
+    Alternating, not one series after the other: on a shared machine the speed drifts over a
+    run, and a drift then moves both series alike instead of their ratio. Up to
+    ``cfg.repeats`` pairs, stopping once ``cfg.budget_s`` is spent (at least one pair). The
+    peaks are those of each function's first pass (:func:`_peak_memory_mb`).
+    """
+    first_seconds: list[float] = []
+    second_seconds: list[float] = []
+    peaks: list[float] = []
+    while len(first_seconds) < max(cfg.repeats, 1):
+        if first_seconds and sum(first_seconds) + sum(second_seconds) >= cfg.budget_s:
+            break
+        for run, seconds in ((first, first_seconds), (second, second_seconds)):
+            _reset_peak(device)
+            seconds.append(_timed(run, device))
+            if len(seconds) == 1:
+                peaks.append(_peak_memory_mb(device))
+    return first_seconds, second_seconds, peaks[0], peaks[1]
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -206,12 +235,9 @@ def measure_rendering(
         def cached() -> None:
             model.render_image(example, geometry, chunk)
 
-        _reset_peak(device)
-        uncached_seconds = _repeat(uncached, cfg, device)
-        uncached_peak = _peak_memory_mb(device)
-        _reset_peak(device)
-        cached_seconds = _repeat(cached, cfg, device)
-        cached_peak = _peak_memory_mb(device)
+        uncached_seconds, cached_seconds, uncached_peak, cached_peak = _alternate(
+            uncached, cached, cfg, device
+        )
 
         timer = StageTimer(device)
         with model.profiled(timer):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from gsnerf.evaluation.benchmark import (
+    _alternate,
     BenchmarkCfg,
     load_model_cfg,
     parse_overrides,
@@ -58,6 +60,26 @@ def test_overrides_are_typed_and_strict() -> None:
         parse_overrides(["not_a_key=1"])
     with pytest.raises(ValidationError, match="repeats"):
         parse_overrides(["repeats=many"])
+
+
+def test_uncached_and_cached_passes_alternate_until_repeats_or_budget() -> None:
+    calls: list[str] = []
+    cpu = torch.device("cpu")
+    first, second = (lambda: calls.append("first")), (lambda: calls.append("second"))
+    runs = _alternate(first, second, BenchmarkCfg(repeats=3, budget_s=60.0), cpu)
+    assert calls == ["first", "second"] * 3
+    assert (len(runs[0]), len(runs[1])) == (3, 3)
+    assert runs[2] > 0 and runs[3] > 0  # peak resident memory, MB
+
+    def slow() -> None:
+        calls.append("slow")
+        time.sleep(0.02)
+
+    calls.clear()
+    # A pair that spends the budget ends the series: still one full pair.
+    runs = _alternate(slow, second, BenchmarkCfg(repeats=3, budget_s=0.01), cpu)
+    assert calls == ["slow", "second"]
+    assert runs[0][0] >= 0.02
 
 
 def test_model_config_comes_from_the_yaml_with_only_guided_samples() -> None:
