@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0)
 python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
-    train_rays=1024 train_steps=20
+    train_rays=1024 train_views=8 train_steps=20
 python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=fp32 "samples=[4]" train_steps=0
 python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" \
     compile=reduce-overhead warmup=3 train_steps=0

@@ -107,6 +107,7 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
         device="cpu",
         threads=0,
         train_rays=8,
+        train_views=3,
         train_steps=1,
         output_dir=str(tmp_path),
     )
