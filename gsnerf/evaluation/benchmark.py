@@ -276,9 +276,7 @@ def measure_training(
 
     def step() -> None:
         pixels = sample_pixels(example.target, cfg.train_rays, generator).to(device)
-        losses = training_losses(
-            model, example, pixels, loss_cfg, generator, cfg.precision, device
-        )
+        losses = training_losses(model, example, pixels, loss_cfg, generator, cfg.precision, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_value_(model.parameters(), train_cfg.grad_clip_threshold)

@@ -11,10 +11,10 @@ products and sums (:func:`gsnerf.model.transformer.broadcast_attention`), which 
 the eager heads keep the library kernel. Shapes are compiled as static (``dynamic=False``): on
 a CPU the compiled attention over 2048 sets of 9 tokens took 6 ms with static shapes against
 15 ms with dynamic ones (fixed loop bounds let the compiler unroll and vectorise). To keep that
-one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one size,
-the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V) compiles again,
-tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor needs a C++
-compiler on the CPU and Triton on CUDA.
+one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one
+size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
+compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor
+needs a C++ compiler on the CPU and Triton on CUDA.
 """
 
 import dataclasses

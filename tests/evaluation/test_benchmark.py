@@ -12,8 +12,8 @@ import torch
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from gsnerf.evaluation.benchmark import (
-    _alternate,
     BenchmarkCfg,
+    _alternate,
     load_model_cfg,
     parse_overrides,
     rays_per_chunk,

@@ -148,9 +148,7 @@ def test_gradients_are_identical_between_runs_with_several_threads() -> None:
             model = SemanticGeoReasoner(load_model_cfg("tiny", 4).geo_reasoner, NUM_CLASSES)
             geometry = model(example.sources, example.source_neighbours)
             sum(depth.square().sum() for depth in geometry.depths).backward()
-            gradients.append(
-                [p.grad for p in model.feature_net.parameters() if p.grad is not None]
-            )
+            gradients.append([p.grad for p in model.feature_net.parameters() if p.grad is not None])
     finally:
         torch.set_num_threads(threads)
     assert gradients[0]

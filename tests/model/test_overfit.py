@@ -5,7 +5,6 @@ label accuracy on the view's own rays shows that colours, depths and semantics f
 source views through the renderer.
 """
 
-
 import pytest
 import torch
 
@@ -42,9 +41,7 @@ def scene_and_example(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _losses(model, example, pixels, loss_cfg, generator):
-    return training_losses(
-        model, example, pixels, loss_cfg, generator, "fp32", torch.device("cpu")
-    )
+    return training_losses(model, example, pixels, loss_cfg, generator, "fp32", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("depth_supervision", ["supervised", "self_supervised"])
