@@ -38,6 +38,7 @@ from gsnerf.data.view_selection import mvs_neighbours, split_test_frames
 from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
 from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.runs import _load_for_evaluation
+from gsnerf.evaluation.evaluator import rate_after_first
 from gsnerf.evaluation.palette import colorize_labels, legend_image
 from gsnerf.geometry.camera import scale_intrinsics, unproject_depth
 from gsnerf.geometry.camera_path import interpolate_poses, spiral_poses
@@ -300,10 +301,7 @@ def run_render(cfg: RenderRootCfg) -> dict:
                 writer.append_data(compose_frame(image, (low, high), legend))
                 progress.update(1)
     progress.close()
-    # The first frame carries one-off work (compiling the heads with eval.compile), so the
-    # frame rate counts the others whenever there are.
-    timed = frame_seconds[1:] if len(frame_seconds) > 1 else frame_seconds
-    fps = len(timed) / sum(timed)
+    fps = rate_after_first(frame_seconds)
     log.info(
         "wrote %s: %d frames, %.2f fps rendered after the first frame (first frame %.2f s, "
         "source encoding %.2f s, once)",

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.evaluation.evaluator import EvalCfg, evaluate
+from gsnerf.evaluation.evaluator import EvalCfg, evaluate, rate_after_first
 from gsnerf.model import build_model
 from gsnerf.model.scene_cache import SceneEncodingCache, source_key
 from gsnerf.types import Example, SourceGeometry, Views
@@ -217,3 +217,9 @@ def test_frame_rate_leaves_out_the_first_view(tmp_path: Path) -> None:
     assert written["first_view_s"] >= 1.0
     # The second view alone: far faster than one per second at 24 x 16 pixels.
     assert metrics["fps"] == written["fps"] > 1.0
+
+
+def test_rate_after_first_leaves_out_the_first_frame() -> None:
+    assert rate_after_first([20.0, 0.5, 0.5]) == 2.0
+    assert rate_after_first([0.25]) == 4.0
+    assert rate_after_first([]) is None
