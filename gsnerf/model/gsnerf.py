@@ -66,9 +66,14 @@ class RendererCfg:
     semantic: SemanticHeadCfg = field(default_factory=SemanticHeadCfg)
     # Composited depth: "none" (sum w t, spec 2.8) or "opacity" (divided by sum w).
     depth_normalisation: str = DepthNormalisation.NONE.value
-    # Rays per chunk of a full-image render when the caller names none (spec 5.1: 4096); 0 renders
-    # the whole image at once on the CPU and, on CUDA, sizes the chunks to the free memory.
-    chunk_rays: int = 4096
+    # Rays per chunk of a full-image render when the caller names none (the reference: a fixed
+    # 4096, spec 5.1). 0 chooses: on CUDA chunks sized to the free memory (the whole image in one
+    # pass when it fits), on a CPU chunks of cpu_chunk_samples samples.
+    chunk_rays: int = 0
+    # Samples per automatically sized CPU chunk (chunk_rays = 0): cpu_chunk_samples // N rays.
+    # Small chunks stay in the CPU's caches: at N = 4 a tiny-model 80x60 view rendered 1.2 times
+    # faster in chunks of 1024 rays than in one pass. 0 renders the whole image at once.
+    cpu_chunk_samples: int = 4096
     # Fraction of the free CUDA memory one automatically sized chunk may fill (chunk_rays = 0).
     auto_chunk_memory_fraction: float = 0.7
     # Rays of the first automatically sized chunk, whose peak memory per ray sizes the others.
@@ -79,6 +84,11 @@ class RendererCfg:
             raise ValueError(
                 f"RendererCfg.depth_normalisation: unknown value {self.depth_normalisation!r}, "
                 f"expected one of {[mode.value for mode in DepthNormalisation]}"
+            )
+        if self.chunk_rays < 0 or self.cpu_chunk_samples < 0:
+            raise ValueError(
+                "RendererCfg: chunk_rays and cpu_chunk_samples must be >= 0 (0: automatic), got "
+                f"{self.chunk_rays} and {self.cpu_chunk_samples}"
             )
         if not 0 < self.auto_chunk_memory_fraction <= 1 or self.auto_chunk_probe_rays < 1:
             raise ValueError(
@@ -295,9 +305,9 @@ class GSNeRF(nn.Module):
     ) -> ImageRender:
         """Every pixel of the target view, raster order, in chunks (evaluation mode sampling).
 
-        ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None. With 0, the CPU renders
-        all rays at once and CUDA sizes the chunks to the free memory (:meth:`render_sized`).
-        The depth is converted from distance along the ray to z-depth.
+        ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None. With 0, CUDA sizes the
+        chunks to the free memory (:meth:`render_sized`) and a CPU renders chunks of
+        :meth:`cpu_chunk_rays` rays. The depth is converted from distance along the ray to z-depth.
         """
         target = example.target
         batch = target.images.shape[0]
@@ -316,6 +326,8 @@ class GSNeRF(nn.Module):
         if chunk <= 0 and device.type == "cuda":
             render = self.render_sized(render_chunk, pixels)
         else:
+            if chunk <= 0:
+                chunk = self.cpu_chunk_rays()
             render = render_in_chunks(render_chunk, pixels, chunk, self.equal_chunks)
         # A distance t along a unit ray is the z-depth t * cos(angle to the optical axis).
         grid = repeat(pixel_grid(height, width, device=device), "h w two -> b (h w) two", b=batch)
@@ -331,6 +343,18 @@ class GSNeRF(nn.Module):
             guide_depth=guide.depth,
             guide_valid=guide.valid,
         )
+
+    def cpu_chunk_rays(self) -> int:
+        """Rays per automatically sized CPU chunk: ``cpu_chunk_samples`` // samples per ray.
+
+        At least one ray; 0 (the whole image at once) when ``cpu_chunk_samples`` is 0. Example:
+        4096 samples, N = 4 guided + 0 uniform samples -> 1024 rays.
+        """
+        per_chunk = self.cfg.renderer.cpu_chunk_samples
+        if per_chunk == 0:
+            return 0
+        sampler = self.cfg.sampler
+        return max(1, per_chunk // (sampler.num_samples + sampler.num_uniform))
 
     def render_sized(
         self,

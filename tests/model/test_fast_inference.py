@@ -129,13 +129,36 @@ def test_chunk_size_from_free_memory() -> None:
         chunk_rays_for_memory(2048.0, 2**30, 1.5)
 
 
-def test_cpu_chunk_zero_renders_every_ray_in_one_call() -> None:
-    model = tiny_model()
+@pytest.mark.parametrize(
+    ("cpu_chunk_samples", "num_uniform", "expected_chunks"),
+    # 384 rays: 400 // 4 = 100 rays -> 4 chunks; 400 // (4 + 4) = 50 -> 8; 0 -> one pass.
+    [(400, 0, 4), (400, 4, 8), (0, 0, 1)],
+)
+def test_automatic_cpu_chunks_hold_cpu_chunk_samples_samples(
+    cpu_chunk_samples: int, num_uniform: int, expected_chunks: int
+) -> None:
+    cfg = load_model_cfg("tiny", 4)
+    renderer = dataclasses.replace(cfg.renderer, cpu_chunk_samples=cpu_chunk_samples)
+    sampler = dataclasses.replace(cfg.sampler, num_uniform=num_uniform)
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg, renderer=renderer, sampler=sampler), CLASSES)
     example = plane_example(2, 16, 24, CLASSES, seed=2)
     timer = StageTimer(torch.device("cpu"))
-    with torch.inference_mode(), model.profiled(timer):
+    with torch.inference_mode(), model.eval().profiled(timer):
         model.render_image(example, model.encode_sources(example), chunk_rays=0)
-    assert timer.calls["heads"] == 2
+        automatic = timer.calls["heads"]
+        model.render_image(example, model.encode_sources(example))  # renderer.chunk_rays = 0
+    # The radiance and the semantic head run once per chunk.
+    assert automatic == 2 * expected_chunks
+    assert timer.calls["heads"] == 4 * expected_chunks
+
+
+def test_negative_chunk_sizes_are_rejected() -> None:
+    cfg = load_model_cfg("tiny", 4)
+    with pytest.raises(ValueError, match="cpu_chunk_samples"):
+        dataclasses.replace(cfg.renderer, cpu_chunk_samples=-1)
+    with pytest.raises(ValueError, match="chunk_rays"):
+        dataclasses.replace(cfg.renderer, chunk_rays=-4096)
 
 
 @pytest.mark.gpu

@@ -98,7 +98,7 @@ def test_render_image_in_chunks_equals_one_pass_and_gives_z_depth() -> None:
     with torch.no_grad():
         geometry = network.encode_sources(batch)
         chunked = network.render_image(batch, geometry, chunk_rays=500)
-        whole = network.render_image(batch, geometry, chunk_rays=0)
+        whole = network.render_image(batch, geometry, chunk_rays=HEIGHT * WIDTH)
         rays = network.render_rays(batch, geometry, pixels(8), training=False)
     assert chunked.rgb.shape == (1, 3, HEIGHT, WIDTH)
     assert chunked.semantic_logits.shape == (1, CLASSES, HEIGHT, WIDTH)
