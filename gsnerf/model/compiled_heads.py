@@ -6,11 +6,11 @@ matrix products, attention and element-wise work that a compiler can fuse. Only 
 ``forward`` is replaced, on the instance; the modules, their parameters and so the state_dict
 keys stay as they were, and training code never calls this.
 
-Inside compiled code the attention of the view and ray transformers is written as broadcast
-products and sums (:func:`gsnerf.model.transformer.broadcast_attention`), which the compiler fuses;
-the eager heads keep the library kernel. Shapes are compiled as static (``dynamic=False``): on
-a CPU the compiled attention over 2048 sets of 9 tokens took 6 ms with static shapes against
-15 ms with dynamic ones (fixed loop bounds let the compiler unroll and vectorise). To keep that
+Inside compiled code the view and ray transformers keep their tokens token-major and write the
+attention as products and sums with the sets innermost
+(:func:`gsnerf.model.transformer.sets_last_attention`), which the compiler fuses into full-width
+vector loops; the eager heads keep the library kernel. Shapes are compiled as static
+(``dynamic=False``), so every loop bound is a constant the compiler can unroll. To keep that
 one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one
 size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
 compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor

@@ -11,8 +11,8 @@ from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg, position_e
 from gsnerf.model.transformer import (
     TokenTransformer,
     TransformerCfg,
-    broadcast_attention,
     masked_moments,
+    sets_last_attention,
 )
 
 VIEWS, VOLUME, IMAGE, ANGLE = 4, 6, 5, 8
@@ -121,19 +121,42 @@ def test_transformer_ignores_masked_keys() -> None:
         assert not torch.allclose(model(edited, mask)[0, 0], before[0, 0], atol=1e-4)
 
 
-def test_broadcast_attention_equals_the_library_kernel() -> None:
+def test_sets_last_attention_equals_the_library_kernel() -> None:
     torch.manual_seed(0)
-    query, key, value = torch.randn(3, 6, 4, 9, 8).unbind(0)
+    query, key, value = torch.randn(3, 6, 4, 9, 8).unbind(0)  # n h t c
     mask = torch.rand(6, 9) > 0.5
     mask[:, 0] = True
     mask[1] = False
     mask[1, 4] = True  # one attended key: every query copies its value
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask[:, None, None])
-    attended = broadcast_attention(query, key, value, mask)
+
+    def sets_last(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.permute(1, 3, 2, 0)  # n h t c -> h c t n
+
+    attended = sets_last_attention(*map(sets_last, (query, key, value)), mask.t())
+    attended = attended.permute(3, 0, 2, 1)  # h c t n -> n h t c
     torch.testing.assert_close(attended, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(attended[1], value[1, :, 4:5].expand(4, 9, 8))
-    unmasked = F.scaled_dot_product_attention(query, key, value)
-    torch.testing.assert_close(broadcast_attention(query, key, value, None), unmasked)
+    unmasked = sets_last_attention(*map(sets_last, (query, key, value)), None)
+    expected = F.scaled_dot_product_attention(query, key, value)
+    torch.testing.assert_close(unmasked.permute(3, 0, 2, 1), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_token_major_blocks_equal_the_eager_blocks(masked: bool) -> None:
+    torch.manual_seed(1)
+    transformer = TokenTransformer(TransformerCfg(width=16, heads=2, layers=2, ffn_width=24))
+    tokens = torch.randn(7, 5, 16)
+    mask = torch.rand(7, 5) > 0.4
+    mask[:, 2] = True
+    mask = mask if masked else None
+    with torch.no_grad():
+        expected = transformer(tokens, mask)
+        # Token-major rows: the first token of every set, then every second token, ...
+        rows = tokens.transpose(0, 1).reshape(35, 16)
+        for block in transformer.blocks:
+            rows = block.forward_token_major(rows, None if mask is None else mask.t(), 5)
+    torch.testing.assert_close(rows.reshape(5, 7, 16).transpose(0, 1), expected)
 
 
 def test_masked_moments_and_position_encoding() -> None:
