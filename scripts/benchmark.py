@@ -3,9 +3,10 @@
     python scripts/benchmark.py [key=value ...]     # e.g. model=gsnerf width=320 height=240
 
 Keys are the fields of :class:`gsnerf.evaluation.benchmark.BenchmarkCfg`. The defaults are sized
-for a 2-core CPU: model=tiny at 80x60 with 8 source views, N = 4 and 128, one thread, 3 repeats
-with a 60 s budget per measurement (so N = 128 runs once), chunks of 4096 samples (a CPU is
-fastest with small chunks), 256 training rays. On that CPU one uncached frame
+for a 2-core CPU: model=tiny at 80x60 with 8 source views, N = 4 and 128, one thread, 5 repeats
+with a 60 s budget per measurement (so N = 128 runs twice), chunks of 4096 samples (a CPU is
+fastest with small chunks), the quickstart's training step (512 rays, 4 source views), eager
+heads (``compile=default`` compiles them). On that CPU one uncached frame
 of the tiny model at 320x240 takes about 40 s at N = 4 and would take over 12 minutes at
 N = 128, so the default renders a sixteenth of the pixels: every per-ray cost scales with the
 pixel count, and the whole run stays within a few minutes. The paper's setting on a GPU is
