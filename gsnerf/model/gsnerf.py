@@ -366,6 +366,9 @@ class GSNeRF(nn.Module):
         The probe's peak memory per ray, times the chunk size, must fit in
         ``auto_chunk_memory_fraction`` of the free memory (the CUDA driver's free memory plus
         what PyTorch's allocator holds unused). This resets CUDA's peak memory statistics.
+        With compiled heads (``equal_chunks``) the size is rounded down to a power of two: the
+        free memory differs a little from frame to frame, and every new chunk shape would
+        compile the heads again.
         """
         device = pixels.device
         probe = min(self.cfg.renderer.auto_chunk_probe_rays, pixels.shape[1])
@@ -382,6 +385,8 @@ class GSNeRF(nn.Module):
         chunk = chunk_rays_for_memory(
             bytes_per_ray, free, self.cfg.renderer.auto_chunk_memory_fraction
         )
+        if self.equal_chunks:
+            chunk = 2 ** (chunk.bit_length() - 1)
         return concatenate_renders(
             [first, render_in_chunks(render_chunk, pixels[:, probe:], chunk, self.equal_chunks)]
         )

@@ -14,6 +14,7 @@ from gsnerf.model.cost_volume import correlation_volume, group_correlation
 from gsnerf.model.feature_gather import project_to_sources
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import chunk_rays_for_memory
+from gsnerf.types import RenderOutput
 
 CLASSES = 5
 
@@ -159,6 +160,49 @@ def test_negative_chunk_sizes_are_rejected() -> None:
         dataclasses.replace(cfg.renderer, cpu_chunk_samples=-1)
     with pytest.raises(ValueError, match="chunk_rays"):
         dataclasses.replace(cfg.renderer, chunk_rays=-4096)
+
+
+@pytest.mark.parametrize(
+    ("equal_chunks", "expected_sizes"),
+    # 384 rays: the probe, then chunks of at most 180; with equal chunks (compiled heads) of at
+    # most 128, the power of two below, as three chunks of 112 (the last one padded).
+    [(False, [50, 180, 154]), (True, [50, 112, 112, 112])],
+)
+def test_memory_sized_chunks_follow_the_probe_peak(
+    monkeypatch: pytest.MonkeyPatch, equal_chunks: bool, expected_sizes: list[int]
+) -> None:
+    """The CUDA sizing logic with the allocator's statistics replaced by known numbers."""
+    cfg = load_model_cfg("tiny", 4)
+    renderer = dataclasses.replace(cfg.renderer, auto_chunk_probe_rays=50)
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg, renderer=renderer), CLASSES).eval()
+    model.equal_chunks = equal_chunks
+    example = plane_example(2, 16, 24, CLASSES, seed=2)
+    # The probe of 50 rays peaks 50 kB above what was allocated: 1000 bytes per ray. Free:
+    # 207 143 B from the driver + 50 kB reserved but unused; 0.7 of it holds 180 rays.
+    memory = {"memory_allocated": 10_000, "max_memory_allocated": 60_000, "memory_reserved": 60_000}
+    for name, value in memory.items():
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, value=value: value)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (207_143, 10**9))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    sizes = []
+    with torch.inference_mode():
+        geometry = model.encode_sources(example)
+        guide = model.guide_depth(example, geometry)
+        pixels = torch.stack(
+            torch.meshgrid(torch.arange(16), torch.arange(24), indexing="ij"), dim=-1
+        ).reshape(1, -1, 2)
+
+        def render_chunk(chunk: torch.Tensor) -> RenderOutput:
+            sizes.append(chunk.shape[1])
+            return model.render_rays(example, geometry, chunk, training=False, guide=guide).render
+
+        sized = model.render_sized(render_chunk, pixels)
+        whole = render_chunk(pixels)
+    assert sizes[:-1] == expected_sizes
+    for name in ("rgb", "depth", "semantic_logits", "opacity"):
+        torch.testing.assert_close(getattr(sized, name), getattr(whole, name), atol=1e-5, rtol=0)
 
 
 @pytest.mark.gpu
