@@ -1,16 +1,17 @@
 """Rendering and training speed of gsnerf per sample count N (spec 9); see benchmarks/README.md.
 
-    python scripts/benchmark.py [key=value ...]     # e.g. model=gsnerf width=320 height=240
+    python scripts/benchmark.py [key=value ...]     # e.g. compile=default samples=[4]
 
-Keys are the fields of :class:`gsnerf.evaluation.benchmark.BenchmarkCfg`. The defaults are sized
-for a 2-core CPU: model=tiny at 80x60 with 8 source views, N = 4 and 128, one thread, 5 repeats
-with a 60 s budget per measurement (so N = 128 runs twice), chunks of 4096 samples (a CPU is
-fastest with small chunks), the quickstart's training step (512 rays, 4 source views), eager
-heads (``compile=default`` compiles them). On that CPU one uncached frame
-of the tiny model at 320x240 takes about 40 s at N = 4 and would take over 12 minutes at
-N = 128, so the default renders a sixteenth of the pixels: every per-ray cost scales with the
-pixel count, and the whole run stays within a few minutes. The paper's setting on a GPU is
-``model=gsnerf width=320 height=240 chunk_samples=0``.
+Keys are the fields of :class:`gsnerf.evaluation.benchmark.BenchmarkCfg`. Model, image size,
+chunks, precision and training step default per device. On CUDA: the paper's setting, its model
+at 320x240 with 8 source views, chunks sized to the free memory, bf16 autocast where supported,
+the paper's training config (1024 rays, 8 views). On a CPU, sized for two cores: the tiny model
+at 80x60, chunks of 4096 samples (a CPU is fastest with small chunks), fp32, the quickstart's
+training step (512 rays, 4 views). Both: N = 4 and 128, one CPU thread, 5 repeats with a 60 s
+budget per measurement (so N = 128 runs twice on the CPU), eager heads (``compile=default``
+compiles them). On that CPU one uncached frame of the tiny model at 320x240 takes about 40 s at
+N = 4 and would take over 12 minutes at N = 128, so its default renders a sixteenth of the
+pixels: every per-ray cost scales with the pixel count, and the whole run stays within minutes.
 
 Prints the Markdown tables, then the path of the JSON record (under benchmarks/) as last line.
 """

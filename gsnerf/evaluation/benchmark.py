@@ -10,7 +10,11 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
 - *FLOPs* of matrix products, convolutions and attention (``FlopCounterMode``; grid sampling and
   element-wise work are not counted) from the first warm-up pass, and FLOP/s = FLOPs / median;
 - *training*: steps/s and rays/s of forward + losses + backward + Adam on ``train_rays`` rays
-  of a target view with ``train_views`` source views (by default the quickstart's 512 and 4).
+  of a target view with ``train_views`` source views (by default the paper's training config
+  on CUDA, the quickstart's step on a CPU), in the passes' precision (AMP on CUDA).
+
+Keys left unset take the device's defaults (``DEVICE_DEFAULTS``): on CUDA the paper's model
+at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80 x 60.
 
 With ``compile`` the rendering passes run compiled heads (:mod:`gsnerf.model.compiled_heads`),
 compiled during the warm-up so that no timed pass includes compile time; the training steps run
@@ -19,8 +23,9 @@ the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for 
 Times are medians over ``repeats`` passes after ``warmup`` passes; uncached and cached passes
 alternate, so that a drift of a shared machine's speed does not bias their ratio, and stop
 repeating once they took ``budget_s`` seconds (at least one pair), so N = 128 on a CPU runs once.
-Peak memory: ``torch.cuda.max_memory_allocated`` over the first uncached and the first cached
-pass on CUDA; on the CPU the process's peak resident set size so far (``ru_maxrss``), which never
+Peak memory: ``torch.cuda.max_memory_allocated`` over the first uncached (its encoding
+included, read before memory-sized chunks reset the statistics) and the first cached pass on
+CUDA; on the CPU the process's peak resident set size so far (``ru_maxrss``), which never
 decreases.
 """
 
@@ -40,7 +45,12 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
+from gsnerf.engine.device import (
+    autocast_context,
+    configure_matmul_precision,
+    resolve_device,
+    resolve_precision,
+)
 from gsnerf.engine.schedule import build_optimizer
 from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.engine.trainer import TrainCfg
@@ -59,10 +69,12 @@ MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 @dataclass
 class BenchmarkCfg:
     # Model configuration, a file of configs/model: "gsnerf" (the paper's) or "tiny" (CPU-sized).
-    model: str = "tiny"
+    # Unset: the paper's on CUDA, tiny on a CPU (DEVICE_DEFAULTS).
+    model: str | None = None
     # Image width and height, pixels (spec 1.3: 320 x 240; multiples of 4 for the cascade).
-    width: int = 80
-    height: int = 60
+    # Unset: 320 x 240 on CUDA, 80 x 60 on a CPU.
+    width: int | None = None
+    height: int | None = None
     # Source views K (spec 1.6: 8).
     views: int = 8
     # Guided samples per ray N to compare, without uniform samples (spec 9: 4 and 128).
@@ -73,8 +85,9 @@ class BenchmarkCfg:
     # steady where other processes share the cores: on a loaded 2-core machine, two threads
     # rendered the default N = 4 frame 3.7 times slower than one.
     threads: int = 1
-    # Numeric precision of the passes: "fp32" or "bf16" (autocast).
-    precision: str = "fp32"
+    # Numeric precision of the passes: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA with
+    # bf16 support, as the paper's training config's AMP; fp32 otherwise).
+    precision: str = "auto"
     # torch.compile of the heads in the rendering passes (compiled during warm-up, not timed):
     # "none", "default", "reduce-overhead" or "max-autotune"; training steps use plain heads.
     compile: str = "none"
@@ -91,18 +104,19 @@ class BenchmarkCfg:
     # Samples per chunk of a full-image render: chunk_samples // N rays per chunk, the same
     # memory for every N. A CPU is fastest with small chunks (at N = 4, chunks of 4096 samples
     # rendered about 1.2 times faster than the spec's 4096 rays). 0 uses chunk_rays instead.
-    chunk_samples: int = 4096
+    # Unset: 0 on CUDA, 4096 on a CPU.
+    chunk_samples: int | None = None
     # Rays per chunk when chunk_samples is 0 (spec 5.1: 4096). 0 sizes the chunks to the free
-    # memory on CUDA, which resets CUDA's peak statistics: peak MB then misses the encoding.
-    chunk_rays: int = 4096
+    # CUDA memory (on a CPU: chunks of model.renderer.cpu_chunk_samples samples).
+    chunk_rays: int = 0
     # Semantic classes of the random model (ScanNet: 20).
     num_classes: int = 20
-    # Rays per training step of the throughput measurement: the quickstart's 512 by default
-    # (configs/train.yaml); the paper's training config has 1024 (spec 4).
-    train_rays: int = 512
-    # Source views of the training steps: the quickstart's 4 (configs/dataset/synthetic.yaml);
-    # the paper's training config has 8 (spec 1.6). The rendering passes use `views`.
-    train_views: int = 4
+    # Rays per training step of the throughput measurement. Unset: the paper's training config's
+    # 1024 on CUDA (spec 4), the quickstart's 512 on a CPU (configs/train.yaml).
+    train_rays: int | None = None
+    # Source views of the training steps. Unset: the paper's 8 on CUDA (spec 1.6), the
+    # quickstart's 4 on a CPU (configs/dataset/synthetic.yaml). Rendering passes use `views`.
+    train_views: int | None = None
     # Timed training steps (after one warm-up step); 0 skips the training measurement.
     train_steps: int = 2
     # Seed of the weights and of the scene's textures.
@@ -112,6 +126,36 @@ class BenchmarkCfg:
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "benchmark compile")
+
+
+# What the unset keys of BenchmarkCfg become on each device type: on CUDA the paper's setting
+# (its model at 320 x 240, chunks sized to the free memory, its training config), on a CPU one
+# that runs in minutes on two cores (spec 9).
+DEVICE_DEFAULTS = {
+    "cuda": {
+        "model": "gsnerf",
+        "width": 320,
+        "height": 240,
+        "chunk_samples": 0,
+        "train_rays": 1024,
+        "train_views": 8,
+    },
+    "cpu": {
+        "model": "tiny",
+        "width": 80,
+        "height": 60,
+        "chunk_samples": 4096,
+        "train_rays": 512,
+        "train_views": 4,
+    },
+}
+
+
+def with_device_defaults(cfg: BenchmarkCfg, device: torch.device) -> BenchmarkCfg:
+    """``cfg`` with its unset keys filled from DEVICE_DEFAULTS and its precision resolved."""
+    defaults = DEVICE_DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    unset = {key: value for key, value in defaults.items() if getattr(cfg, key) is None}
+    return dataclasses.replace(cfg, **unset, precision=resolve_precision(cfg.precision, device))
 
 
 def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
@@ -207,7 +251,11 @@ def _summary(seconds: list[float], flops: int) -> dict:
 
 
 def rays_per_chunk(cfg: BenchmarkCfg, num_samples: int) -> int:
-    """``chunk_samples // N`` (at least one ray), or ``chunk_rays`` when chunk_samples is 0."""
+    """``chunk_samples // N`` (at least one ray), or ``chunk_rays`` when chunk_samples is 0.
+
+    0 means the renderer's automatic chunks (:meth:`GSNeRF.render_image`). ``cfg`` has its
+    device defaults (:func:`with_device_defaults`).
+    """
     if cfg.chunk_samples > 0:
         return max(1, cfg.chunk_samples // num_samples)
     return cfg.chunk_rays
@@ -234,8 +282,13 @@ def measure_rendering(
         encode_flops = encode_counter.get_total_flops()
         render_flops = render_counter.get_total_flops()
 
+        encode_peaks_mb: list[float] = []
+
         def uncached() -> None:
-            model.render_image(example, model.encode_sources(example), chunk)
+            geometry = model.encode_sources(example)
+            # Chunks sized to the free CUDA memory reset the peak statistics after the encoding.
+            encode_peaks_mb.append(_peak_memory_mb(device))
+            model.render_image(example, geometry, chunk)
 
         def cached() -> None:
             model.render_image(example, geometry, chunk)
@@ -251,7 +304,7 @@ def measure_rendering(
     return {
         "uncached": {
             **_summary(uncached_seconds, encode_flops + render_flops),
-            "peak_memory_mb": uncached_peak,
+            "peak_memory_mb": max(uncached_peak, encode_peaks_mb[0]),
         },
         "cached": {**_summary(cached_seconds, render_flops), "peak_memory_mb": cached_peak},
         "stages_ms": stages_ms,
@@ -299,8 +352,13 @@ def device_name(device: torch.device) -> str:
 
 
 def run_benchmark(cfg: BenchmarkCfg) -> dict:
-    """Measure every sample count of ``cfg``; returns the JSON-ready record."""
+    """Measure every sample count of ``cfg``; returns the JSON-ready record.
+
+    Unset keys take the device's defaults (:func:`with_device_defaults`); the record's settings
+    hold the values used.
+    """
     device = resolve_device(cfg.device)
+    cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -353,11 +411,18 @@ def ratios(results: list[dict]) -> dict:
 
 
 def write_record(record: dict, cfg: BenchmarkCfg) -> Path:
-    """``<output_dir>/<time>_<model>_<width>x<height>_<device>_<precision>.json``; its path."""
+    """``<output_dir>/<time>_<model>_<width>x<height>_<device>_<precision>.json``; its path.
+
+    Model, size and precision are those the record was measured with (its settings).
+    """
     folder = Path(cfg.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = record["created"].replace(":", "").replace("-", "")
-    name = f"{stamp}_{cfg.model}_{cfg.width}x{cfg.height}_{record['device_type']}_{cfg.precision}"
+    used = record["settings"]
+    name = (
+        f"{stamp}_{used['model']}_{used['width']}x{used['height']}_{record['device_type']}_"
+        f"{used['precision']}"
+    )
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path

@@ -47,7 +47,7 @@ def frame_table(record: dict) -> str:
         rows.append(
             [
                 str(result["samples"]),
-                str(result["chunk_rays"]),
+                str(result["chunk_rays"] or "auto"),
                 f"{uncached['ms']:.1f}",
                 f"{uncached['fps']:.3g}",
                 f"{cached['ms']:.1f}",

@@ -18,6 +18,7 @@ from gsnerf.evaluation.benchmark import (
     parse_overrides,
     rays_per_chunk,
     run_benchmark,
+    with_device_defaults,
     write_record,
 )
 from gsnerf.evaluation.benchmark_report import markdown_report
@@ -55,7 +56,7 @@ def test_views_agree_on_the_plane_geometry() -> None:
 
 def test_overrides_are_typed_and_strict() -> None:
     cfg = parse_overrides(["width=24", "samples=[2,3]", "precision=bf16"])
-    assert (cfg.width, cfg.samples, cfg.precision, cfg.height) == (24, [2, 3], "bf16", 60)
+    assert (cfg.width, cfg.samples, cfg.precision, cfg.height) == (24, [2, 3], "bf16", None)
     with pytest.raises(ConfigKeyError, match="not_a_key"):
         parse_overrides(["not_a_key=1"])
     with pytest.raises(ValidationError, match="repeats"):
@@ -88,6 +89,22 @@ def test_model_config_comes_from_the_yaml_with_only_guided_samples() -> None:
     assert (cfg.sampler.num_samples, cfg.sampler.num_uniform) == (128, 0)
     with pytest.raises(ValueError, match="tiny"):
         load_model_cfg("huge", 4)
+
+
+def test_unset_keys_take_the_device_defaults() -> None:
+    cfg = parse_overrides(["width=24"])
+    cpu = with_device_defaults(cfg, torch.device("cpu"))
+    assert (cpu.model, cpu.width, cpu.height, cpu.precision) == ("tiny", 24, 60, "fp32")
+    assert (cpu.chunk_samples, cpu.train_rays, cpu.train_views) == (4096, 512, 4)
+    # CUDA: the paper's model, image size and training config, chunks sized to free memory.
+    cuda = with_device_defaults(parse_overrides(["precision=fp32"]), torch.device("cuda"))
+    assert (cuda.model, cuda.width, cuda.height, cuda.precision) == ("gsnerf", 320, 240, "fp32")
+    assert (cuda.chunk_samples, cuda.chunk_rays, cuda.train_rays, cuda.train_views) == (
+        0,
+        0,
+        1024,
+        8,
+    )
 
 
 def test_rays_per_chunk_keep_the_samples_per_chunk() -> None:
@@ -140,7 +157,15 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
     assert second["cached"]["gflop"] > first["cached"]["gflop"]
 
     path = write_record(record, cfg)
-    assert json.loads(path.read_text())["settings"]["samples"] == [1, 2]
+    settings = json.loads(path.read_text())["settings"]
+    assert settings["samples"] == [1, 2]
+    # The record holds the values used: the CPU defaults of the keys left unset.
+    assert (settings["model"], settings["precision"], settings["chunk_samples"]) == (
+        "tiny",
+        "fp32",
+        4096,
+    )
+    assert path.name.endswith("_tiny_24x16_cpu_fp32.json")
     report = markdown_report(record)
     assert "\n| 1 | " in report and "\n| 2 | " in report
 
