@@ -254,14 +254,11 @@ def gather_semantic_features(
     projection: SourceProjection,
     semantic_features: Float[Tensor, "b v c_sem h w"],
     cfg: GatherCfg,
-) -> Float[Tensor, "b rays samples v p2 c_sem"]:
-    """Semantic features on a ``p x p`` patch around each projection, ``p^2`` points.
+) -> Float[Tensor, "b rays samples v c_patch"]:
+    """Semantic features on a ``p x p`` patch around each projection, ``p^2 c_sem`` channels.
 
-    Patch offsets are ``spacing * (-1, 0, 1)`` full-resolution pixels, rows major, then columns
-    (spec 2.5); flattening the last two axes gives the ``p^2 c_sem`` channels of the semantic
-    view tokens. One ``grid_sample`` reads every offset. The result is a view of its output:
-    merging the point and channel axes needs a copy, which the semantic head makes where it
-    builds its tokens (fused with them when the head is compiled).
+    Patch offsets are ``spacing * (-1, 0, 1)`` full-resolution pixels, rows major, then columns,
+    one block of ``c_sem`` channels each (spec 2.5). One ``grid_sample`` reads every offset.
     """
     height, width = projection.image_size
     half = cfg.semantic_patch // 2
@@ -277,7 +274,7 @@ def gather_semantic_features(
     grid = projection.grid[:, :, :, None] + offsets
     patch_size = offsets.shape[0]
     sampled = sample_maps(semantic_features, rearrange(grid, "bv r s p c -> bv r (s p) c"))
-    return rearrange(sampled, "b r (s p) v c -> b r s v p c", p=patch_size)
+    return rearrange(sampled, "b r (s p) v c -> b r s v (p c)", p=patch_size)
 
 
 def attention_view_mask(

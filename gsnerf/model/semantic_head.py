@@ -84,18 +84,12 @@ class SemanticHead(nn.Module):
 
     def forward(
         self,
-        features: Float[Tensor, "b rays samples v *patch"],
+        features: Float[Tensor, "b rays samples v c_patch"],
         in_frustum: Bool[Tensor, "b rays samples v"],
         visible: Bool[Tensor, "b rays samples v"],
         view_mask: Bool[Tensor, "b rays samples v"],
     ) -> Float[Tensor, "b rays samples classes"]:
-        """Class logits of every sample.
-
-        ``features`` has ``c_patch`` channels, or ``p^2`` points of ``c_sem`` channels as
-        :func:`gsnerf.model.feature_gather.gather_semantic_features` gives them, flattened here.
-        """
         batch, rays = view_mask.shape[:2]
-        features = features.flatten(start_dim=4)
         flags = torch.stack([in_frustum, visible], dim=-1).to(features.dtype)
         view_tokens = rearrange(
             self.view_embed(torch.cat([features, flags], dim=-1)), "b r s v c -> (b r s) v c"

@@ -148,8 +148,8 @@ def test_semantic_patch_is_rows_major_then_columns(patch: int) -> None:
     gathered = gather_semantic_features(projection, features, GatherCfg(semantic_patch=patch))
     offsets = [0] if patch == 1 else [-1, 0, 1]
     expected = [[7.0 + dx, 5.0 + dy] for dy in offsets for dx in offsets]
-    assert gathered.shape == (1, 1, 1, 1, patch**2, 2)
-    assert torch.allclose(gathered[0, 0, 0, 0], torch.tensor(expected), atol=1e-5)
+    assert gathered.shape == (1, 1, 1, 1, 2 * patch**2)
+    assert torch.allclose(gathered[0, 0, 0, 0], torch.tensor(expected).flatten(), atol=1e-5)
 
 
 def test_angle_encoding_of_known_angles() -> None:

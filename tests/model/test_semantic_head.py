@@ -76,14 +76,3 @@ def test_unknown_choices_are_rejected_with_the_field_name() -> None:
         SemanticHeadCfg(tokens="only_global")
     with pytest.raises(ValueError, match="SemanticHeadCfg.rendering"):
         SemanticHeadCfg(rendering="middle")
-
-
-def test_patch_points_and_channels_are_flattened_points_major() -> None:
-    features, in_frustum, visible, mask = inputs(4, 2)
-    model = head(SemanticTokens.VIEWS_AND_GLOBAL.value)
-    # CHANNELS = 18: 9 patch points of 2 channels, as gather_semantic_features returns them.
-    split = features.unflatten(-1, (9, 2))
-    with torch.no_grad():
-        torch.testing.assert_close(
-            model(split, in_frustum, visible, mask), model(features, in_frustum, visible, mask)
-        )
