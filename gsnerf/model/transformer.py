@@ -131,6 +131,7 @@ class TokenTransformer(nn.Module):
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
         if torch.compiler.is_compiling():
+            # Token-major rows with the sets innermost fuse into full-width loops (module doc).
             count = tokens.shape[1]
             rows = rearrange(tokens, "n t c -> (t n) c")
             mask = None if key_mask is None else key_mask.t()
