@@ -11,6 +11,34 @@ STAGES = (
 )
 
 
+# The paper's speed claim (spec 9): N = 4 at 240x320 from 8 source views on an RTX 3090, and
+# Semantic-Ray at N = 128.
+PAPER_FPS = {"gsnerf_n4": 0.84, "semantic_ray_n128": 0.16}
+PAPER_SETTING = {"model": "gsnerf", "width": 320, "height": 240, "views": 8}
+
+
+def paper_comparison(record: dict) -> str:
+    """The paper's figures, and this run's N = 4 FPS against them when the setting matches.
+
+    Example: an uncached N = 4 view at 8.4 FPS in the paper's setting -> "10.0x the paper's".
+    """
+    settings = record["settings"]
+    reference = (
+        f"Paper (RTX 3090, gsnerf at 320x240, 8 views): {PAPER_FPS['gsnerf_n4']} FPS at N = 4; "
+        f"Semantic-Ray {PAPER_FPS['semantic_ray_n128']} FPS at N = 128."
+    )
+    same = all(settings[key] == value for key, value in PAPER_SETTING.items())
+    n4 = [result for result in record["results"] if result["samples"] == 4]
+    if not same or not n4:
+        return f"{reference} This run's setting differs, so its FPS are not comparable."
+    uncached, cached = n4[0]["uncached"]["fps"], n4[0]["cached"]["fps"]
+    paper = PAPER_FPS["gsnerf_n4"]
+    return (
+        f"{reference} This run at N = 4: {uncached:.3g} FPS uncached ({uncached / paper:.1f}x "
+        f"the paper's), {cached:.3g} FPS cached ({cached / paper:.1f}x)."
+    )
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -102,4 +130,5 @@ def markdown_report(record: dict) -> str:
             f"N={counts[-1]} over N={counts[0]}: uncached {spread['uncached']:.2f}x, "
             f"cached {spread['cached']:.2f}x the time per frame"
         )
+    parts.append(paper_comparison(record))
     return "\n\n".join(parts)

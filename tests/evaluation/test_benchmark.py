@@ -21,7 +21,7 @@ from gsnerf.evaluation.benchmark import (
     with_device_defaults,
     write_record,
 )
-from gsnerf.evaluation.benchmark_report import markdown_report
+from gsnerf.evaluation.benchmark_report import markdown_report, paper_comparison
 from gsnerf.evaluation.benchmark_scene import PlaneSceneCfg, plane_example
 from gsnerf.geometry.camera import project_points, unproject_depth
 
@@ -192,3 +192,13 @@ def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
     last = completed.stdout.strip().splitlines()[-1]
     assert Path(last).parent == tmp_path and Path(last).is_file()
     assert "| N | rays/chunk | uncached ms" in completed.stdout
+
+
+def test_paper_comparison_only_in_the_papers_setting() -> None:
+    result = {"samples": 4, "uncached": {"fps": 8.4}, "cached": {"fps": 42.0}}
+    paper = {"model": "gsnerf", "width": 320, "height": 240, "views": 8}
+    line = paper_comparison({"settings": paper, "results": [result]})
+    assert "8.4 FPS uncached (10.0x the paper's), 42 FPS cached (50.0x)" in line
+    tiny = {**paper, "model": "tiny", "width": 80, "height": 60}
+    line = paper_comparison({"settings": tiny, "results": [result]})
+    assert "0.84 FPS at N = 4" in line and "not comparable" in line
