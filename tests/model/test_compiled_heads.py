@@ -5,7 +5,7 @@ import torch
 from small_models import small_gsnerf_cfg
 from torch._dynamo.utils import counters
 
-from gsnerf.engine.device import configure_matmul_precision
+from gsnerf.engine.device import autocast_context, configure_matmul_precision
 from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.evaluator import EvalCfg
@@ -60,6 +60,26 @@ def test_compiled_heads_render_the_plain_image_for_two_chunk_sizes() -> None:
     assert list(model.state_dict()) == keys
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[name])
+
+
+def test_compiled_heads_under_bf16_autocast_stay_close_to_fp32() -> None:
+    """The GPU check's combination (compiled heads in bf16), traced and run on the CPU."""
+    model = tiny_model()
+    example = plane_example(3, HEIGHT, WIDTH, CLASSES, seed=0)
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        reference = model.render_image(example, model.encode_sources(example), 96)
+        compile_heads(model, "default")
+        with autocast_context("bf16", cpu):
+            low = model.render_image(example, model.encode_sources(example), 96)
+    assert low.rgb.dtype == low.depth.dtype == torch.float32
+    # bf16 keeps 8 significant bits. Measured here, eager and compiled bf16 alike: mean |d rgb|
+    # 0.0016, mean depth error 0.23 % (largest 3 %), 99.5 % of the labels unchanged.
+    assert (low.rgb - reference.rgb).abs().mean() < 0.005
+    depth_error = (low.depth - reference.depth).abs() / reference.depth
+    assert depth_error.mean() < 0.005 and depth_error.max() < 0.05
+    agree = low.semantic_logits.argmax(1) == reference.semantic_logits.argmax(1)
+    assert agree.float().mean() > 0.98
 
 
 def test_mode_none_leaves_the_heads_untouched() -> None:
