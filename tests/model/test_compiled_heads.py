@@ -10,7 +10,8 @@ from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.evaluator import EvalCfg
 from gsnerf.model import GSNeRF, build_model
-from gsnerf.model.compiled_heads import compile_heads
+from gsnerf.model.compiled_heads import _with_own_memory, compile_heads
+from gsnerf.model.radiance_head import RadianceOutput
 from gsnerf.types import ImageRender
 
 CLASSES, HEIGHT, WIDTH = 4, 16, 24
@@ -80,6 +81,30 @@ def test_compiled_heads_under_bf16_autocast_stay_close_to_fp32() -> None:
     assert depth_error.mean() < 0.005 and depth_error.max() < 0.05
     agree = low.semantic_logits.argmax(1) == reference.semantic_logits.argmax(1)
     assert agree.float().mean() > 0.98
+
+
+def test_outputs_are_copied_out_of_static_buffers() -> None:
+    """CUDA graphs write every call's outputs into the same memory; callers get copies."""
+    static = torch.zeros(3)
+
+    def forward(value: float) -> torch.Tensor:
+        static.fill_(value)
+        return static
+
+    fields = {"density": (1, 2, 3), "rgb": (1, 2, 3, 3), "blend_weights": (1, 2, 3, 4)}
+    static_fields = {name: torch.zeros(shape) for name, shape in fields.items()}
+
+    def forward_fields(value: float) -> RadianceOutput:
+        for buffer in static_fields.values():
+            buffer.fill_(value)
+        return RadianceOutput(**static_fields)
+
+    first, second = _with_own_memory(forward)(1.0), _with_own_memory(forward)(2.0)
+    assert first.tolist() == [1.0] * 3 and second.tolist() == [2.0] * 3
+    kept = _with_own_memory(forward_fields)(3.0)
+    _with_own_memory(forward_fields)(4.0)
+    for name in fields:
+        assert (getattr(kept, name) == 3.0).all()
 
 
 def test_mode_none_leaves_the_heads_untouched() -> None:
