@@ -67,8 +67,8 @@ class RendererCfg:
     # Composited depth: "none" (sum w t, spec 2.8) or "opacity" (divided by sum w).
     depth_normalisation: str = DepthNormalisation.NONE.value
     # Rays per chunk of a full-image render when the caller names none (the reference: a fixed
-    # 4096, spec 5.1). 0 chooses: on CUDA chunks sized to the free memory (the whole image in one
-    # pass when it fits), on a CPU chunks of cpu_chunk_samples samples.
+    # 4096, spec 5.1). 0 chooses: on CUDA chunks sized to the free memory (after a probe chunk,
+    # the rest of the image in one pass when it fits), on a CPU chunks of cpu_chunk_samples.
     chunk_rays: int = 0
     # Samples per automatically sized CPU chunk (chunk_rays = 0): cpu_chunk_samples // N rays.
     # Small chunks stay in the CPU's caches: at N = 4 a tiny-model 80x60 view rendered 1.2 times
