@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalCfg:
     # Rays rendered per chunk of a full image (the reference: 4096, spec 5.1). 0 chooses: chunks
-    # sized to the free memory on CUDA (after a probe chunk, the rest in one pass when it fits),
-    # chunks of model.renderer.cpu_chunk_samples samples on a CPU.
+    # sized to the free memory on CUDA (after a probe chunk; at most
+    # model.renderer.auto_chunk_max_mb each), chunks of model.renderer.cpu_chunk_samples samples
+    # on a CPU.
     chunk_rays: int = 0
     # Precision of the test renders: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA if
     # supported, else fp32).

@@ -67,8 +67,8 @@ class RendererCfg:
     # Composited depth: "none" (sum w t, spec 2.8) or "opacity" (divided by sum w).
     depth_normalisation: str = DepthNormalisation.NONE.value
     # Rays per chunk of a full-image render when the caller names none (the reference: a fixed
-    # 4096, spec 5.1). 0 chooses: on CUDA chunks sized to the free memory (after a probe chunk,
-    # the rest of the image in one pass when it fits), on a CPU chunks of cpu_chunk_samples.
+    # 4096, spec 5.1). 0 chooses: on CUDA chunks sized to the free memory after a probe chunk
+    # (auto_chunk_*), on a CPU chunks of cpu_chunk_samples samples.
     chunk_rays: int = 0
     # Samples per automatically sized CPU chunk (chunk_rays = 0): cpu_chunk_samples // N rays.
     # Small chunks stay in the CPU's caches: at N = 4 a tiny-model 80x60 view rendered 1.2 times
@@ -76,6 +76,11 @@ class RendererCfg:
     cpu_chunk_samples: int = 4096
     # Fraction of the free CUDA memory one automatically sized chunk may fill (chunk_rays = 0).
     auto_chunk_memory_fraction: float = 0.7
+    # At most this many MB per automatically sized chunk; 0 for no bound. A whole 240x320 view
+    # of the paper model in one pass needs about 6 GB in fp32 (78 kB per ray, measured on the
+    # CPU), more than the 4 GB inference target; 2 GB chunks (about 27k rays in fp32) keep the
+    # peak bounded however much memory the GPU has free.
+    auto_chunk_max_mb: float = 2048.0
     # Rays of the first automatically sized chunk, whose peak memory per ray sizes the others.
     auto_chunk_probe_rays: int = 1024
 
@@ -89,6 +94,11 @@ class RendererCfg:
             raise ValueError(
                 "RendererCfg: chunk_rays and cpu_chunk_samples must be >= 0 (0: automatic), got "
                 f"{self.chunk_rays} and {self.cpu_chunk_samples}"
+            )
+        if self.auto_chunk_max_mb < 0:
+            raise ValueError(
+                f"RendererCfg: auto_chunk_max_mb must be >= 0 (0: no bound), got "
+                f"{self.auto_chunk_max_mb}"
             )
         if not 0 < self.auto_chunk_memory_fraction <= 1 or self.auto_chunk_probe_rays < 1:
             raise ValueError(
@@ -365,7 +375,8 @@ class GSNeRF(nn.Module):
 
         The probe's peak memory per ray, times the chunk size, must fit in
         ``auto_chunk_memory_fraction`` of the free memory (the CUDA driver's free memory plus
-        what PyTorch's allocator holds unused). This resets CUDA's peak memory statistics.
+        what PyTorch's allocator holds unused) and in ``auto_chunk_max_mb``. This resets CUDA's
+        peak memory statistics.
         With compiled heads (``equal_chunks``) the size is rounded down to a power of two: the
         free memory differs a little from frame to frame, and every new chunk shape would
         compile the heads again.
@@ -382,9 +393,12 @@ class GSNeRF(nn.Module):
         bytes_per_ray = max((torch.cuda.max_memory_allocated(device) - allocated) / probe, 1.0)
         free = torch.cuda.mem_get_info(device)[0]
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        chunk = chunk_rays_for_memory(
-            bytes_per_ray, free, self.cfg.renderer.auto_chunk_memory_fraction
-        )
+        renderer = self.cfg.renderer
+        chunk = chunk_rays_for_memory(bytes_per_ray, free, renderer.auto_chunk_memory_fraction)
+        if renderer.auto_chunk_max_mb > 0:
+            bound_bytes = int(renderer.auto_chunk_max_mb * 2**20)
+            bound = chunk_rays_for_memory(bytes_per_ray, bound_bytes, 1.0)
+            chunk = min(chunk, bound)
         if self.equal_chunks:
             chunk = 2 ** (chunk.bit_length() - 1)
         return concatenate_renders(

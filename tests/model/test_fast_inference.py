@@ -160,20 +160,28 @@ def test_negative_chunk_sizes_are_rejected() -> None:
         dataclasses.replace(cfg.renderer, cpu_chunk_samples=-1)
     with pytest.raises(ValueError, match="chunk_rays"):
         dataclasses.replace(cfg.renderer, chunk_rays=-4096)
+    with pytest.raises(ValueError, match="auto_chunk_max_mb"):
+        dataclasses.replace(cfg.renderer, auto_chunk_max_mb=-1.0)
 
 
 @pytest.mark.parametrize(
-    ("equal_chunks", "expected_sizes"),
+    ("equal_chunks", "max_mb", "expected_sizes"),
     # 384 rays: the probe, then chunks of at most 180; with equal chunks (compiled heads) of at
-    # most 128, the power of two below, as three chunks of 112 (the last one padded).
-    [(False, [50, 180, 154]), (True, [50, 112, 112, 112])],
+    # most 128, the power of two below, as three chunks of 112 (the last one padded); with at
+    # most 0.1 MB per chunk (104 rays of 1000 bytes) chunks of 104; 0 bounds nothing.
+    [
+        (False, 2048.0, [50, 180, 154]),
+        (True, 2048.0, [50, 112, 112, 112]),
+        (False, 0.1, [50, 104, 104, 104, 22]),
+        (False, 0.0, [50, 180, 154]),
+    ],
 )
 def test_memory_sized_chunks_follow_the_probe_peak(
-    monkeypatch: pytest.MonkeyPatch, equal_chunks: bool, expected_sizes: list[int]
+    monkeypatch: pytest.MonkeyPatch, equal_chunks: bool, max_mb: float, expected_sizes: list[int]
 ) -> None:
     """The CUDA sizing logic with the allocator's statistics replaced by known numbers."""
     cfg = load_model_cfg("tiny", 4)
-    renderer = dataclasses.replace(cfg.renderer, auto_chunk_probe_rays=50)
+    renderer = dataclasses.replace(cfg.renderer, auto_chunk_probe_rays=50, auto_chunk_max_mb=max_mb)
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(cfg, renderer=renderer), CLASSES).eval()
     model.equal_chunks = equal_chunks
