@@ -59,6 +59,7 @@ from gsnerf.losses import LossCfg
 from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
+from gsnerf.rendering.chunked import rays_for_samples
 from gsnerf.types import Example
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def rays_per_chunk(cfg: BenchmarkCfg, num_samples: int) -> int:
     device defaults (:func:`with_device_defaults`).
     """
     if cfg.chunk_samples > 0:
-        return max(1, cfg.chunk_samples // num_samples)
+        return rays_for_samples(cfg.chunk_samples, num_samples)
     return cfg.chunk_rays
 
 

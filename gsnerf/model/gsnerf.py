@@ -35,7 +35,7 @@ from gsnerf.model.sampler import SamplerCfg, build_rays, sample_along_rays
 from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
-from gsnerf.rendering.chunked import chunk_rays_for_memory, concatenate_renders, render_in_chunks
+from gsnerf.rendering.chunked import rays_for_samples, render_in_chunks, render_memory_sized
 from gsnerf.rendering.volume import (
     DepthNormalisation,
     alphas_from_density,
@@ -317,7 +317,8 @@ class GSNeRF(nn.Module):
 
         ``chunk_rays`` rays per chunk, ``renderer.chunk_rays`` when None. With 0, CUDA sizes the
         chunks to the free memory (:meth:`render_sized`) and a CPU renders chunks of
-        :meth:`cpu_chunk_rays` rays. The depth is converted from distance along the ray to z-depth.
+        ``renderer.cpu_chunk_samples`` samples. The depth is converted from distance along the
+        ray to z-depth.
         """
         target = example.target
         batch = target.images.shape[0]
@@ -337,7 +338,9 @@ class GSNeRF(nn.Module):
             render = self.render_sized(render_chunk, pixels)
         else:
             if chunk <= 0:
-                chunk = self.cpu_chunk_rays()
+                sampler = self.cfg.sampler
+                per_ray = sampler.num_samples + sampler.num_uniform
+                chunk = rays_for_samples(self.cfg.renderer.cpu_chunk_samples, per_ray)
             render = render_in_chunks(render_chunk, pixels, chunk, self.equal_chunks)
         # A distance t along a unit ray is the z-depth t * cos(angle to the optical axis).
         grid = repeat(pixel_grid(height, width, device=device), "h w two -> b (h w) two", b=batch)
@@ -354,18 +357,6 @@ class GSNeRF(nn.Module):
             guide_valid=guide.valid,
         )
 
-    def cpu_chunk_rays(self) -> int:
-        """Rays per automatically sized CPU chunk: ``cpu_chunk_samples`` // samples per ray.
-
-        At least one ray; 0 (the whole image at once) when ``cpu_chunk_samples`` is 0. Example:
-        4096 samples, N = 4 guided + 0 uniform samples -> 1024 rays.
-        """
-        per_chunk = self.cfg.renderer.cpu_chunk_samples
-        if per_chunk == 0:
-            return 0
-        sampler = self.cfg.sampler
-        return max(1, per_chunk // (sampler.num_samples + sampler.num_uniform))
-
     def render_sized(
         self,
         render_chunk: Callable[[Int64[Tensor, "b chunk 2"]], RenderOutput],
@@ -373,36 +364,17 @@ class GSNeRF(nn.Module):
     ) -> RenderOutput:
         """Render a probe chunk, then chunks sized to the free CUDA memory it implies.
 
-        The probe's peak memory per ray, times the chunk size, must fit in
-        ``auto_chunk_memory_fraction`` of the free memory (the CUDA driver's free memory plus
-        what PyTorch's allocator holds unused) and in ``auto_chunk_max_mb``. This resets CUDA's
-        peak memory statistics.
-        With compiled heads (``equal_chunks``) the size is rounded down to a power of two: the
-        free memory differs a little from frame to frame, and every new chunk shape would
-        compile the heads again.
+        :func:`gsnerf.rendering.chunked.render_memory_sized` with the ``auto_chunk_*`` settings;
+        resets CUDA's peak memory statistics.
         """
-        device = pixels.device
-        probe = min(self.cfg.renderer.auto_chunk_probe_rays, pixels.shape[1])
-        torch.cuda.synchronize(device)
-        allocated = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        first = render_chunk(pixels[:, :probe])
-        if probe == pixels.shape[1]:
-            return first
-        # At least one byte per ray, so a probe that allocated nothing still gives a finite size.
-        bytes_per_ray = max((torch.cuda.max_memory_allocated(device) - allocated) / probe, 1.0)
-        free = torch.cuda.mem_get_info(device)[0]
-        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         renderer = self.cfg.renderer
-        chunk = chunk_rays_for_memory(bytes_per_ray, free, renderer.auto_chunk_memory_fraction)
-        if renderer.auto_chunk_max_mb > 0:
-            bound_bytes = int(renderer.auto_chunk_max_mb * 2**20)
-            bound = chunk_rays_for_memory(bytes_per_ray, bound_bytes, 1.0)
-            chunk = min(chunk, bound)
-        if self.equal_chunks:
-            chunk = 2 ** (chunk.bit_length() - 1)
-        return concatenate_renders(
-            [first, render_in_chunks(render_chunk, pixels[:, probe:], chunk, self.equal_chunks)]
+        return render_memory_sized(
+            render_chunk,
+            pixels,
+            probe_rays=renderer.auto_chunk_probe_rays,
+            memory_fraction=renderer.auto_chunk_memory_fraction,
+            max_mb=renderer.auto_chunk_max_mb,
+            equal_chunks=self.equal_chunks,
         )
 
     def forward(

@@ -1,4 +1,4 @@
-"""Render many rays in chunks and join the results (spec 5.1: 4096 rays per chunk)."""
+"""Render many rays in chunks of a fixed size, a sample budget or the free CUDA memory."""
 
 import math
 from collections.abc import Callable
@@ -65,6 +65,16 @@ def render_in_chunks(
     return concatenate_renders(parts)
 
 
+def rays_for_samples(samples_per_chunk: int, samples_per_ray: int) -> int:
+    """Rays per chunk of ``samples_per_chunk`` samples, at least one; 0 (no chunks) for 0.
+
+    Example: 4096 samples, 4 per ray -> 1024 rays; 100 samples, 128 per ray -> 1 ray.
+    """
+    if samples_per_chunk <= 0:
+        return 0
+    return max(1, samples_per_chunk // samples_per_ray)
+
+
 def chunk_rays_for_memory(bytes_per_ray: float, free_bytes: int, memory_fraction: float) -> int:
     """Rays per chunk that fill ``memory_fraction`` of ``free_bytes``: ``floor(f F / m)``, >= 1.
 
@@ -77,3 +87,41 @@ def chunk_rays_for_memory(bytes_per_ray: float, free_bytes: int, memory_fraction
             f"chunk_rays_for_memory: memory_fraction must lie in (0, 1], got {memory_fraction}"
         )
     return max(1, int(memory_fraction * max(free_bytes, 0.0) // bytes_per_ray))
+
+
+def render_memory_sized(
+    render: Callable[[Int64[Tensor, "b chunk 2"]], RenderOutput],
+    pixels: Int64[Tensor, "b rays 2"],
+    probe_rays: int,
+    memory_fraction: float,
+    max_mb: float,
+    equal_chunks: bool,
+) -> RenderOutput:
+    """``render`` on a probe of ``probe_rays`` pixels, then on chunks sized from its CUDA peak.
+
+    The probe's peak memory per ray, times the chunk size, must fit in ``memory_fraction`` of
+    the free memory (the CUDA driver's free memory plus what PyTorch's allocator holds unused)
+    and, unless ``max_mb`` is 0, in ``max_mb``. With ``equal_chunks`` (compiled heads) the size
+    is rounded down to a power of two: the free memory differs a little from frame to frame, and
+    every new chunk shape would compile the heads again. Resets CUDA's peak memory statistics.
+    """
+    device = pixels.device
+    probe = min(probe_rays, pixels.shape[1])
+    torch.cuda.synchronize(device)
+    allocated = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    first = render(pixels[:, :probe])
+    if probe == pixels.shape[1]:
+        return first
+    # At least one byte per ray, so a probe that allocated nothing still gives a finite size.
+    bytes_per_ray = max((torch.cuda.max_memory_allocated(device) - allocated) / probe, 1.0)
+    free = torch.cuda.mem_get_info(device)[0]
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    chunk = chunk_rays_for_memory(bytes_per_ray, free, memory_fraction)
+    if max_mb > 0:
+        chunk = min(chunk, chunk_rays_for_memory(bytes_per_ray, int(max_mb * 2**20), 1.0))
+    if equal_chunks:
+        chunk = 2 ** (chunk.bit_length() - 1)
+    return concatenate_renders(
+        [first, render_in_chunks(render, pixels[:, probe:], chunk, equal_chunks)]
+    )
