@@ -26,6 +26,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a CPU runs synchronously, so nothing there."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast for bf16/fp16; a null context for fp32."""
     resolved = resolve_precision(precision, device)

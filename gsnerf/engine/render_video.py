@@ -35,7 +35,12 @@ from gsnerf.config import RootCfg, load_config
 from gsnerf.data.dataset import open_split
 from gsnerf.data.scene_reader import SceneReader
 from gsnerf.data.view_selection import mvs_neighbours, split_test_frames
-from gsnerf.engine.device import autocast_context, configure_matmul_precision, resolve_device
+from gsnerf.engine.device import (
+    autocast_context,
+    configure_matmul_precision,
+    resolve_device,
+    synchronize,
+)
 from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.runs import _load_for_evaluation
 from gsnerf.evaluation.evaluator import rate_after_first
@@ -271,8 +276,7 @@ def run_render(cfg: RenderRootCfg) -> dict:
     with torch.inference_mode(), autocast_context(cfg.eval.precision, device):
         started = time.perf_counter()
         geometry = model.encode_sources(example)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         encode_seconds = time.perf_counter() - started
         points = source_points(geometry, example.sources)
         quantiles = torch.tensor(cfg.render.depth_quantiles, device=device)
@@ -295,8 +299,7 @@ def run_render(cfg: RenderRootCfg) -> dict:
                 )
                 started = time.perf_counter()
                 image = model.render_image(frame_example, geometry, cfg.eval.chunk_rays)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 frame_seconds.append(time.perf_counter() - started)
                 writer.append_data(compose_frame(image, (low, high), legend))
                 progress.update(1)

@@ -34,10 +34,8 @@ import dataclasses
 import json
 import logging
 import platform
-import resource
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +53,12 @@ from gsnerf.engine.schedule import build_optimizer
 from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.evaluation.pass_timing import (
+    alternate_passes,
+    peak_memory_mb,
+    repeat_passes,
+    timed,
+)
 from gsnerf.losses import LossCfg
 from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
@@ -180,66 +184,6 @@ def load_model_cfg(name: str, num_samples: int) -> GSNeRFCfg:
     return dataclasses.replace(cfg, sampler=sampler)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(run: Callable[[], object], device: torch.device) -> float:
-    _synchronize(device)
-    started = time.perf_counter()
-    run()
-    _synchronize(device)
-    return time.perf_counter() - started
-
-
-def _repeat(run: Callable[[], object], cfg: BenchmarkCfg, device: torch.device) -> list[float]:
-    """Seconds of up to ``cfg.repeats`` passes, stopping once ``cfg.budget_s`` is spent."""
-    seconds: list[float] = []
-    while len(seconds) < max(cfg.repeats, 1) and sum(seconds) < cfg.budget_s:
-        seconds.append(_timed(run, device))
-    return seconds
-
-
-def _alternate(
-    first: Callable[[], object],
-    second: Callable[[], object],
-    cfg: BenchmarkCfg,
-    device: torch.device,
-) -> tuple[list[float], list[float], float, float]:
-    """Seconds of ``first`` and ``second`` in alternating passes, and their peak memory in MB.
-
-    Alternating, not one series after the other: on a shared machine the speed drifts over a
-    run, and a drift then moves both series alike instead of their ratio. Up to
-    ``cfg.repeats`` pairs, stopping once ``cfg.budget_s`` is spent (at least one pair). The
-    peaks are those of each function's first pass (:func:`_peak_memory_mb`).
-    """
-    first_seconds: list[float] = []
-    second_seconds: list[float] = []
-    peaks: list[float] = []
-    while len(first_seconds) < max(cfg.repeats, 1):
-        if first_seconds and sum(first_seconds) + sum(second_seconds) >= cfg.budget_s:
-            break
-        for run, seconds in ((first, first_seconds), (second, second_seconds)):
-            _reset_peak(device)
-            seconds.append(_timed(run, device))
-            if len(seconds) == 1:
-                peaks.append(_peak_memory_mb(device))
-    return first_seconds, second_seconds, peaks[0], peaks[1]
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _summary(seconds: list[float], flops: int) -> dict:
     median = statistics.median(seconds)
     return {
@@ -288,19 +232,19 @@ def measure_rendering(
         def uncached() -> None:
             geometry = model.encode_sources(example)
             # Chunks sized to the free CUDA memory reset the peak statistics after the encoding.
-            encode_peaks_mb.append(_peak_memory_mb(device))
+            encode_peaks_mb.append(peak_memory_mb(device))
             model.render_image(example, geometry, chunk)
 
         def cached() -> None:
             model.render_image(example, geometry, chunk)
 
-        uncached_seconds, cached_seconds, uncached_peak, cached_peak = _alternate(
-            uncached, cached, cfg, device
+        uncached_seconds, cached_seconds, uncached_peak, cached_peak = alternate_passes(
+            uncached, cached, cfg.repeats, cfg.budget_s, device
         )
 
         timer = StageTimer(device)
         with model.profiled(timer):
-            profiled_seconds = _timed(uncached, device)
+            profiled_seconds = timed(uncached, device)
     stages_ms = {stage: 1000 * seconds for stage, seconds in timer.seconds.items()}
     return {
         "uncached": {
@@ -337,8 +281,7 @@ def measure_training(
         optimizer.step()
 
     step()
-    timed = dataclasses.replace(cfg, repeats=cfg.train_steps)
-    median = statistics.median(_repeat(step, timed, device))
+    median = statistics.median(repeat_passes(step, cfg.train_steps, cfg.budget_s, device))
     return {
         "steps_per_s": 1 / median,
         "rays_per_s": cfg.train_rays / median,

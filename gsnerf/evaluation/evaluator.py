@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gsnerf.data.dataset import collate_examples
-from gsnerf.engine.device import autocast_context
+from gsnerf.engine.device import autocast_context, synchronize
 from gsnerf.engine.logging import RunLogger
 from gsnerf.evaluation.image_strip import view_strip
 from gsnerf.evaluation.metrics import (
@@ -110,11 +110,6 @@ class SceneScores:
         return reasons
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def rate_after_first(seconds: list[float]) -> float | None:
     """Frames per second over every frame but the first, or over the only one; None if untimed.
 
@@ -152,12 +147,12 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_examples)
     for example in loader:
         example = example.to(device)
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         with torch.inference_mode(), autocast_context(cfg.precision, device):
             geometry = scene_cache.encode(model, example)
             image = model.render_image(example, geometry, cfg.chunk_rays)
-        _synchronize(device)
+        synchronize(device)
         view_seconds.append(time.perf_counter() - started)
 
         scene = example.scenes[0]

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gsnerf.engine.device import synchronize
+
 
 class StageTimer:
     """Accumulates elapsed seconds per stage name; stages must not nest."""
@@ -33,21 +35,17 @@ class StageTimer:
         self.calls.clear()
         self._started.clear()
 
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def start(self, stage: str) -> None:
         if self._started:
             raise RuntimeError(
                 f"StageTimer: stage {stage!r} started inside {next(iter(self._started))!r}; "
                 "stages must not nest, or their times would be counted twice"
             )
-        self._synchronize()
+        synchronize(self.device)
         self._started[stage] = time.perf_counter()
 
     def stop(self, stage: str) -> None:
-        self._synchronize()
+        synchronize(self.device)
         self.seconds[stage] += time.perf_counter() - self._started.pop(stage)
         self.calls[stage] += 1
 

@@ -13,7 +13,6 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from gsnerf.evaluation.benchmark import (
     BenchmarkCfg,
-    _alternate,
     load_model_cfg,
     parse_overrides,
     rays_per_chunk,
@@ -23,6 +22,7 @@ from gsnerf.evaluation.benchmark import (
 )
 from gsnerf.evaluation.benchmark_report import markdown_report, paper_comparison
 from gsnerf.evaluation.benchmark_scene import PlaneSceneCfg, plane_example
+from gsnerf.evaluation.pass_timing import alternate_passes
 from gsnerf.geometry.camera import project_points, unproject_depth
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_uncached_and_cached_passes_alternate_until_repeats_or_budget() -> None:
     calls: list[str] = []
     cpu = torch.device("cpu")
     first, second = (lambda: calls.append("first")), (lambda: calls.append("second"))
-    runs = _alternate(first, second, BenchmarkCfg(repeats=3, budget_s=60.0), cpu)
+    runs = alternate_passes(first, second, 3, 60.0, cpu)
     assert calls == ["first", "second"] * 3
     assert (len(runs[0]), len(runs[1])) == (3, 3)
     assert runs[2] > 0 and runs[3] > 0  # peak resident memory, MB
@@ -78,7 +78,7 @@ def test_uncached_and_cached_passes_alternate_until_repeats_or_budget() -> None:
 
     calls.clear()
     # A pair that spends the budget ends the series: still one full pair.
-    runs = _alternate(slow, second, BenchmarkCfg(repeats=3, budget_s=0.01), cpu)
+    runs = alternate_passes(slow, second, 3, 0.01, cpu)
     assert calls == ["slow", "second"]
     assert runs[0][0] >= 0.02
 
