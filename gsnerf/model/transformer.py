@@ -6,18 +6,24 @@ a ReLU feed-forward layer, a residual and LayerNorm (post-norm, no dropout). A k
 False gets no attention from any query, so its token cannot change any other token; every row of
 the mask needs at least one True key, or that row's softmax is undefined.
 
-Blocks have two formulations with the same result. Eager code keeps the tokens as ``(n, t, c)``
-and calls ``F.scaled_dot_product_attention``. Code traced by ``torch.compile`` keeps them
-*token-major*, as rows ``(t n, c)`` (all sets' first tokens, then all second tokens, ...), and
-writes the attention as products and sums over an ``(h, c, t, n)`` layout
-(:func:`sets_last_attention`) that the compiler fuses into one loop nest. The sets are tiny (9
-tokens of 8 channels per head): the library kernel spends its time on per-set overhead, and a
-fused loop with the channels or tokens innermost runs on vectors of 8 or 9 lanes. With the n
+Blocks have two formulations with the same result. The sets-first one keeps the tokens as
+``(n, t, c)`` and calls ``F.scaled_dot_product_attention``. The *token-major* one keeps them as
+rows ``(t n, c)`` (all sets' first tokens, then all second tokens, ...) and writes the attention
+as products and sums over an ``(h, c, t, n)`` layout (:func:`sets_last_attention`). The sets are
+tiny (9 tokens of 8 channels per head): the library kernel spends its time on per-set overhead,
+and a loop with the channels or tokens innermost runs on vectors of 8 or 9 lanes. With the n
 sets innermost every step is one full-width vector operation over many sets, and the query, key
 and value come out of one matrix product already in that layout (``W (rows)^T``), so no
-transpose is needed between layers. On a CPU (one thread, 3840 sets of 9 tokens) the compiled
-attention took 6.9 ms per layer this way against 11 ms with the sets outermost, and 33 ms for
-the library kernel in eager code.
+transpose is needed between layers.
+
+Which one runs (:func:`runs_token_major`): token-major in code traced by ``torch.compile``,
+which fuses it into one loop nest, and in eager CPU inference for sets of at most
+``EAGER_TOKEN_MAJOR_MAX_TOKENS`` tokens; the library kernel otherwise (CUDA, training, long
+rays). Measured on a CPU, one thread, 36864 tokens: eager inference took 9.4 ms token-major
+against 32 ms with the library kernel for sets of 9 tokens (11 vs 23 ms for 4, 21 vs 42 ms for
+14), but 18 vs 10 ms for 16 and 100 vs 23 ms for 64; forward and backward took as long either
+way for 9 tokens and grew to 1.3 s against 81 ms for 64, as autograd keeps every unrolled term.
+Compiled, the attention took 3.4 ms per block for 3840 sets of 9 tokens.
 """
 
 from dataclasses import dataclass
@@ -51,29 +57,67 @@ class TransformerCfg:
             raise ValueError(f"TransformerCfg.layers must be >= 0, got {self.layers}")
 
 
+@torch.library.custom_op("gsnerf::key_bias", mutates_args=())
+def key_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(t, n)`` additive attention bias of an ``(n, t)`` key mask: 0 attended, -inf not.
+
+    An operator of its own, so that compiled code computes it once per transformer and its
+    blocks read the result: left to the compiler, the bias was recomputed inside every block's
+    score loop from the transposed boolean mask, which made the attention of the view
+    transformer take twice as long (6.5 against 3.4 ms per block, 3840 sets, one CPU thread).
+    """
+    bias = torch.zeros(key_mask.t().shape, dtype=dtype, device=key_mask.device)
+    return bias.masked_fill(~key_mask.t(), -torch.inf)
+
+
+@key_bias.register_fake
+def _key_bias_shape(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    return key_mask.new_empty(key_mask.t().shape, dtype=dtype)
+
+
+def _scaled_scores(
+    query: Float[Tensor, "h c t n"], key: Float[Tensor, "h c t n"]
+) -> Float[Tensor, "h t t n"]:
+    """``q . k / sqrt(c)`` of every query and key token of every set and head."""
+    channels = query.shape[1]
+    if torch.compiler.is_compiling():
+        # A reduction over the channels, which the compiler fuses into one loop.
+        return (query[:, :, :, None] * key[:, :, None]).sum(dim=1) * channels**-0.5
+    # Eager code materialises what it computes: c passes over (h, t, t, n) instead of one
+    # (h, c, t, t, n) product eight times larger.
+    query = query * channels**-0.5
+    scores = query[:, 0, :, None] * key[:, 0, None]
+    for channel in range(1, channels):
+        scores = scores.addcmul(query[:, channel, :, None], key[:, channel, None])
+    return scores
+
+
 def sets_last_attention(
     query: Float[Tensor, "h c t n"],
     key: Float[Tensor, "h c t n"],
     value: Float[Tensor, "h c t n"],
-    key_mask: Bool[Tensor, "t n"] | None,
+    bias: Float[Tensor, "t n"] | None,
 ) -> Float[Tensor, "h c t n"]:
-    """``softmax(q k^T / sqrt(c), masked over keys) v`` per head and set, sets innermost.
+    """``softmax(q k^T / sqrt(c) + bias) v`` per head and set, sets innermost.
 
-    The numbers of ``F.scaled_dot_product_attention`` on the same tokens, in the layout of the
-    compiled blocks (module doc). The sum over the t keys is unrolled into t element-wise
+    ``bias`` from :func:`key_bias` (or None: every key attended). The numbers of
+    ``F.scaled_dot_product_attention`` with the key mask on the same tokens, in the layout of
+    the token-major blocks (module doc). The sum over the t keys is unrolled into t element-wise
     terms: as a reduction over so few elements, the compiler's CPU code parallelised it and,
-    with two threads, spent ten times the single-thread time synchronising. In eager code each
-    term is a separate pass over memory, so only compiled code calls it.
+    with two threads, spent ten times the single-thread time synchronising; in eager code each
+    term is one pass over ``(h, c, t, n)``. The exponentials are normalised once per output
+    instead of once per term (one division where the softmax needs t).
     """
-    channels, tokens = query.shape[1], key.shape[2]
-    scores = (query[:, :, :, None] * key[:, :, None]).sum(dim=1) * channels**-0.5  # h t t n
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask[None, None], -torch.inf)
-    weights = scores.softmax(dim=2)
-    attended = weights[:, None, :, 0] * value[:, :, None, 0]
+    tokens = key.shape[2]
+    scores = _scaled_scores(query, key)
+    if bias is not None:
+        scores = scores + bias[None, None]
+    # exp(s - max s): the softmax's numerators, at most 1, so their sums cannot overflow.
+    numerators = (scores - scores.amax(dim=2, keepdim=True)).exp()
+    attended = numerators[:, None, :, 0] * value[:, :, None, 0]
     for token in range(1, tokens):
-        attended = attended + weights[:, None, :, token] * value[:, :, None, token]
-    return attended
+        attended = attended.addcmul(numerators[:, None, :, token], value[:, :, None, token])
+    return attended / numerators.sum(dim=2)[:, None]
 
 
 class MaskedAttentionBlock(nn.Module):
@@ -102,9 +146,12 @@ class MaskedAttentionBlock(nn.Module):
         return self.ffn_norm(tokens + self.ffn(tokens))
 
     def forward_token_major(
-        self, rows: Float[Tensor, "tn c"], key_mask: Bool[Tensor, "t n"] | None, tokens: int
+        self, rows: Float[Tensor, "tn c"], bias: Float[Tensor, "t n"] | None, tokens: int
     ) -> Float[Tensor, "tn c"]:
-        """The block on token-major rows (module doc); the same numbers as :meth:`forward`."""
+        """The block on token-major rows (module doc); the same numbers as :meth:`forward`.
+
+        ``bias``: :func:`key_bias` of the key mask, or None for no mask.
+        """
         # (W rows^T) puts the n sets innermost: (3 h c, t n), split without copying.
         query, key, value = rearrange(
             torch.mm(self.qkv.weight, rows.t()),
@@ -113,11 +160,26 @@ class MaskedAttentionBlock(nn.Module):
             h=self.heads,
             t=tokens,
         )
-        attended = sets_last_attention(query, key, value, key_mask)
+        attended = sets_last_attention(query, key, value, bias)
         # (h c, t n)^T is the (t n, h c) input of the output projection, as a transposed view.
         projected = torch.mm(rearrange(attended, "h c t n -> (h c) (t n)").t(), self.out.weight.t())
         rows = self.attention_norm(rows + projected)
         return self.ffn_norm(rows + self.ffn(rows))
+
+
+# Longest sets that eager CPU inference runs token-major (module doc).
+EAGER_TOKEN_MAJOR_MAX_TOKENS = 15
+
+
+def runs_token_major(tokens: Float[Tensor, "n t c"]) -> bool:
+    """Whether a transformer takes the token-major formulation for these tokens (module doc)."""
+    if torch.compiler.is_compiling():
+        return True
+    return (
+        tokens.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and tokens.shape[1] <= EAGER_TOKEN_MAJOR_MAX_TOKENS
+    )
 
 
 class TokenTransformer(nn.Module):
@@ -130,13 +192,12 @@ class TokenTransformer(nn.Module):
     def forward(
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
-        if torch.compiler.is_compiling():
-            # Token-major rows with the sets innermost fuse into full-width loops (module doc).
+        if runs_token_major(tokens):
             count = tokens.shape[1]
             rows = rearrange(tokens, "n t c -> (t n) c")
-            mask = None if key_mask is None else key_mask.t()
+            bias = None if key_mask is None else key_bias(key_mask, rows.dtype)
             for block in self.blocks:
-                rows = block.forward_token_major(rows, mask, count)
+                rows = block.forward_token_major(rows, bias, count)
             return rearrange(rows, "(t n) c -> n t c", t=count)
         for block in self.blocks:
             tokens = block(tokens, key_mask)

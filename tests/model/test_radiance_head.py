@@ -9,9 +9,12 @@ import torch.nn.functional as F
 from gsnerf.model.feature_gather import GatheredFeatures
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg, position_encoding
 from gsnerf.model.transformer import (
+    EAGER_TOKEN_MAJOR_MAX_TOKENS,
     TokenTransformer,
     TransformerCfg,
+    key_bias,
     masked_moments,
+    runs_token_major,
     sets_last_attention,
 )
 
@@ -133,7 +136,9 @@ def test_sets_last_attention_equals_the_library_kernel() -> None:
     def sets_last(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.permute(1, 3, 2, 0)  # n h t c -> h c t n
 
-    attended = sets_last_attention(*map(sets_last, (query, key, value)), mask.t())
+    bias = key_bias(mask, query.dtype)
+    assert bias[0, 1] == -torch.inf and bias[4, 1] == 0
+    attended = sets_last_attention(*map(sets_last, (query, key, value)), bias)
     attended = attended.permute(3, 0, 2, 1)  # h c t n -> n h t c
     torch.testing.assert_close(attended, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(attended[1], value[1, :, 4:5].expand(4, 9, 8))
@@ -151,12 +156,29 @@ def test_token_major_blocks_equal_the_eager_blocks(masked: bool) -> None:
     mask[:, 2] = True
     mask = mask if masked else None
     with torch.no_grad():
-        expected = transformer(tokens, mask)
+        # The sets-first blocks with the library's attention kernel (CUDA's eager path).
+        expected = tokens
+        for block in transformer.blocks:
+            expected = block(expected, mask)
         # Token-major rows: the first token of every set, then every second token, ...
         rows = tokens.transpose(0, 1).reshape(35, 16)
         for block in transformer.blocks:
-            rows = block.forward_token_major(rows, None if mask is None else mask.t(), 5)
+            bias = None if mask is None else key_bias(mask, rows.dtype)
+            rows = block.forward_token_major(rows, bias, 5)
+        # On a CPU the transformer itself runs token-major.
+        whole = transformer(tokens, mask)
     torch.testing.assert_close(rows.reshape(5, 7, 16).transpose(0, 1), expected)
+    torch.testing.assert_close(whole, expected)
+
+
+def test_token_major_runs_for_short_sets_in_cpu_inference() -> None:
+    short = torch.zeros(3, EAGER_TOKEN_MAJOR_MAX_TOKENS, 8)
+    long = torch.zeros(3, EAGER_TOKEN_MAJOR_MAX_TOKENS + 1, 8)
+    with torch.no_grad():
+        assert runs_token_major(short)
+        assert not runs_token_major(long)
+    # Training keeps the library kernel: autograd would keep every unrolled term.
+    assert not runs_token_major(short)
 
 
 def test_masked_moments_and_position_encoding() -> None:
