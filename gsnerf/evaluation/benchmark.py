@@ -16,8 +16,9 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
 Keys left unset take the device's defaults (``DEVICE_DEFAULTS``): on CUDA the paper's model
 at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80 x 60.
 
-With ``compile`` the rendering passes run compiled heads (:mod:`gsnerf.model.compiled_heads`),
-compiled during the warm-up so that no timed pass includes compile time; the training steps run
+With ``compile`` (by default on a CPU) the rendering passes run compiled heads
+(:mod:`gsnerf.model.compiled_heads`), compiled during the warm-up so that no timed pass includes
+compile time; a failed compile is an error that names ``compile=none``. The training steps run
 the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for every pass on CUDA.
 
 Times are medians over ``repeats`` passes after ``warmup`` passes; uncached and cached passes
@@ -29,6 +30,7 @@ CUDA; on the CPU the process's peak resident set size so far (``ru_maxrss``), wh
 decreases.
 """
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -36,6 +38,7 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +98,9 @@ class BenchmarkCfg:
     precision: str = "auto"
     # torch.compile of the heads in the rendering passes (compiled during warm-up, not timed):
     # "none", "default", "reduce-overhead" or "max-autotune"; training steps use plain heads.
-    compile: str = "none"
+    # Unset: "default" on a CPU (the fastest inference path there; it needs a C++ compiler),
+    # "none" on CUDA until the compiled heads are measured on a GPU (benchmarks/gpu_check.sh).
+    compile: str | None = None
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # Timed passes per measurement (the median is reported). Five: on a shared virtual CPU single
@@ -130,7 +135,8 @@ class BenchmarkCfg:
     output_dir: str = "benchmarks"
 
     def __post_init__(self) -> None:
-        check_compile_mode(self.compile, "benchmark compile")
+        if self.compile is not None:
+            check_compile_mode(self.compile, "benchmark compile")
 
 
 # What the unset keys of BenchmarkCfg become on each device type: on CUDA the paper's setting
@@ -142,6 +148,7 @@ DEVICE_DEFAULTS = {
         "width": 320,
         "height": 240,
         "chunk_samples": 0,
+        "compile": "none",
         "train_rays": 1024,
         "train_views": 8,
     },
@@ -150,6 +157,7 @@ DEVICE_DEFAULTS = {
         "width": 80,
         "height": 60,
         "chunk_samples": 4096,
+        "compile": "default",
         "train_rays": 512,
         "train_views": 4,
     },
@@ -206,6 +214,20 @@ def rays_per_chunk(cfg: BenchmarkCfg, num_samples: int) -> int:
     return cfg.chunk_rays
 
 
+@contextlib.contextmanager
+def compile_failure_named(mode: str) -> Iterator[None]:
+    """Re-raise a failure of the passes that compile the heads as one naming the way out."""
+    try:
+        yield
+    except Exception as error:  # inductor fails with many types (no compiler, no Triton, ...)
+        raise RuntimeError(
+            f"benchmark compile={mode}: compiling the heads failed ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}). "
+            "Inductor needs a C++ compiler on a CPU and Triton on CUDA; compile=none measures "
+            "the eager heads."
+        ) from error
+
+
 def measure_rendering(
     model: GSNeRF, example: Example, cfg: BenchmarkCfg, device: torch.device
 ) -> dict:
@@ -220,10 +242,12 @@ def measure_rendering(
         with render_counter:
             model.render_image(example, geometry, chunk)
         extra_warmup = cfg.warmup - 1
-        if cfg.compile != CompileMode.NONE.value:
+        compiling = cfg.compile != CompileMode.NONE.value
+        if compiling:
             extra_warmup = max(extra_warmup, 1)
-        for _ in range(extra_warmup):
-            model.render_image(example, model.encode_sources(example), chunk)
+        with compile_failure_named(cfg.compile) if compiling else contextlib.nullcontext():
+            for _ in range(extra_warmup):
+                model.render_image(example, model.encode_sources(example), chunk)
         encode_flops = encode_counter.get_total_flops()
         render_flops = render_counter.get_total_flops()
 

@@ -13,6 +13,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from gsnerf.evaluation.benchmark import (
     BenchmarkCfg,
+    compile_failure_named,
     load_model_cfg,
     parse_overrides,
     rays_per_chunk,
@@ -96,6 +97,7 @@ def test_unset_keys_take_the_device_defaults() -> None:
     cpu = with_device_defaults(cfg, torch.device("cpu"))
     assert (cpu.model, cpu.width, cpu.height, cpu.precision) == ("tiny", 24, 60, "fp32")
     assert (cpu.chunk_samples, cpu.train_rays, cpu.train_views) == (4096, 512, 4)
+    assert cpu.compile == "default"
     # CUDA: the paper's model, image size and training config, chunks sized to free memory.
     cuda = with_device_defaults(parse_overrides(["precision=fp32"]), torch.device("cuda"))
     assert (cuda.model, cuda.width, cuda.height, cuda.precision) == ("gsnerf", 320, 240, "fp32")
@@ -105,6 +107,15 @@ def test_unset_keys_take_the_device_defaults() -> None:
         1024,
         8,
     )
+    assert cuda.compile == "none"
+    with pytest.raises(ValueError, match="fast"):
+        parse_overrides(["compile=fast"])
+
+
+def test_a_failed_compile_names_the_eager_override() -> None:
+    with pytest.raises(RuntimeError, match="compile=default: .*OSError: no cc.*compile=none"):
+        with compile_failure_named("default"):
+            raise OSError("no cc\nsecond line")
 
 
 def test_rays_per_chunk_keep_the_samples_per_chunk() -> None:
@@ -123,6 +134,7 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
         warmup=1,
         device="cpu",
         threads=0,
+        compile="none",
         train_rays=8,
         train_views=3,
         train_steps=1,
@@ -179,6 +191,7 @@ def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
         "repeats=1",
         "train_steps=0",
         "device=cpu",
+        "compile=none",
         f"output_dir={tmp_path}",
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
