@@ -113,7 +113,9 @@ def markdown_report(record: dict) -> str:
     settings = record["settings"]
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
-        f"{settings['views']} views, {settings['precision']}, on {record['device']}, "
+        f"{settings['views']} views, {settings['precision']}, "
+        f"{'eager' if settings.get('compile', 'none') == 'none' else 'compiled'} heads "
+        f"(compile={settings.get('compile', 'none')}), on {record['device']}, "
         f"torch {record['torch']}"
     )
     parts = [
