@@ -11,12 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0)
-python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
+python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" compile=none \
     train_rays=1024 train_views=8 train_steps=20
-python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=fp32 "samples=[4]" train_steps=0
+python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=fp32 "samples=[4]" compile=none \
+    train_steps=0
 python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" \
     compile=reduce-overhead warmup=3 train_steps=0
-python scripts/benchmark.py "${paper[@]}" chunk_rays=4096 precision=bf16 "samples=[4]" train_steps=0
+python scripts/benchmark.py "${paper[@]}" chunk_rays=4096 precision=bf16 "samples=[4]" compile=none \
+    train_steps=0
 
 runs=outputs/gpu_check
 python train.py train.device=cuda hydra.run.dir="$runs/train"
