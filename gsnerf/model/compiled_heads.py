@@ -1,15 +1,15 @@
 """Inference option: the renderer's per-sample heads compiled with ``torch.compile`` (spec 9).
 
-The radiance and semantic heads are most of a frame's time (60 % at N = 4 and 87 % at
-N = 128 with the tiny model on a CPU, scripts/benchmark.py), and both are chains of small
-matrix products, attention and element-wise work that a compiler can fuse. Only their
+The radiance and semantic heads are most of a frame's time (47 % of an eager N = 4 frame and
+81 % at N = 128 with the tiny model on a CPU, scripts/benchmark.py), and both are chains of
+small matrix products, attention and element-wise work that a compiler can fuse. Only their
 ``forward`` is replaced, on the instance; the modules, their parameters and so the state_dict
 keys stay as they were, and training code never calls this.
 
-Inside compiled code the view and ray transformers keep their tokens token-major and write the
-attention as products and sums with the sets innermost
+Inside compiled code the view and ray transformers always keep their tokens token-major and
+write the attention as products and sums with the sets innermost
 (:func:`gsnerf.model.transformer.sets_last_attention`), which the compiler fuses into full-width
-vector loops; the eager heads keep the library kernel. Shapes are compiled as static
+vector loops (eager code does so only for short sets in CPU inference). Shapes are compiled as static
 (``dynamic=False``), so every loop bound is a constant the compiler can unroll. To keep that
 one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one
 size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
