@@ -9,8 +9,8 @@ keys stay as they were, and training code never calls this.
 Inside compiled code the view and ray transformers always keep their tokens token-major and
 write the attention as products and sums with the sets innermost
 (:func:`gsnerf.model.transformer.sets_last_attention`), which the compiler fuses into full-width
-vector loops (eager code does so only for short sets in CPU inference). Shapes are compiled as static
-(``dynamic=False``), so every loop bound is a constant the compiler can unroll. To keep that
+vector loops (eager code does so only for short sets in CPU inference). Shapes are compiled as
+static (``dynamic=False``), so every loop bound is a constant the compiler can unroll. To keep that
 one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one
 size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
 compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor
