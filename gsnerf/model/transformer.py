@@ -26,6 +26,7 @@ way for 9 tokens and grew to 1.3 s against 81 ms for 64, as autograd keeps every
 Compiled, the attention took 3.4 ms per block for 3840 sets of 9 tokens.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,18 +77,18 @@ def _key_bias_shape(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _scaled_scores(
-    query: Float[Tensor, "h c t n"], key: Float[Tensor, "h c t n"]
+    query: Float[Tensor, "h c t n"], key: Float[Tensor, "h c t n"], factor: float
 ) -> Float[Tensor, "h t t n"]:
-    """``q . k / sqrt(c)`` of every query and key token of every set and head."""
-    channels = query.shape[1]
+    """``factor q . k / sqrt(c)`` of every query and key token of every set and head."""
+    scale = query.shape[1] ** -0.5 * factor
     if torch.compiler.is_compiling():
         # A reduction over the channels, which the compiler fuses into one loop.
-        return (query[:, :, :, None] * key[:, :, None]).sum(dim=1) * channels**-0.5
+        return (query[:, :, :, None] * key[:, :, None]).sum(dim=1) * scale
     # Eager code materialises what it computes: c passes over (h, t, t, n) instead of one
     # (h, c, t, t, n) product eight times larger.
-    query = query * channels**-0.5
+    query = query * scale
     scores = query[:, 0, :, None] * key[:, 0, None]
-    for channel in range(1, channels):
+    for channel in range(1, query.shape[1]):
         scores = scores.addcmul(query[:, channel, :, None], key[:, channel, None])
     return scores
 
@@ -109,11 +110,17 @@ def sets_last_attention(
     instead of once per term (one division where the softmax needs t).
     """
     tokens = key.shape[2]
-    scores = _scaled_scores(query, key)
+    # Eager code takes the exponentials in base 2 on scores scaled by log2(e), the same
+    # numbers: torch's exp2 took a third of the time of its exp on a CPU (0.37 against 1.1 ms
+    # for the 1.3 million scores of 4096 sets). Compiled code keeps exp, whose generated
+    # kernel is the faster one (a frame took 376 ms with exp2 against 330 ms with exp).
+    base_2 = not torch.compiler.is_compiling()
+    scores = _scaled_scores(query, key, math.log2(math.e) if base_2 else 1.0)
     if bias is not None:
         scores = scores + bias[None, None]
     # exp(s - max s): the softmax's numerators, at most 1, so their sums cannot overflow.
-    numerators = (scores - scores.amax(dim=2, keepdim=True)).exp()
+    shifted = scores - scores.amax(dim=2, keepdim=True)
+    numerators = shifted.exp2() if base_2 else shifted.exp()
     attended = numerators[:, None, :, 0] * value[:, :, None, 0]
     for token in range(1, tokens):
         attended = attended.addcmul(numerators[:, None, :, token], value[:, :, None, token])
