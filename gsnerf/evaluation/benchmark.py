@@ -220,11 +220,11 @@ def compile_failure_named(mode: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # inductor fails with many types (no compiler, no Triton, ...)
+        first_line = (str(error).strip().splitlines() or ["no message"])[0]
         raise RuntimeError(
             f"benchmark compile={mode}: compiling the heads failed ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}). "
-            "Inductor needs a C++ compiler on a CPU and Triton on CUDA; compile=none measures "
-            "the eager heads."
+            f"{first_line}). Inductor needs a C++ compiler on a CPU and Triton on CUDA; "
+            "compile=none measures the eager heads."
         ) from error
 
 

@@ -111,11 +111,12 @@ def stage_table(record: dict) -> str:
 def markdown_report(record: dict) -> str:
     """Title line, the two tables and the ratios between sample counts."""
     settings = record["settings"]
+    compile_mode = settings["compile"]
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "
-        f"{'eager' if settings.get('compile', 'none') == 'none' else 'compiled'} heads "
-        f"(compile={settings.get('compile', 'none')}), on {record['device']}, "
+        f"{'eager' if compile_mode == 'none' else 'compiled'} heads (compile={compile_mode}), "
+        f"on {record['device']}, "
         f"torch {record['torch']}"
     )
     parts = [

@@ -59,8 +59,8 @@ class EvalCfg:
     # Source encodings kept for later test views with the same source views (0 keeps none).
     scene_cache_size: int = 1
     # Heads' torch.compile in test eval and render.py: none, default, reduce-overhead, max-autotune.
-    # Compiles once per image size on the first view (25 s on a 2-core CPU for the quickstart,
-    # which then evaluates 1.7 times faster); worth it for many views of one size.
+    # Compiles once per image size on the first view (about 20 s on a 2-core CPU for the
+    # quickstart, which then evaluates about 1.2 times faster); worth it for many views of one size.
     compile: str = "none"
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
