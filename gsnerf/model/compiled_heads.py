@@ -9,7 +9,7 @@ keys stay as they were, and training code never calls this.
 Inside compiled code the view and ray transformers always keep their tokens token-major and
 write the attention as products and sums with the sets innermost
 (:func:`gsnerf.model.transformer.sets_last_attention`), which the compiler fuses into full-width
-vector loops (eager code does so only for short sets in CPU inference). Shapes are compiled as
+vector loops (eager code does so only for short sets in inference). Shapes are compiled as
 static (``dynamic=False``), so every loop bound is a constant the compiler can unroll. To keep that
 one compile per image size, :meth:`GSNeRF.render_image` splits an image into chunks of one
 size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
@@ -18,6 +18,7 @@ needs a C++ compiler on the CPU and Triton on CUDA.
 """
 
 import dataclasses
+import inspect
 import types
 from collections.abc import Callable
 from enum import Enum
@@ -90,7 +91,9 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
         return
     heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
     for head in heads:
-        plain = types.MethodType(type(head).forward, head)
+        # Unwrapped: a runtime type checker's wrapper (pytest's jaxtyping hook) stays out of the
+        # traced code; under torch 2.11 its checks failed on valid tensors while being traced.
+        plain = types.MethodType(inspect.unwrap(type(head).forward), head)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)
         if choice is CompileMode.REDUCE_OVERHEAD:
             compiled = _with_own_memory(compiled)

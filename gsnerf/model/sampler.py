@@ -26,6 +26,7 @@ Per ray with a valid guide distance ``t_g`` (D_T converted to distance along the
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -125,6 +126,21 @@ def build_rays(
         )
 
 
+def _random(
+    draw: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    like: Tensor,
+) -> Tensor:
+    """``draw`` (``torch.rand`` or ``torch.randn``) of ``shape`` with ``like``'s device and dtype.
+
+    The numbers are drawn where ``generator`` lives, then moved: the trainer's generator is a
+    CPU one, so a run draws the same samples on every device (and CUDA refuses a CPU generator).
+    """
+    source = like.device if generator is None else generator.device
+    return draw(shape, generator=generator, device=source, dtype=like.dtype).to(like.device)
+
+
 def _uniform_fractions(
     count: int, like: Float[Tensor, "b rays"], stratified: bool, generator: torch.Generator | None
 ) -> Float[Tensor, "b rays samples"]:
@@ -132,7 +148,7 @@ def _uniform_fractions(
     bins = torch.arange(count, device=like.device, dtype=like.dtype)
     if stratified:
         shape = (*like.shape, count)
-        offsets = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        offsets = _random(torch.rand, shape, generator, like)
     else:
         offsets = torch.full((*like.shape, count), 0.5, device=like.device, dtype=like.dtype)
     return (bins + offsets) / count
@@ -149,7 +165,7 @@ def _band_offsets(
     mode = BandMode(cfg.band)
     if mode is BandMode.GAUSSIAN:
         if training:
-            noise = torch.randn(shape, generator=generator, device=slots.device, dtype=slots.dtype)
+            noise = _random(torch.randn, shape, generator, slots)
             offsets = cfg.band_width * noise
         else:
             grid = 2 * centre + 1
@@ -165,7 +181,7 @@ def _band_offsets(
         half_width = cfg.band_relative * rays.guide_depth
     offsets = half_width[..., None] * unit
     if training and Jitter(cfg.jitter) is Jitter.STRATIFIED and centre > 0:
-        shift = torch.rand(shape, generator=generator, device=slots.device, dtype=slots.dtype)
+        shift = _random(torch.rand, shape, generator, slots)
         shift = torch.where(slots == centre, torch.zeros_like(shift), shift - 0.5)
         offsets = offsets + shift * (half_width[..., None] / centre)
     return offsets

@@ -165,13 +165,13 @@ def test_token_major_blocks_equal_the_eager_blocks(masked: bool) -> None:
         for block in transformer.blocks:
             bias = None if mask is None else key_bias(mask, rows.dtype)
             rows = block.forward_token_major(rows, bias, 5)
-        # On a CPU the transformer itself runs token-major.
+        # In inference the transformer itself runs token-major.
         whole = transformer(tokens, mask)
     torch.testing.assert_close(rows.reshape(5, 7, 16).transpose(0, 1), expected)
     torch.testing.assert_close(whole, expected)
 
 
-def test_token_major_runs_for_short_sets_in_cpu_inference() -> None:
+def test_token_major_runs_for_short_sets_in_inference() -> None:
     short = torch.zeros(3, EAGER_TOKEN_MAJOR_MAX_TOKENS, 8)
     long = torch.zeros(3, EAGER_TOKEN_MAJOR_MAX_TOKENS + 1, 8)
     with torch.no_grad():

@@ -172,3 +172,18 @@ def test_config_rejects_bad_values() -> None:
         SamplerCfg(num_samples=0)
     with pytest.raises(ValueError, match="SamplerCfg.band"):
         SamplerCfg(band="triangle")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("band", [mode.value for mode in BandMode])
+def test_training_samples_on_cuda_come_from_the_cpu_generator(band: str) -> None:
+    # The trainer's generator is a CPU one: CUDA rays get the numbers the CPU rays get.
+    cfg = SamplerCfg(num_samples=8, num_uniform=3, band=band, jitter="stratified")
+    rays = bundle()
+    on_cpu = sample_along_rays(rays, cfg, True, torch.Generator().manual_seed(5))
+    cuda_rays = RayBundle(**{name: value.cuda() for name, value in vars(rays).items()})
+    on_cuda = sample_along_rays(cuda_rays, cfg, True, torch.Generator().manual_seed(5))
+    assert on_cuda.depths.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.depths.cpu(), on_cpu.depths)
+    assert torch.equal(on_cuda.guide_index.cpu(), on_cpu.guide_index)
