@@ -16,7 +16,7 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
 Keys left unset take the device's defaults (``DEVICE_DEFAULTS``): on CUDA the paper's model
 at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80 x 60.
 
-With ``compile`` (by default on a CPU) the rendering passes run compiled heads
+With ``compile`` (by default) the rendering passes run compiled heads
 (:mod:`gsnerf.model.compiled_heads`), compiled during the warm-up so that no timed pass includes
 compile time; a failed compile is an error that names ``compile=none``. The training steps run
 the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for every pass on CUDA.
@@ -52,17 +52,13 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from gsnerf.engine.schedule import build_optimizer
-from gsnerf.engine.step import sample_pixels, training_losses
-from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.pass_timing import (
     alternate_passes,
     peak_memory_mb,
-    repeat_passes,
     timed,
 )
-from gsnerf.losses import LossCfg
+from gsnerf.evaluation.train_throughput import measure_training
 from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
@@ -98,8 +94,8 @@ class BenchmarkCfg:
     precision: str = "auto"
     # torch.compile of the heads in the rendering passes (compiled during warm-up, not timed):
     # "none", "default", "reduce-overhead" or "max-autotune"; training steps use plain heads.
-    # Unset: "default" on a CPU (the fastest inference path there; it needs a C++ compiler),
-    # "none" on CUDA until the compiled heads are measured on a GPU (benchmarks/gpu_check.sh).
+    # Unset: "default", the fastest inference path measured on a CPU (where it needs a C++
+    # compiler) and on an H200 (bf16 N = 4 frame 140 ms against 240 ms eager, benchmarks/).
     compile: str | None = None
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
@@ -148,7 +144,7 @@ DEVICE_DEFAULTS = {
         "width": 320,
         "height": 240,
         "chunk_samples": 0,
-        "compile": "none",
+        "compile": "default",
         "train_rays": 1024,
         "train_views": 8,
     },
@@ -287,36 +283,6 @@ def measure_rendering(
     }
 
 
-def measure_training(
-    model: GSNeRF, example: Example, cfg: BenchmarkCfg, device: torch.device
-) -> dict | None:
-    """Steps/s and rays/s of full training steps (forward, losses, backward, Adam)."""
-    if cfg.train_steps <= 0:
-        return None
-    model.train()
-    # The training defaults of spec 4: Adam, clipping by value, supervised depth losses.
-    train_cfg = TrainCfg()
-    optimizer = build_optimizer(model.parameters(), train_cfg.optim)
-    loss_cfg = LossCfg()
-    generator = torch.Generator().manual_seed(cfg.seed)
-
-    def step() -> None:
-        pixels = sample_pixels(example.target, cfg.train_rays, generator).to(device)
-        losses = training_losses(model, example, pixels, loss_cfg, generator, cfg.precision, device)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), train_cfg.grad_clip_threshold)
-        optimizer.step()
-
-    step()
-    median = statistics.median(repeat_passes(step, cfg.train_steps, cfg.budget_s, device))
-    return {
-        "steps_per_s": 1 / median,
-        "rays_per_s": cfg.train_rays / median,
-        "step_ms": 1000 * median,
-    }
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -355,7 +321,17 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
             rendering["uncached"]["ms"],
             rendering["cached"]["ms"],
         )
-        training = measure_training(model, train_example, cfg, device)
+        training = None
+        if cfg.train_steps > 0:
+            training = measure_training(
+                model,
+                train_example,
+                cfg.train_rays,
+                cfg.train_steps,
+                cfg.precision,
+                cfg.budget_s,
+                cfg.seed,
+            )
         results.append({"samples": num_samples, **rendering, "training": training})
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -50,6 +50,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _training(training: dict | None) -> list[str]:
     if training is None:
         return ["n/a", "n/a"]
+    if "error" in training:
+        return ["failed", "failed"]
     return [f"{training['steps_per_s']:.3g}", f"{training['rays_per_s']:.0f}"]
 
 
@@ -134,4 +136,14 @@ def markdown_report(record: dict) -> str:
             f"cached {spread['cached']:.2f}x the time per frame"
         )
     parts.append(paper_comparison(record))
+    parts.extend(
+        f"Training step at N={result['samples']} failed: {result['training']['error']}"
+        for result in record["results"]
+        if training_failed(result)
+    )
     return "\n\n".join(parts)
+
+
+def training_failed(result: dict) -> bool:
+    """Whether the training measurement of one sample count's result raised."""
+    return "error" in (result["training"] or {})

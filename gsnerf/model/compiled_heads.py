@@ -18,7 +18,6 @@ needs a C++ compiler on the CPU and Triton on CUDA.
 """
 
 import dataclasses
-import inspect
 import types
 from collections.abc import Callable
 from enum import Enum
@@ -91,9 +90,7 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
         return
     heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
     for head in heads:
-        # Unwrapped: a runtime type checker's wrapper (pytest's jaxtyping hook) stays out of the
-        # traced code; under torch 2.11 its checks failed on valid tensors while being traced.
-        plain = types.MethodType(inspect.unwrap(type(head).forward), head)
+        plain = types.MethodType(type(head).forward, head)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)
         if choice is CompileMode.REDUCE_OVERHEAD:
             compiled = _with_own_memory(compiled)

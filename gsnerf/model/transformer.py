@@ -27,9 +27,11 @@ the attention took 3.4 ms per block for 3840 sets of 9 tokens. On an H200 the CU
 worse still on such sets (a tile of 64 queries per set and head): the 4-block paper transformer
 on a frame's 307200 sets of 9 tokens took 176 ms with the library kernel (memory-efficient
 attention) against 68 ms token-major in fp32, 292 against 70 ms in bf16 (cuDNN attention), and
-25 ms (fp32) or 20 ms (bf16) compiled.
+25 ms (fp32) or 20 ms (bf16) compiled. Training on CUDA calls the library with its plain math
+backend for such short sets (:func:`math_attention_only`).
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @dataclass
@@ -152,7 +155,9 @@ class MaskedAttentionBlock(nn.Module):
             self.qkv(tokens), "n t (three h c) -> three n h t c", three=3, h=self.heads
         )
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        only_math = math_attention_only(tokens.device, tokens.shape[1])
+        with sdpa_kernel(SDPBackend.MATH) if only_math else contextlib.nullcontext():
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         tokens = self.attention_norm(tokens + self.out(rearrange(attended, "n h t c -> n t (h c)")))
         return self.ffn_norm(tokens + self.ffn(tokens))
 
@@ -180,6 +185,17 @@ class MaskedAttentionBlock(nn.Module):
 
 # Longest sets that eager inference runs token-major (module doc).
 EAGER_TOKEN_MAJOR_MAX_TOKENS = 15
+
+
+def math_attention_only(device: torch.device, tokens: int) -> bool:
+    """Whether the library attention must use its plain math backend (sets of ``tokens``).
+
+    CUDA's fused kernels tile 64 queries per set and head, so on sets of 9 tokens the
+    memory-efficient kernel took 2.3 times and cuDNN's 3.7 times as long as the math backend
+    (H200, 307200 sets, fp32 and bf16), and cuDNN's backward pass failed on them (torch 2.11,
+    bf16 training). Longer sets and CPUs keep the library's choice.
+    """
+    return device.type == "cuda" and tokens <= EAGER_TOKEN_MAJOR_MAX_TOKENS
 
 
 def runs_token_major(tokens: Float[Tensor, "n t c"]) -> bool:

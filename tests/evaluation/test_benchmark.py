@@ -21,10 +21,11 @@ from gsnerf.evaluation.benchmark import (
     with_device_defaults,
     write_record,
 )
-from gsnerf.evaluation.benchmark_report import markdown_report, paper_comparison
+from gsnerf.evaluation.benchmark_report import markdown_report, paper_comparison, training_failed
 from gsnerf.evaluation.benchmark_scene import PlaneSceneCfg, plane_example
 from gsnerf.evaluation.pass_timing import alternate_passes
 from gsnerf.geometry.camera import project_points, unproject_depth
+from gsnerf.model.gsnerf import build_model
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,11 @@ def test_unset_keys_take_the_device_defaults() -> None:
         1024,
         8,
     )
-    assert cuda.compile == "none"
+    assert cuda.compile == "default"
+    assert (
+        with_device_defaults(parse_overrides(["compile=none"]), torch.device("cuda")).compile
+        == "none"
+    )
     with pytest.raises(ValueError, match="fast"):
         parse_overrides(["compile=fast"])
 
@@ -215,3 +220,20 @@ def test_paper_comparison_only_in_the_papers_setting() -> None:
     tiny = {**paper, "model": "tiny", "width": 80, "height": 60}
     line = paper_comparison({"settings": tiny, "results": [result]})
     assert "0.84 FPS at N = 4" in line and "not comparable" in line
+
+
+def test_a_failing_training_step_is_recorded_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gsnerf.evaluation.train_throughput as train_throughput
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("mha_graph.execute failed\ndetails")
+
+    model = build_model(load_model_cfg("tiny", 4), 4)
+    example = plane_example(2, 8, 16, 4, seed=0)
+    fine = train_throughput.measure_training(model, example, 8, 1, "fp32", 60.0, 0)
+    assert fine["rays_per_s"] == pytest.approx(8 * fine["steps_per_s"])
+    monkeypatch.setattr(train_throughput, "training_losses", refuse)
+    failed = train_throughput.measure_training(model, example, 8, 1, "fp32", 60.0, 0)
+    assert failed == {"error": "RuntimeError: mha_graph.execute failed"}
+    assert training_failed({"training": failed})
+    assert not training_failed({"training": fine}) and not training_failed({"training": None})

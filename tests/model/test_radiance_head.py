@@ -14,6 +14,7 @@ from gsnerf.model.transformer import (
     TransformerCfg,
     key_bias,
     masked_moments,
+    math_attention_only,
     runs_token_major,
     sets_last_attention,
 )
@@ -156,7 +157,7 @@ def test_token_major_blocks_equal_the_eager_blocks(masked: bool) -> None:
     mask[:, 2] = True
     mask = mask if masked else None
     with torch.no_grad():
-        # The sets-first blocks with the library's attention kernel (CUDA's eager path).
+        # The sets-first blocks with the library's attention kernel (the training path).
         expected = tokens
         for block in transformer.blocks:
             expected = block(expected, mask)
@@ -179,6 +180,36 @@ def test_token_major_runs_for_short_sets_in_inference() -> None:
         assert not runs_token_major(long)
     # Training keeps the library kernel: autograd would keep every unrolled term.
     assert not runs_token_major(short)
+
+
+def test_short_sets_on_cuda_use_the_math_attention_backend() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert math_attention_only(cuda, 9)
+    assert math_attention_only(cuda, EAGER_TOKEN_MAJOR_MAX_TOKENS)
+    assert not math_attention_only(cuda, EAGER_TOKEN_MAJOR_MAX_TOKENS + 1)
+    assert not math_attention_only(cpu, 9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_training_gradients_on_cuda_match_the_cpu() -> None:
+    # Sets of 9 tokens of 8 channels per head, as in the paper model's view transformer.
+    torch.manual_seed(2)
+    transformer = TokenTransformer(TransformerCfg(width=32, heads=4, layers=2, ffn_width=32))
+    tokens = torch.randn(4096, 9, 32)
+    mask = torch.rand(4096, 9) > 0.3
+    mask[:, 0] = True
+    transformer(tokens, mask).square().mean().backward()
+    expected = [parameter.grad.clone() for parameter in transformer.parameters()]
+    transformer.zero_grad()
+    transformer.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = transformer(tokens.cuda(), mask.cuda()).float().square().mean()
+    loss.backward()
+    for parameter, reference in zip(transformer.parameters(), expected):
+        gradient = parameter.grad.cpu()
+        assert torch.isfinite(gradient).all()
+        assert (gradient - reference).norm() <= 0.05 * reference.norm()
 
 
 def test_masked_moments_and_position_encoding() -> None:
