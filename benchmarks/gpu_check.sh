@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of the speed targets in one run (spec 9), about 8 minutes on one H200:
+# The GPU tests and figures of the speed targets in one run (spec 9), about 9 minutes on one H200:
 #   bash benchmarks/gpu_check.sh
 # 1. The paper model at 240x320 with 8 source views on CUDA: the benchmark's CUDA defaults (bf16
 #    autocast, compiled heads, chunks sized to the free memory, N = 4 and 128 with and without
@@ -13,6 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
 run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
+
+# The CUDA tests first: compiled heads, TF32, sampling and training gradients against the CPU.
+run python -m pytest -q -m gpu
 
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10)
 run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \

@@ -7,6 +7,8 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
   further target of the same sources (:class:`gsnerf.model.scene_cache.SceneEncodingCache`);
 - *stages*: one more uncached pass under :meth:`GSNeRF.profiled`; ``residual`` is that pass's
   time minus the sum of its stages (glue code outside every stage);
+- *top operators*: one more uncached pass under ``torch.profiler``, the ``profile_ops``
+  operators (on CUDA also kernels) with the most self time (:mod:`.op_profile`);
 - *FLOPs* of matrix products, convolutions and attention (``FlopCounterMode``; grid sampling and
   element-wise work are not counted) of an eager pass, and FLOP/s = FLOPs / median;
 - *training*: steps/s and rays/s of forward + losses + backward + Adam on ``train_rays`` rays
@@ -53,6 +55,7 @@ from gsnerf.engine.device import (
     resolve_precision,
 )
 from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import (
     alternate_passes,
     peak_memory_mb,
@@ -105,6 +108,9 @@ class BenchmarkCfg:
     # Untimed passes before timing, at least one; with compile at least two (the first compiles
     # the heads). The FLOPs are counted in a pass of their own (measure_rendering).
     warmup: int = 1
+    # Operators listed from one more uncached pass under torch.profiler, most self time first
+    # (gsnerf/evaluation/op_profile.py); 0 skips that pass.
+    profile_ops: int = 12
     # Seconds after which a measurement stops repeating (it always runs once).
     budget_s: float = 60.0
     # Samples per chunk of a full-image render: chunk_samples // N rays per chunk, the same
@@ -269,6 +275,7 @@ def measure_rendering(
         timer = StageTimer(device)
         with model.profiled(timer):
             profiled_seconds = timed(uncached, device)
+        top_ops = top_operators(uncached, device, cfg.profile_ops) if cfg.profile_ops > 0 else []
     stages_ms = {stage: 1000 * seconds for stage, seconds in timer.seconds.items()}
     return {
         "uncached": {
@@ -279,6 +286,7 @@ def measure_rendering(
         "stages_ms": stages_ms,
         "profiled_frame_ms": 1000 * profiled_seconds,
         "residual_ms": 1000 * profiled_seconds - sum(stages_ms.values()),
+        "top_ops": top_ops,
         "chunk_rays": chunk,
     }
 

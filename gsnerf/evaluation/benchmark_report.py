@@ -110,6 +110,20 @@ def stage_table(record: dict) -> str:
     return _table(header, rows)
 
 
+def operator_tables(record: dict) -> list[str]:
+    """Per N with a profile: its most expensive operators, self ms and calls."""
+    tables = []
+    for result in record["results"]:
+        rows = result.get("top_ops") or []
+        if rows:
+            cells = [[row["name"][:70], f"{row['self_ms']:.1f}", str(row["calls"])] for row in rows]
+            tables.append(
+                f"Operators with the most self time in one uncached frame, N={result['samples']}:"
+            )
+            tables.append(_table(["operator / kernel", "self ms", "calls"], cells))
+    return tables
+
+
 def markdown_report(record: dict) -> str:
     """Title line, the two tables and the ratios between sample counts."""
     settings = record["settings"]
@@ -127,6 +141,7 @@ def markdown_report(record: dict) -> str:
         "Milliseconds per stage of one uncached frame:",
         stage_table(record),
     ]
+    parts.extend(operator_tables(record))
     counts = sorted(result["samples"] for result in record["results"])
     # One sample count has nothing to be compared with.
     if counts[0] != counts[-1]:

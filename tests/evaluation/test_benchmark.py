@@ -165,6 +165,9 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
             result["profiled_frame_ms"] - sum(stages.values())
         )
         assert 1 <= len(result["uncached"]["runs_ms"]) <= 2
+        # The operator table of the frame: at most profile_ops rows, the most self time first.
+        top = [row["self_ms"] for row in result["top_ops"]]
+        assert 0 < len(top) <= 12 and top == sorted(top, reverse=True)
         assert result["training"]["rays_per_s"] == pytest.approx(
             8 * result["training"]["steps_per_s"]
         )
@@ -185,6 +188,7 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
     assert path.name.endswith("_tiny_24x16_cpu_fp32.json")
     report = markdown_report(record)
     assert "\n| 1 | " in report and "\n| 2 | " in report
+    assert "most self time in one uncached frame, N=2" in report
 
 
 def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
