@@ -235,8 +235,8 @@ def measure_rendering(
 ) -> dict:
     """Uncached, cached and per-stage timings, FLOPs and peak memory of one sample count.
 
-    ``model`` is timed; the FLOPs are counted on ``plain`` (same weights, eager heads): compiled
-    heads first called under the counter ran as slowly as eager ones (H200, torch 2.11).
+    ``model`` is timed; the FLOPs are counted on ``plain`` (same weights, eager heads). On an
+    H200 (torch 2.11) compiled heads first called under the counter ran at eager speed.
     """
     model.eval()
     plain.eval()

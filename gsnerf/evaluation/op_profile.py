@@ -29,7 +29,7 @@ def top_operators(run: Callable[[], object], device: torch.device, count: int) -
         synchronize(device)
     rows = []
     for event in profiler.key_averages():
-        # torch < 2.4 names the device time after CUDA.
+        # Older torch releases name the device time after CUDA only.
         device_us = getattr(event, "self_device_time_total", None)
         if device_us is None:
             device_us = event.self_cuda_time_total
