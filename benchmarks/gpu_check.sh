@@ -17,7 +17,7 @@ run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
 # The CUDA tests first: compiled heads, TF32, sampling and training gradients against the CPU.
 run python -m pytest -q -m gpu
 
-paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10)
+paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10 budget_s=20)
 run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
     compile=default train_rays=1024 train_views=8 train_steps=20
 run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" compile=none \

@@ -190,6 +190,35 @@ def test_short_sets_on_cuda_use_the_math_attention_backend() -> None:
     assert not math_attention_only(cpu, 9)
 
 
+def test_math_backend_training_gives_the_library_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What CUDA training runs for short sets, tried on the CPU: the same loss and gradients.
+    import gsnerf.model.transformer as transformer_module
+
+    torch.manual_seed(3)
+    transformer = TokenTransformer(TransformerCfg(width=16, heads=2, layers=2, ffn_width=16))
+    tokens = torch.randn(64, 9, 16)
+    mask = torch.rand(64, 9) > 0.3
+    mask[:, 0] = True
+    results, asked = [], []
+    for only_math in (False, True):
+
+        def policy(*arguments: object, only_math: bool = only_math) -> bool:
+            asked.append(arguments)
+            return only_math
+
+        monkeypatch.setattr(transformer_module, "math_attention_only", policy)
+        transformer.zero_grad()
+        loss = transformer(tokens, mask).square().mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in transformer.parameters()]))
+    # Every block asked, once per pass, with the device and the set length.
+    assert asked == [(torch.device("cpu"), 9)] * 4
+    (library_loss, library_grads), (math_loss, math_grads) = results
+    torch.testing.assert_close(math_loss, library_loss)
+    for math_grad, library_grad in zip(math_grads, library_grads):
+        torch.testing.assert_close(math_grad, library_grad, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_training_gradients_on_cuda_match_the_cpu() -> None:
