@@ -102,6 +102,9 @@ class BenchmarkCfg:
     compile: str | None = None
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
+    # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
+    # passes on CUDA; the warm-up absorbs the search. Not yet compared on a GPU, hence off.
+    cudnn_benchmark: bool = False
     # Timed passes per measurement (the median is reported). Five: on a shared virtual CPU single
     # passes of the same frame vary by 10-20 %.
     repeats: int = 5
@@ -306,6 +309,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     device = resolve_device(cfg.device)
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)
