@@ -1,9 +1,10 @@
 """Reuse of source encodings across target views that share their source views.
 
 The Semantic Geo-Reasoner's output depends on the source views only, never on the target, so
-every target rendered from the same sources can reuse one :class:`SourceGeometry`; on a GPU it is
-the larger fixed part of a frame (spec 9). The key of a batch is its scene names, its source
-frame ids, its sources' depth range and image size: the same key means the same network input.
+every target rendered from the same sources can reuse one :class:`SourceGeometry`: 39 % of a
+compiled paper-model frame on an H200 (54 of 140 ms), half of a tiny-model frame on a CPU (spec
+9). The key of a batch is its scene names, its source frame ids, its sources' depth range and
+image size: the same key means the same network input.
 The cache holds at most ``max_entries`` encodings and drops the least recently used first.
 Example (``max_entries = 1``): sources A, A, B, A -> miss, hit, miss, miss.
 """
