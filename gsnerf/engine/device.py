@@ -1,6 +1,7 @@
 """Device and precision choices: CUDA when present, bf16/fp16 autocast and TF32 on CUDA only."""
 
 import contextlib
+import os
 
 import torch
 
@@ -24,6 +25,22 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16"
         return "fp32"
     return precision
+
+
+def data_workers(requested: int, device: torch.device, cores: int | None = None) -> int:
+    """Data-loader worker processes for ``train.num_workers = requested`` (-1: automatic).
+
+    Automatic: none on a CPU, whose cores do the training; with CUDA half the cores, at most 4,
+    so that decoding and resizing overlap the GPU's steps (the quickstart on an H200 waited 9.6 %
+    of its step time for data without workers). Example: -1, CUDA, 16 cores -> 4.
+    """
+    if requested < -1:
+        raise ValueError(f"train.num_workers must be -1 (automatic) or >= 0, got {requested}")
+    if requested >= 0:
+        return requested
+    if device.type != "cuda":
+        return 0
+    return min(4, (cores or os.cpu_count() or 1) // 2)
 
 
 def synchronize(device: torch.device) -> None:

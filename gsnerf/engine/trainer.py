@@ -6,6 +6,7 @@ a checkpoint continues exactly as if it had never stopped.
 """
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from gsnerf.engine.checkpoint import (
 )
 from gsnerf.engine.device import (
     configure_matmul_precision,
+    data_workers,
     make_grad_scaler,
     resolve_device,
 )
@@ -65,8 +67,9 @@ class TrainCfg:
     device: str = "auto"
     # TF32 tensor-core matmuls and convolutions for the fp32 parts on CUDA (no effect on the CPU).
     allow_tf32: bool = True
-    # Data-loader worker processes (0 = load in the training process).
-    num_workers: int = 0
+    # Data-loader worker processes: 0 loads in the training process; -1 chooses (none on a
+    # CPU, up to 4 with CUDA: gsnerf.engine.device.data_workers).
+    num_workers: int = -1
     # Steps between validations on the held-out scenes (0 = only at the end).
     val_every: int = 5000
     # Held-out views rendered per validation during training (null = all test views).
@@ -103,6 +106,9 @@ class Trainer:
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
+        # Automatic loader workers share the machine's cores among the processes of a DDP run.
+        cores = max((os.cpu_count() or 1) // self.context.world_size, 1)
+        self.num_workers = data_workers(self.train_cfg.num_workers, self.device, cores)
         if self.context.is_main:
             setup_file_logging(self.run_dir, "train")
         self.logger = RunLogger(self.run_dir, self.context.is_main, cfg.logger.tensorboard)
@@ -186,10 +192,10 @@ class Trainer:
             Subset(self.train_set, indices),
             batch_size=self.train_cfg.batch_size,
             shuffle=False,
-            num_workers=self.train_cfg.num_workers,
+            num_workers=self.num_workers,
             collate_fn=collate_examples,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=self.train_cfg.num_workers > 0,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_step(self, example) -> dict[str, float] | None:
@@ -321,11 +327,11 @@ class Trainer:
         if waiting_s + stepping_s > 0:
             log.info(
                 "data loading: %.1f s waiting for batches, %.1f s in training steps (%.1f %% of "
-                "the step time; train.num_workers=%d)",
+                "the step time; %d loader workers)",
                 waiting_s,
                 stepping_s,
                 100 * waiting_s / (waiting_s + stepping_s),
-                cfg.num_workers,
+                self.num_workers,
             )
         self.save(numbered=True)
         self._check_replicas()
