@@ -24,11 +24,11 @@ Measured on a CPU, one thread, 36864 tokens: eager inference took 9.4 ms token-m
 18 vs 10 ms for 16 and 100 vs 23 ms for 64; forward and backward took as long either way for 9
 tokens and grew to 1.3 s against 81 ms for 64, as autograd keeps every unrolled term. Compiled,
 the attention took 3.4 ms per block for 3840 sets of 9 tokens. On an H200 the CUDA kernels fare
-worse still on such sets (a tile of 64 queries per set and head): the 4-block paper transformer
-on a frame's 307200 sets of 9 tokens took 176 ms with the library kernel (memory-efficient
-attention) against 68 ms token-major in fp32, 292 against 70 ms in bf16 (cuDNN attention), and
-25 ms (fp32) or 20 ms (bf16) compiled. Training on CUDA calls the library with its plain math
-backend for such short sets (:func:`math_attention_only`).
+worse still on such sets (the memory-efficient one works in 64x64 tiles): the 4-block paper
+transformer on a frame's 307200 sets of 9 tokens took 176 ms with the library kernel
+(memory-efficient attention) against 68 ms token-major in fp32, 292 against 70 ms in bf16
+(cuDNN attention), and 25 ms (fp32) or 20 ms (bf16) compiled. Training on CUDA calls the
+library with its plain math backend for such short sets (:func:`math_attention_only`).
 """
 
 import contextlib
@@ -190,8 +190,8 @@ EAGER_TOKEN_MAJOR_MAX_TOKENS = 15
 def math_attention_only(device: torch.device, tokens: int) -> bool:
     """Whether the library attention must use its plain math backend (sets of ``tokens``).
 
-    CUDA's fused kernels tile 64 queries per set and head, so on sets of 9 tokens the
-    memory-efficient kernel took 2.3 times and cuDNN's 3.7 times as long as the math backend
+    CUDA's fused kernels are made for long sequences (the memory-efficient one works in 64x64
+    tiles): on sets of 9 tokens it took 2.3 times and cuDNN's 3.7 times as long as the math backend
     (H200, 307200 sets, fp32 and bf16), and cuDNN's backward pass failed on them (torch 2.11,
     bf16 training). Longer sets and CPUs keep the library's choice.
     """
