@@ -190,8 +190,8 @@ EAGER_TOKEN_MAJOR_MAX_TOKENS = 15
 def math_attention_only(device: torch.device, tokens: int) -> bool:
     """Whether the library attention must use its plain math backend (sets of ``tokens``).
 
-    CUDA's fused kernels are made for long sequences (the memory-efficient one works in 64x64
-    tiles): on sets of 9 tokens it took 2.3 times and cuDNN's 3.7 times as long as the math backend
+    CUDA's fused kernels lose on short sets (the memory-efficient one works in 64x64 tiles): on
+    sets of 9 tokens it took 2.3 times and cuDNN's 3.7 times as long as the math backend
     (H200, 307200 sets, fp32 and bf16), and cuDNN's backward pass failed on them (torch 2.11,
     bf16 training). Longer sets and CPUs keep the library's choice.
     """
