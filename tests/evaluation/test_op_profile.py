@@ -1,5 +1,6 @@
 """The benchmark's operator table: the operator that does the work comes first, with its calls."""
 
+import pytest
 import torch
 
 from gsnerf.evaluation.op_profile import top_operators
@@ -31,3 +32,13 @@ def test_compiled_code_is_named_as_such() -> None:
     compiled(value)
     rows = top_operators(lambda: compiled(value), torch.device("cpu"), 20)
     assert any(row["name"].startswith("compiled graph ") for row in rows)
+
+
+def test_a_failing_profiler_gives_no_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gsnerf.evaluation.op_profile as op_profile
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("profiler refused")
+
+    monkeypatch.setattr(op_profile, "profile", refuse)
+    assert op_profile.top_operators(lambda: None, torch.device("cpu"), 5) == []
