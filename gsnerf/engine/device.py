@@ -1,7 +1,6 @@
 """Device and precision choices: CUDA when present, bf16/fp16 autocast and TF32 on CUDA only."""
 
 import contextlib
-import os
 
 import torch
 
@@ -27,10 +26,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def data_workers(requested: int, device: torch.device, cores: int | None = None) -> int:
+def data_workers(requested: int, device: torch.device, cores: int) -> int:
     """Data-loader worker processes for ``train.num_workers = requested`` (-1: automatic).
 
-    Automatic: none on a CPU, whose cores do the training; with CUDA half the cores, at most 4,
+    ``cores``: the CPU cores this process may use. Automatic: none on a CPU, whose cores do the training; with CUDA half the cores, at most 4,
     so that decoding and resizing overlap the GPU's steps (the quickstart on an H200 waited 9.6 %
     of its step time for data without workers). Example: -1, CUDA, 16 cores -> 4.
     """
@@ -40,7 +39,7 @@ def data_workers(requested: int, device: torch.device, cores: int | None = None)
         return requested
     if device.type != "cuda":
         return 0
-    return min(4, (cores or os.cpu_count() or 1) // 2)
+    return min(4, cores // 2)
 
 
 def synchronize(device: torch.device) -> None:

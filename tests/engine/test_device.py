@@ -19,7 +19,7 @@ def test_automatic_loader_workers_only_with_cuda() -> None:
     assert data_workers(0, CUDA, cores=16) == 0
     assert data_workers(7, CPU, cores=2) == 7
     with pytest.raises(ValueError, match="num_workers"):
-        data_workers(-2, CPU)
+        data_workers(-2, CPU, cores=2)
 
 
 def test_automatic_precision_is_fp32_on_a_cpu() -> None:
