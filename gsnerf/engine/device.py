@@ -29,9 +29,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def data_workers(requested: int, device: torch.device, cores: int) -> int:
     """Data-loader worker processes for ``train.num_workers = requested`` (-1: automatic).
 
-    ``cores``: the CPU cores this process may use. Automatic: none on a CPU, whose cores do the training; with CUDA half the cores, at most 4,
-    so that decoding and resizing overlap the GPU's steps (the quickstart on an H200 waited 9.6 %
-    of its step time for data without workers). Example: -1, CUDA, 16 cores -> 4.
+    ``cores``: the CPU cores this process may use. Automatic: none on a CPU, whose cores do the
+    training; with CUDA half the cores, at most 4, so that decoding and resizing overlap the
+    GPU's steps (the quickstart on an H200 waited 9.6 % of its step time for data without
+    workers). Example: -1, CUDA, 16 cores -> 4.
     """
     if requested < -1:
         raise ValueError(f"train.num_workers must be -1 (automatic) or >= 0, got {requested}")
