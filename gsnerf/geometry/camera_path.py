@@ -50,7 +50,8 @@ def interpolate_poses(keyframes: Float[Tensor, "k 4 4"], frames: int) -> Float[T
         )
     if count == 1 or frames == 1:
         return keyframes[:1].expand(frames, 4, 4).clone()
-    positions = torch.linspace(0, count - 1, frames, dtype=torch.float64)
+    # On the keyframes' device: kornia's slerp mixes its inputs' devices without moving them.
+    positions = torch.linspace(0, count - 1, frames, dtype=torch.float64, device=keyframes.device)
     start = positions.floor().long().clamp(max=count - 2)
     fraction = (positions - start).to(keyframes.dtype)
     first, second = keyframes[start], keyframes[start + 1]
@@ -61,7 +62,7 @@ def interpolate_poses(keyframes: Float[Tensor, "k 4 4"], frames: int) -> Float[T
     )
     poses = torch.eye(4, dtype=keyframes.dtype, device=keyframes.device).repeat(frames, 1, 1)
     poses[:, :3, :3] = rotation
-    weight = fraction[:, None].to(keyframes.device)
+    weight = fraction[:, None]
     poses[:, :3, 3] = (1 - weight) * first[:, :3, 3] + weight * second[:, :3, 3]
     return poses
 

@@ -72,3 +72,16 @@ def test_spiral_rises_by_its_height() -> None:
     assert path[1, 1, 3] == pytest.approx(-0.5)
     with pytest.raises(ValueError, match="radius"):
         spiral_poses(centre, centre, DOWN, 0.0, 0.0, frames=4)
+
+
+@pytest.mark.gpu
+def test_paths_on_cuda_match_the_cpu() -> None:
+    keyframes = torch.stack([pose(rotation_about_y(a), [a, 0.0, 0.0]) for a in (0.0, 0.3, -0.2)])
+    torch.testing.assert_close(
+        interpolate_poses(keyframes.cuda(), 5).cpu(), interpolate_poses(keyframes, 5)
+    )
+    centre, target = torch.tensor([0.0, -1.0, 3.0]), torch.tensor([0.0, 0.0, 3.0])
+    torch.testing.assert_close(
+        spiral_poses(centre.cuda(), target.cuda(), DOWN.cuda(), 2.0, 0.5, frames=6).cpu(),
+        spiral_poses(centre, target, DOWN, 2.0, 0.5, frames=6),
+    )
