@@ -128,10 +128,18 @@ def markdown_report(record: dict) -> str:
     """Title line, the two tables and the ratios between sample counts."""
     settings = record["settings"]
     compile_mode = settings["compile"]
+    compiled = "eager" if compile_mode == "none" else "compiled"
+    # Older records lack the later options; they ran as their defaults then.
+    if compile_mode != "none" and settings.get("compile_cost_volumes", False):
+        compiled += " cost volumes and"
+    kernel = ""
+    if record["device_type"] == "cuda":
+        fused = settings.get("fused_attention", False)
+        kernel = f"{'fused Triton' if fused else 'plain'} attention, "
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "
-        f"{'eager' if compile_mode == 'none' else 'compiled'} heads (compile={compile_mode}), "
+        f"{compiled} heads (compile={compile_mode}), {kernel}"
         f"on {record['device']}, "
         f"torch {record['torch']}"
     )

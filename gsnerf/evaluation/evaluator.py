@@ -62,6 +62,9 @@ class EvalCfg:
     # Compiles once per image size on the first view (about 20 s on a 2-core CPU for the
     # quickstart, which then evaluates about 1.2 times faster); worth it for many views of one size.
     compile: str = "none"
+    # With eval.compile: compile the cost volumes' 3-D U-Nets too (compile_heads). Pays only
+    # where sources are encoded for each view, i.e. with scene_cache_size = 0 or new sources.
+    compile_cost_volumes: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).

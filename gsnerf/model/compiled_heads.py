@@ -61,6 +61,8 @@ def _with_own_memory(forward: Callable[..., object]) -> Callable[..., object]:
         output = forward(*args, **kwargs)
         if isinstance(output, Tensor):
             return output.clone()
+        if isinstance(output, tuple):
+            return tuple(item.clone() for item in output)
         fields = dataclasses.fields(output)
         return dataclasses.replace(
             output, **{item.name: getattr(output, item.name).clone() for item in fields}
@@ -69,8 +71,13 @@ def _with_own_memory(forward: Callable[..., object]) -> Callable[..., object]:
     return call
 
 
-def compile_heads(model: GSNeRF, mode: str) -> None:
+def compile_heads(model: GSNeRF, mode: str, cost_volumes: bool = False) -> None:
     """Replace the radiance and semantic heads' ``forward`` with compiled ones, in place.
+
+    ``cost_volumes``: compile the 3-D U-Nets of the cost volumes too (one graph per cascade
+    level), whose GroupNorm + LeakyReLU pairs the compiler fuses; the convolutions stay
+    cuDNN's (or the CPU library's). Encoding-side, so it only pays where sources are encoded
+    per view (no scene-encoding cache).
 
     ``mode``: ``"none"`` (leaves the model untouched), ``"default"``, ``"reduce-overhead"`` or
     ``"max-autotune"`` (:class:`CompileMode`; config keys ``eval.compile`` and the benchmark's
@@ -89,6 +96,8 @@ def compile_heads(model: GSNeRF, mode: str) -> None:
     if choice is CompileMode.NONE:
         return
     heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
+    if cost_volumes:
+        heads += [level.regularizer for level in model.geo_reasoner.cost_volumes]
     for head in heads:
         plain = types.MethodType(type(head).forward, head)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)
