@@ -98,9 +98,7 @@ if triton is not None:
             numerators = tl.exp2(scores - tl.max(scores, axis=0)[None, :])
             attended = tl.sum(numerators[:, None, :] * values, axis=0)
             attended = attended / tl.sum(numerators, axis=0)[None, :]
-            tl.store(
-                out_ptr + offsets, attended.to(out_ptr.dtype.element_ty), mask=query_mask
-            )
+            tl.store(out_ptr + offsets, attended.to(out_ptr.dtype.element_ty), mask=query_mask)
 
 
 def _next_power_of_two(value: int) -> int:
