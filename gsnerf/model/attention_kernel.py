@@ -14,8 +14,9 @@ the padded keys get ``-inf`` scores, so they take no weight. Every set needs one
 contiguous, in float32, bfloat16 or float16; the sums run in float32.
 
 Inference only: the operator has no backward. :func:`fused_attention_applies` says when the
-transformer uses it (a CUDA tensor, Triton importable, no gradient wanted); ``enabled`` turns
-it off, for comparisons (the benchmark's ``attention_kernel=inductor``).
+transformer uses it (a CUDA tensor, Triton importable, no gradient wanted, sets of at most
+``MAX_TOKENS`` tokens); ``enabled`` turns it off, for comparisons (the benchmark's
+``fused_attention=false``).
 """
 
 import math
@@ -34,6 +35,10 @@ except ImportError:  # A CPU-only torch comes without Triton; the kernel is then
 # values are 64 registers each per thread with 4 warps.
 BLOCK_SETS = 64
 NUM_WARPS = 4
+
+# Longest sets the kernel takes: it holds all keys and values of a program's sets in
+# registers, which longer sets (the ray transformer at N = 128) would spill to memory.
+MAX_TOKENS = 16
 
 # False: the token-major blocks keep their plain formulation on CUDA too.
 enabled = True
@@ -165,5 +170,6 @@ def fused_attention_applies(query: Tensor) -> bool:
         enabled
         and triton is not None
         and query.is_cuda
+        and query.shape[2] <= MAX_TOKENS
         and not (torch.is_grad_enabled() and query.requires_grad)
     )

@@ -111,6 +111,8 @@ def test_kernel_matches_the_library_attention_on_cuda() -> None:
     assert not attention_kernel.fused_attention_applies(query)
     with torch.no_grad():
         assert attention_kernel.fused_attention_applies(query)
+        # Longer sets keep the plain formulation (registers).
+        assert not attention_kernel.fused_attention_applies(query.new_zeros(1, 8, 17, 4))
 
 
 @pytest.mark.gpu
