@@ -88,8 +88,8 @@ if triton is not None:
         token_rows = token[:, None] < TOKENS
         if HAS_BIAS:
             bias_mask = token_rows & in_sets[None, :]
-            offsets = token[:, None] * sets + set_index[None, :]
-            bias = tl.load(bias_ptr + offsets, mask=bias_mask, other=0.0).to(tl.float32)
+            bias_offsets = token[:, None] * sets + set_index[None, :]
+            bias = tl.load(bias_ptr + bias_offsets, mask=bias_mask, other=0.0).to(tl.float32)
             bias = bias * 1.4426950408889634
         else:
             bias = tl.zeros((TOKENS_POW2, BLOCK), dtype=tl.float32)
