@@ -62,7 +62,6 @@ from gsnerf.evaluation.pass_timing import (
     timed,
 )
 from gsnerf.evaluation.train_throughput import measure_training
-from gsnerf.model import attention_kernel
 from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
@@ -103,9 +102,6 @@ class BenchmarkCfg:
     compile: str | None = None
     # With compile: compile the cost volumes' 3-D U-Nets too (uncached passes only).
     compile_cost_volumes: bool = False
-    # CUDA inference: the attention of the heads' token-major blocks in one fused Triton kernel
-    # (gsnerf/model/attention_kernel.py); false keeps the plain formulation, for comparison.
-    fused_attention: bool = True
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
@@ -316,7 +312,6 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
-    attention_kernel.enabled = cfg.fused_attention
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)

@@ -132,14 +132,10 @@ def markdown_report(record: dict) -> str:
     # Older records lack the later options; they ran as their defaults then.
     if compile_mode != "none" and settings.get("compile_cost_volumes", False):
         compiled += " cost volumes and"
-    kernel = ""
-    if record["device_type"] == "cuda":
-        fused = settings.get("fused_attention", False)
-        kernel = f"{'fused Triton' if fused else 'plain'} attention, "
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "
-        f"{compiled} heads (compile={compile_mode}), {kernel}"
+        f"{compiled} heads (compile={compile_mode}), "
         f"on {record['device']}, "
         f"torch {record['torch']}"
     )
