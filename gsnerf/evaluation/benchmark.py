@@ -105,7 +105,8 @@ class BenchmarkCfg:
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
-    # passes on CUDA; the warm-up absorbs the search. Not yet compared on a GPU, hence off.
+    # passes on CUDA; the warm-up absorbs the search. Off: no faster on an H100 (paper frame
+    # 188 / 113 ms against 184 / 115 ms without, benchmarks/README.md).
     cudnn_benchmark: bool = False
     # Timed passes per measurement (the median is reported). Five: on a shared virtual CPU single
     # passes of the same frame vary by 10-20 %.
