@@ -76,6 +76,10 @@ class EvalCfg:
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "eval.compile")
+        if self.compile_cost_volumes and self.compile == "none":
+            raise ValueError(
+                "eval.compile_cost_volumes=true needs eval.compile other than none (e.g. default)"
+            )
 
 
 class SceneScores:

@@ -94,6 +94,11 @@ def compile_heads(model: GSNeRF, mode: str, cost_volumes: bool = False) -> None:
     """
     choice = check_compile_mode(mode, "eval.compile (benchmark: compile)")
     if choice is CompileMode.NONE:
+        if cost_volumes:
+            raise ValueError(
+                "eval.compile_cost_volumes (benchmark: compile_cost_volumes) needs a compile mode "
+                "other than none (eval.compile / compile)"
+            )
         return
     heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
     if cost_volumes:

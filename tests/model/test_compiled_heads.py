@@ -188,6 +188,15 @@ def test_unknown_mode_is_an_error_naming_the_config_key() -> None:
         BenchmarkCfg(compile="fastest")
 
 
+def test_compiled_cost_volumes_without_a_compile_mode_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"eval\.compile_cost_volumes.*eval\.compile"):
+        EvalCfg(compile_cost_volumes=True)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"compile_cost_volumes"):
+        compile_heads(model, "none", cost_volumes=True)
+    assert "forward" not in vars(model.geo_reasoner.cost_volumes[0].regularizer)
+
+
 @pytest.mark.parametrize("allow_tf32", [True, False])
 def test_matmul_precision_on_the_cpu_changes_no_flag(allow_tf32: bool) -> None:
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
