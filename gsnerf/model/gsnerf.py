@@ -16,22 +16,15 @@ from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange, repeat
-from jaxtyping import Bool, Float, Int64
+from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from gsnerf.geometry.camera import camera_rays, pixel_grid, scale_intrinsics
-from gsnerf.model.feature_gather import (
-    GatherCfg,
-    GatheredFeatures,
-    SourceProjection,
-    attention_view_mask,
-    gather_features,
-    gather_semantic_features,
-    project_to_sources,
-)
+from gsnerf.model.feature_gather import GatherCfg
 from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
-from gsnerf.model.sampler import SamplerCfg, build_rays, sample_along_rays
+from gsnerf.model.ray_features import RayFeatures, SemanticInputs, gather_ray_features
+from gsnerf.model.sampler import SamplerCfg
 from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
@@ -224,29 +217,11 @@ class GSNeRF(nn.Module):
         """
         if guide is None:
             guide = self.guide_depth(example, geometry)
-        target = example.target
         with self.stage("sampling_gather"):
-            rays = build_rays(
-                target.intrinsics[:, 0],
-                target.cam_to_world[:, 0],
-                pixels,
-                guide,
-                target.near[:, 0],
-                target.far[:, 0],
-            )
-            samples = sample_along_rays(rays, self.cfg.sampler, training, generator)
-            directions = rays.directions[:, :, None]
-            points = rays.origins[:, :, None] + samples.depths[..., None] * directions
-            projection = project_to_sources(points, example.sources)
-            gather_cfg = self.cfg.renderer.gather
-            gathered = gather_features(
-                projection, points, rays.directions, example.sources, geometry, gather_cfg
-            )
-            view_mask = attention_view_mask(gathered.in_frustum, gathered.visible)
-            span = (rays.far - rays.near).clamp_min(torch.finfo(rays.far.dtype).eps)
-            positions = (samples.depths - rays.near[..., None]) / span[..., None]
+            features = self.gather(example, geometry, pixels, guide, training, generator)
+        samples, rays = features.samples, features.rays
         with self.stage("heads"):
-            radiance = self.radiance_head(gathered, view_mask, positions)
+            radiance = self.radiance_head(features.gathered, features.view_mask, features.positions)
         with self.stage("compositing"):
             deltas = sample_intervals(samples.depths, rays.far)
             weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
@@ -258,9 +233,7 @@ class GSNeRF(nn.Module):
         render = RenderOutput(
             rgb=rgb,
             depth=depth,
-            semantic_logits=self.semantic_logits(
-                example, geometry, points, samples, gathered, view_mask, weights, projection
-            ),
+            semantic_logits=self.semantic_logits(features.semantic, weights),
             weights=weights,
             opacity=ray_opacity,
         )
@@ -268,46 +241,44 @@ class GSNeRF(nn.Module):
             geometry=geometry, guide=guide, rays=rays, samples=samples, render=render
         )
 
-    def semantic_logits(
+    def gather(
         self,
         example: Example,
         geometry: SourceGeometry,
-        points: Float[Tensor, "b rays samples 3"],
-        samples: RaySamples,
-        gathered: GatheredFeatures,
-        view_mask: Bool[Tensor, "b rays samples v"],
-        weights: Float[Tensor, "b rays samples"],
-        projection: SourceProjection,
+        pixels: Int64[Tensor, "b rays 2"],
+        guide: GuideDepth,
+        training: bool,
+        generator: torch.Generator | None = None,
+    ) -> RayFeatures:
+        """Rays, samples and the heads' inputs (:func:`gather_ray_features`).
+
+        A method of its own so that ``compile_heads(..., parts=["gather"])`` can replace it on
+        the instance with a compiled one.
+        """
+        renderer = self.cfg.renderer
+        return gather_ray_features(
+            example,
+            geometry,
+            pixels,
+            guide,
+            self.cfg.sampler,
+            renderer.gather,
+            self.semantic_rendering,
+            training,
+            generator,
+        )
+
+    def semantic_logits(
+        self, semantic: SemanticInputs, weights: Float[Tensor, "b rays samples"]
     ) -> Float[Tensor, "b rays classes"]:
         """Ray class logits: composited per-sample logits, or those of the guide sample."""
-        gather_cfg = self.cfg.renderer.gather
+        with self.stage("heads"):
+            logits = self.semantic_head(
+                semantic.features, semantic.in_frustum, semantic.visible, semantic.view_mask
+            )
         if self.semantic_rendering is SemanticRendering.VOLUME:
-            with self.stage("sampling_gather"):
-                features = gather_semantic_features(
-                    projection, geometry.semantic_features, gather_cfg
-                )
-            with self.stage("heads"):
-                logits = self.semantic_head(
-                    features, gathered.in_frustum, gathered.visible, view_mask
-                )
             with self.stage("compositing"):
                 return composite(weights, logits.float())
-
-        # Only the guide sample is read (spec 2.7), so only its features are gathered (spec 2.5).
-        batch, rays, _, num_views = view_mask.shape
-        index = samples.guide_index[:, :, None, None]
-        by_view = index.expand(batch, rays, 1, num_views)
-        with self.stage("sampling_gather"):
-            guide_points = points.gather(2, index.expand(batch, rays, 1, 3))
-            guide_projection = project_to_sources(guide_points, example.sources)
-            features = gather_semantic_features(
-                guide_projection, geometry.semantic_features, gather_cfg
-            )
-            in_frustum = gathered.in_frustum.gather(2, by_view)
-            visible = gathered.visible.gather(2, by_view)
-            guide_mask = view_mask.gather(2, by_view)
-        with self.stage("heads"):
-            logits = self.semantic_head(features, in_frustum, visible, guide_mask)
         return logits[:, :, 0].float()
 
     def render_image(

@@ -100,15 +100,15 @@ def test_profiled_render_is_unchanged_and_times_every_stage() -> None:
         model.render_image(example, model.encode_sources(example), chunk_rays=100)
     assert torch.equal(plain.rgb, profiled.rgb)
     assert torch.equal(plain.semantic_logits, profiled.semantic_logits)
-    # 16 x 24 = 384 rays in chunks of 100 -> 4 chunks; per chunk the radiance and the semantic
-    # head and one compositing block for colour (the tiny model reads its labels at the guide
-    # sample, so no semantic compositing); one D_T per image; one feature net and one
-    # regulariser per cascade level (3) per encoding.
+    # 16 x 24 = 384 rays in chunks of 100 -> 4 chunks; per chunk one gathering of every head
+    # input, the radiance and the semantic head and one compositing block for colour (the tiny
+    # model reads its labels at the guide sample, so no semantic compositing); one D_T per
+    # image; one feature net and one regulariser per cascade level (3) per encoding.
     assert dict(timer.calls) == {
         "feature_net": 1,
         "cost_volumes": 3,
         "guide_depth": 1,
-        "sampling_gather": 8,
+        "sampling_gather": 4,
         "heads": 8,
         "compositing": 4,
     }
