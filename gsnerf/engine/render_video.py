@@ -250,7 +250,7 @@ def run_render(cfg: RenderRootCfg) -> dict:
     model.eval()
     configure_matmul_precision(device, cfg.eval.allow_tf32)
     # The first frame compiles the heads; the fps logged below leaves it out.
-    compile_heads(model, cfg.eval.compile, cfg.eval.compile_cost_volumes)
+    compile_heads(model, cfg.eval.compile, cfg.eval.compile_parts)
     dataset = dataclasses.replace(cfg.dataset, test_scenes=[cfg.scene])
     scene = open_split(dataset, "test")[0]
     keyframe_ids, frame_ids = choose_frames(scene, cfg)

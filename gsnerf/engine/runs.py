@@ -43,7 +43,7 @@ def _evaluate_test_split(
     eval.compile the first view compiles the heads; the reported fps leaves the first view out.
     """
     configure_matmul_precision(device, cfg.eval.allow_tf32)
-    compile_heads(model, cfg.eval.compile, cfg.eval.compile_cost_volumes)
+    compile_heads(model, cfg.eval.compile, cfg.eval.compile_parts)
     test_scenes = open_split(cfg.dataset, "test")
     _check_classes(test_scenes[0].class_names, class_names)
     dataset = MultiViewDataset(test_scenes, cfg.dataset, "test", seed=cfg.seed)

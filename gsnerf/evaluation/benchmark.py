@@ -62,7 +62,12 @@ from gsnerf.evaluation.pass_timing import (
     timed,
 )
 from gsnerf.evaluation.train_throughput import measure_training
-from gsnerf.model.compiled_heads import CompileMode, check_compile_mode, compile_heads
+from gsnerf.model.compiled_heads import (
+    CompileMode,
+    check_compile_mode,
+    check_compile_parts,
+    compile_heads,
+)
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
@@ -100,8 +105,9 @@ class BenchmarkCfg:
     # Unset: "default", the fastest inference path measured on a CPU (where it needs a C++
     # compiler) and on an H200 (bf16 N = 4 frame 140 ms against 240 ms eager, benchmarks/).
     compile: str | None = None
-    # With compile: compile the cost volumes' 3-D U-Nets too (uncached passes only).
-    compile_cost_volumes: bool = False
+    # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
+    # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads.
+    compile_parts: list[str] = field(default_factory=lambda: ["heads"])
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
@@ -145,6 +151,7 @@ class BenchmarkCfg:
     def __post_init__(self) -> None:
         if self.compile is not None:
             check_compile_mode(self.compile, "benchmark compile")
+        check_compile_parts(self.compile_parts, "benchmark compile_parts")
 
 
 # What the unset keys of BenchmarkCfg become on each device type: on CUDA the paper's setting
@@ -328,7 +335,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
         )
         # A copy with the same weights gets the compiled heads; training keeps the plain ones.
         renderer = copy.deepcopy(model)
-        compile_heads(renderer, cfg.compile, cfg.compile_cost_volumes)
+        compile_heads(renderer, cfg.compile, cfg.compile_parts)
         rendering = measure_rendering(renderer, model, example, cfg, device)
         log.info(
             "N=%d: uncached %.1f ms, cached %.1f ms; training",

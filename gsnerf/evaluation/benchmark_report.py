@@ -128,14 +128,13 @@ def markdown_report(record: dict) -> str:
     """Title line, the two tables and the ratios between sample counts."""
     settings = record["settings"]
     compile_mode = settings["compile"]
-    compiled = "eager" if compile_mode == "none" else "compiled"
-    # Older records lack the later options; they ran as their defaults then.
-    if compile_mode != "none" and settings.get("compile_cost_volumes", False):
-        compiled += " cost volumes and"
+    # Records older than compile_parts compiled the heads only.
+    parts = settings.get("compile_parts", ["heads"])
+    compiled = "eager heads" if compile_mode == "none" else "compiled " + " + ".join(parts)
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "
-        f"{compiled} heads (compile={compile_mode}), "
+        f"{compiled} (compile={compile_mode}), "
         f"on {record['device']}, "
         f"torch {record['torch']}"
     )

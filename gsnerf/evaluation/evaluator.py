@@ -19,7 +19,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -40,7 +40,7 @@ from gsnerf.evaluation.metrics import (
     psnr,
     ssim,
 )
-from gsnerf.model.compiled_heads import check_compile_mode
+from gsnerf.model.compiled_heads import CompiledPart, check_compile_mode, check_compile_parts
 from gsnerf.model.scene_cache import SceneEncodingCache
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,10 @@ class EvalCfg:
     # Compiles once per image size on the first view (about 20 s on a 2-core CPU for the
     # quickstart, which then evaluates about 1.2 times faster); worth it for many views of one size.
     compile: str = "none"
-    # With eval.compile: compile the cost volumes' 3-D U-Nets too (compile_heads). Pays only
-    # where sources are encoded for each view, i.e. with scene_cache_size = 0 or new sources.
-    compile_cost_volumes: bool = False
+    # What eval.compile compiles (compile_heads): some of heads, gather (the per-chunk sampling
+    # and feature gathering) and cost_volumes (their 3-D U-Nets: only where sources are encoded
+    # for a view, i.e. with scene_cache_size = 0 or new sources).
+    compile_parts: list[str] = field(default_factory=lambda: ["heads"])
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -76,9 +77,11 @@ class EvalCfg:
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "eval.compile")
-        if self.compile_cost_volumes and self.compile == "none":
+        parts = check_compile_parts(self.compile_parts, "eval.compile_parts")
+        if self.compile == "none" and set(parts) != {CompiledPart.HEADS}:
             raise ValueError(
-                "eval.compile_cost_volumes=true needs eval.compile other than none (e.g. default)"
+                f"eval.compile_parts={self.compile_parts} needs eval.compile other than none "
+                "(e.g. default)"
             )
 
 

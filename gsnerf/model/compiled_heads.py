@@ -15,11 +15,17 @@ one compile per image size, :meth:`GSNeRF.render_image` splits an image into chu
 size, the last one padded (``equal_chunks``). Each new shape (image size, chunk size, N, V)
 compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor
 needs a C++ compiler on the CPU and Triton on CUDA.
+
+Two more parts can be compiled the same way (``parts``): the gathering of the heads' inputs
+(``GSNeRF.gather``: sampling, projections, grid reads and many element-wise passes, which
+eager code runs as one kernel each) and the cost volumes' 3-D U-Nets (whose GroupNorm +
+LeakyReLU pairs fuse; the convolutions stay the library's). On the CPU neither was faster
+(benchmarks/README.md); on CUDA they are options to measure.
 """
 
 import dataclasses
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 
 import torch
@@ -49,6 +55,40 @@ def check_compile_mode(mode: str, key: str) -> CompileMode:
     return CompileMode(mode)
 
 
+class CompiledPart(str, Enum):
+    """A part of the model that :func:`compile_heads` can compile."""
+
+    # The radiance and semantic heads, per chunk of rays.
+    HEADS = "heads"
+    # Rays, samples and the heads' inputs, per chunk of rays (GSNeRF.gather).
+    GATHER = "gather"
+    # The 3-D U-Nets of the cascade's cost volumes, per source encoding (one graph per level).
+    COST_VOLUMES = "cost_volumes"
+
+
+def check_compile_parts(parts: Sequence[str], key: str) -> list[CompiledPart]:
+    """``parts`` as :class:`CompiledPart` values; a ValueError naming the config ``key``."""
+    choices = [choice.value for choice in CompiledPart]
+    unknown = [part for part in parts if part not in choices]
+    if unknown:
+        raise ValueError(f"{key}: unknown parts {unknown}, expected some of {choices}")
+    return [CompiledPart(part) for part in parts]
+
+
+def _copied(value: object) -> object:
+    """``value`` with every tensor in it (tuples and dataclasses, nested) cloned."""
+    if isinstance(value, Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_copied(item) for item in value)
+    if dataclasses.is_dataclass(value):
+        fields = dataclasses.fields(value)
+        return dataclasses.replace(
+            value, **{item.name: _copied(getattr(value, item.name)) for item in fields}
+        )
+    return value
+
+
 def _with_own_memory(forward: Callable[..., object]) -> Callable[..., object]:
     """``forward`` whose tensor outputs are copied out of the CUDA-graph output buffers.
 
@@ -58,26 +98,19 @@ def _with_own_memory(forward: Callable[..., object]) -> Callable[..., object]:
     """
 
     def call(*args: object, **kwargs: object) -> object:
-        output = forward(*args, **kwargs)
-        if isinstance(output, Tensor):
-            return output.clone()
-        if isinstance(output, tuple):
-            return tuple(item.clone() for item in output)
-        fields = dataclasses.fields(output)
-        return dataclasses.replace(
-            output, **{item.name: getattr(output, item.name).clone() for item in fields}
-        )
+        return _copied(forward(*args, **kwargs))
 
     return call
 
 
-def compile_heads(model: GSNeRF, mode: str, cost_volumes: bool = False) -> None:
-    """Replace the radiance and semantic heads' ``forward`` with compiled ones, in place.
+def compile_heads(model: GSNeRF, mode: str, parts: Sequence[str] = ("heads",)) -> None:
+    """Replace the ``forward`` of the chosen parts with compiled ones, in place.
 
-    ``cost_volumes``: compile the 3-D U-Nets of the cost volumes too (one graph per cascade
-    level), whose GroupNorm + LeakyReLU pairs the compiler fuses; the convolutions stay
-    cuDNN's (or the CPU library's). Encoding-side, so it only pays where sources are encoded
-    per view (no scene-encoding cache).
+    ``parts``: some of ``"heads"`` (the radiance and semantic heads), ``"gather"`` (the
+    per-chunk gathering, ``GSNeRF.gather``) and ``"cost_volumes"`` (the cost volumes' 3-D
+    U-Nets, which run only where sources are encoded, not from a scene-encoding cache);
+    :class:`CompiledPart`, config keys ``eval.compile_parts`` and the benchmark's
+    ``compile_parts``.
 
     ``mode``: ``"none"`` (leaves the model untouched), ``"default"``, ``"reduce-overhead"`` or
     ``"max-autotune"`` (:class:`CompileMode`; config keys ``eval.compile`` and the benchmark's
@@ -86,28 +119,35 @@ def compile_heads(model: GSNeRF, mode: str, cost_volumes: bool = False) -> None:
     CPU, which needs a C++ compiler; Triton on CUDA); later calls reuse the compiled code for
     every image of that size (chunks of one size, ``model.equal_chunks``); another image
     size or chunk size compiles again. Parameters and state_dict keys are unchanged. A second
-    call with another mode compiles the class's plain ``forward`` again; ``"none"`` never
-    changes anything.
+    call with another mode compiles the class's plain methods again; ``"none"`` never changes
+    anything, and with parts other than the default it is an error.
 
     Example: ``compile_heads(model, "default")`` then ``model.render_image(...)`` renders the
     same image as before, up to float32 rounding of the fused kernels.
     """
     choice = check_compile_mode(mode, "eval.compile (benchmark: compile)")
+    chosen = check_compile_parts(parts, "eval.compile_parts (benchmark: compile_parts)")
     if choice is CompileMode.NONE:
-        if cost_volumes:
+        if set(chosen) != {CompiledPart.HEADS}:
             raise ValueError(
-                "eval.compile_cost_volumes (benchmark: compile_cost_volumes) needs a compile mode "
-                "other than none (eval.compile / compile)"
+                f"eval.compile_parts (benchmark: compile_parts) {list(parts)} needs a compile "
+                "mode other than none (eval.compile / compile)"
             )
         return
-    heads: list[nn.Module] = [model.radiance_head, model.semantic_head]
-    if cost_volumes:
-        heads += [level.regularizer for level in model.geo_reasoner.cost_volumes]
-    for head in heads:
-        plain = types.MethodType(type(head).forward, head)
+    # (object, name of the method to replace on it)
+    targets: list[tuple[nn.Module, str]] = []
+    if CompiledPart.HEADS in chosen:
+        targets += [(model.radiance_head, "forward"), (model.semantic_head, "forward")]
+    if CompiledPart.GATHER in chosen:
+        targets.append((model, "gather"))
+    if CompiledPart.COST_VOLUMES in chosen:
+        targets += [(level.regularizer, "forward") for level in model.geo_reasoner.cost_volumes]
+    for owner, name in targets:
+        plain = types.MethodType(getattr(type(owner), name), owner)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)
         if choice is CompileMode.REDUCE_OVERHEAD:
             compiled = _with_own_memory(compiled)
-        # An instance attribute, not a submodule: nn.Module.__call__ finds it, state_dict does not.
-        head.forward = compiled
+        # An instance attribute, not a submodule: attribute lookup finds it before the class's
+        # method (nn.Module.__call__ too), state_dict does not see it.
+        setattr(owner, name, compiled)
     model.equal_chunks = True

@@ -1,6 +1,7 @@
 """Inference fast paths against the plain fp32 path: compiled heads and TF32 (spec 9)."""
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import jaxtyping
@@ -124,18 +125,63 @@ def test_compiled_cost_volumes_encode_the_plain_geometry(device: str) -> None:
     try:
         with torch.inference_mode():
             plain = model.encode_sources(example)
-            compile_heads(model, "default", cost_volumes=True)
+            compile_heads(model, "default", parts=["cost_volumes"])
             with runtime_type_checks_off():
                 fast = model.encode_sources(example)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     for level in model.geo_reasoner.cost_volumes:
         assert "forward" in vars(level.regularizer)
+    assert "forward" not in vars(model.radiance_head)
     # Float32 rounding of the fused normalisation: measured up to 1e-5 on the CPU.
     for fast_depth, plain_depth in zip(fast.depths, plain.depths):
         torch.testing.assert_close(fast_depth, plain_depth, atol=1e-4, rtol=0)
     for fast_volume, plain_volume in zip(fast.volume_features, plain.volume_features):
         torch.testing.assert_close(fast_volume, plain_volume, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_compiled_gathering_renders_the_plain_image(device: str) -> None:
+    torch.manual_seed(0)
+    # Both semantic renderings: the guide sample's patch (tiny) and every sample's (volume).
+    cfg = load_model_cfg("tiny", 4)
+    for rendering in ("guide_point", "volume"):
+        semantic = dataclasses.replace(cfg.renderer.semantic, rendering=rendering)
+        renderer = dataclasses.replace(cfg.renderer, semantic=semantic)
+        model = build_model(dataclasses.replace(cfg, renderer=renderer), CLASSES)
+        model = model.to(device).eval()
+        example = plane_example(3, 24, 32, CLASSES, seed=0).to(device)
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        configure_matmul_precision(torch.device(device), False)
+        try:
+            with torch.inference_mode():
+                geometry = model.encode_sources(example)
+                plain = model.render_image(example, geometry, 200)
+                compile_heads(model, "default", parts=["gather"])
+                with runtime_type_checks_off():
+                    fast = model.render_image(example, geometry, 200)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        assert "gather" in vars(model) and "forward" not in vars(model.radiance_head)
+        assert_same_render(fast, plain)
+
+
+@dataclasses.dataclass
+class Nested:
+    inner: RadianceOutput
+    count: int
 
 
 def test_outputs_are_copied_out_of_static_buffers() -> None:
@@ -164,6 +210,12 @@ def test_outputs_are_copied_out_of_static_buffers() -> None:
     _with_own_memory(forward_fields)(4.0)
     for name in fields:
         assert (getattr(kept, name) == 3.0).all()
+    # Gathered features come as dataclasses of dataclasses (RayFeatures): copied all the way.
+    nested = _with_own_memory(lambda value: Nested(forward_fields(value), 7))(5.0)
+    forward_fields(6.0)
+    assert nested.count == 7
+    for name in fields:
+        assert (getattr(nested.inner, name) == 5.0).all()
 
 
 def test_mode_none_leaves_the_heads_untouched() -> None:
@@ -188,12 +240,16 @@ def test_unknown_mode_is_an_error_naming_the_config_key() -> None:
         BenchmarkCfg(compile="fastest")
 
 
-def test_compiled_cost_volumes_without_a_compile_mode_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"eval\.compile_cost_volumes.*eval\.compile"):
-        EvalCfg(compile_cost_volumes=True)
+def test_compile_parts_are_checked_and_need_a_compile_mode() -> None:
+    with pytest.raises(ValueError, match=r"eval\.compile_parts.*eval\.compile other than none"):
+        EvalCfg(compile_parts=["heads", "gather"])
+    with pytest.raises(ValueError, match=r"eval\.compile_parts: unknown parts \['decoder'\]"):
+        EvalCfg(compile="default", compile_parts=["decoder"])
+    with pytest.raises(ValueError, match=r"benchmark compile_parts"):
+        BenchmarkCfg(compile_parts=["heads", "everything"])
     model = tiny_model()
-    with pytest.raises(ValueError, match=r"compile_cost_volumes"):
-        compile_heads(model, "none", cost_volumes=True)
+    with pytest.raises(ValueError, match=r"compile_parts.*compile mode other than none"):
+        compile_heads(model, "none", parts=["cost_volumes"])
     assert "forward" not in vars(model.geo_reasoner.cost_volumes[0].regularizer)
 
 
