@@ -1,48 +1,76 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets in one run (spec 9), about 10 minutes on an H200:
-#   bash benchmarks/gpu_check.sh
-# 1. The paper model at 240x320 with 8 source views on CUDA: the benchmark's CUDA defaults (bf16
-#    autocast, compiled heads, chunks sized to the free memory, N = 4 and 128 with and without
-#    the scene-encoding cache, the paper training config's throughput: 1024 rays per step, AMP),
-#    then N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the gathering and the
-#    cost volumes compiled too, and with the spec's 4096-ray chunks. One JSON record per run under benchmarks/.
-# 2. The quickstart trained on the GPU, then evaluated with each speed option against the fp32
-#    path without the encoding cache (metrics.json under outputs/gpu_check/), and renders a
-#    48-frame fly-through of it with render.py.
-# Every step runs even if one before it failed; the script's status is that of the last failure.
+# The GPU tests and figures of the speed targets (spec 9), in four parts:
+#   bash benchmarks/gpu_check.sh                      # all four, an estimated 12 minutes on an H200
+#   bash benchmarks/gpu_check.sh speed options        # only the parts named
+#   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
+# The times below are estimates from the single steps' earlier times on an H200 and an H100.
+# tests    the CUDA tests (pytest -m gpu), about a minute.
+# speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
+#          (bf16 autocast, compiled heads, chunks sized to the free memory, N = 4 and 128 with
+#          and without the scene-encoding cache, the paper training config's throughput: 1024
+#          rays per step, AMP), about 2 minutes.
+# options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the gathering and the
+#          cost volumes compiled too, and with the spec's 4096-ray chunks, about 4 minutes.
+# quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
+#          speed option against the fp32 path without the encoding cache (metrics.json under
+#          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
+# One JSON record per benchmark under benchmarks/. Every step runs even if one before it failed;
+# the script's status is that of the last failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(tests speed options quality)
+for part in "${parts[@]}"; do
+    case $part in
+        tests | speed | options | quality) ;;
+        *) echo "gpu_check: unknown part '$part' (tests, speed, options, quality)" >&2; exit 2 ;;
+    esac
+done
+wanted() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 status=0
 run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
 
-# The CUDA tests first: compiled heads, TF32, sampling and training gradients against the CPU.
-# On an H100 pytest once hung at interpreter exit after printing its summary (the tests took
-# about a minute): hence the limit; read the summary above a timeout (status 124).
-run timeout 300 python -m pytest -q -m gpu
+if wanted tests; then
+    # On an H100 pytest once hung at interpreter exit after printing its summary (the tests
+    # took about a minute): hence the limit; read the summary above a timeout (status 124).
+    run timeout 300 python -m pytest -q -m gpu
+fi
 
-paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10 budget_s=20)
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
-    compile=default train_rays=1024 train_views=8 train_steps=20
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" compile=none \
-    train_steps=0
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=fp32 "samples=[4]" compile=none \
-    train_steps=0
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" \
-    compile=reduce-overhead warmup=3 train_steps=0
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4]" \
-    compile=default "compile_parts=[heads,gather,cost_volumes]" train_steps=0
-run python scripts/benchmark.py "${paper[@]}" chunk_rays=4096 precision=bf16 "samples=[4]" \
-    train_steps=0
+paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
+    budget_s=20)
+if wanted speed; then
+    run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
+        compile=default train_rays=1024 train_views=8 train_steps=20
+fi
+if wanted options; then
+    n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0)
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 \
+        compile=reduce-overhead warmup=3
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+        "compile_parts=[heads,gather,cost_volumes]" profile_ops=20
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=4096 precision=bf16
+fi
 
-runs=outputs/gpu_check
-run python train.py train.device=cuda hydra.run.dir="$runs/train"
-checkpoint="$runs/train/checkpoints/last.pt"
-quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
-run python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 hydra.run.dir="$runs/fp32"
-run python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
-run python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default hydra.run.dir="$runs/compiled"
-run python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
-    hydra.run.dir="$runs/n128"
-run python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 render.frames=48 \
-    hydra.run.dir="$runs/render"
+if wanted quality; then
+    runs=outputs/gpu_check
+    checkpoint=${CKPT:-$runs/train/checkpoints/last.pt}
+    if [ -z "${CKPT:-}" ]; then
+        run python train.py train.device=cuda hydra.run.dir="$runs/train"
+    fi
+    quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
+    run python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
+        hydra.run.dir="$runs/fp32"
+    run python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
+    run python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default \
+        hydra.run.dir="$runs/compiled"
+    run python eval.py "${quick[@]}" eval.precision=bf16 eval.compile=default \
+        "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
+        hydra.run.dir="$runs/compiled_all"
+    run python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
+        hydra.run.dir="$runs/n128"
+    run python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 \
+        render.frames=48 hydra.run.dir="$runs/render"
+fi
 exit $status
