@@ -20,6 +20,17 @@ from gsnerf.model.radiance_head import RadianceOutput
 from gsnerf.types import ImageRender
 
 CLASSES, HEIGHT, WIDTH = 4, 16, 24
+# Devices of the tests that run on both; the CUDA case only where a GPU is present.
+CPU_AND_CUDA = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
 
 
 def tiny_model() -> GSNeRF:
@@ -35,6 +46,17 @@ def assert_same_render(fast: ImageRender, plain: ImageRender) -> None:
     torch.testing.assert_close(fast.depth, plain.depth, atol=1e-4, rtol=0)
     agree = fast.semantic_logits.argmax(1) == plain.semantic_logits.argmax(1)
     assert agree.float().mean() >= 0.999
+
+
+@contextlib.contextmanager
+def fp32_matmuls(device: torch.device) -> Iterator[None]:
+    """TF32 off inside the block (the flags restored after): compiled and eager in plain fp32."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    configure_matmul_precision(device, False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @contextlib.contextmanager
@@ -103,33 +125,16 @@ def test_compiled_heads_under_bf16_autocast_stay_close_to_fp32() -> None:
     assert agree.float().mean() > 0.98
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_compiled_cost_volumes_encode_the_plain_geometry(device: str) -> None:
     torch.manual_seed(0)
     model = build_model(load_model_cfg("tiny", 4), CLASSES).to(device).eval()
     example = plane_example(3, 32, 48, CLASSES, seed=0).to(device)
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    configure_matmul_precision(torch.device(device), False)
-    try:
-        with torch.inference_mode():
-            plain = model.encode_sources(example)
-            compile_heads(model, "default", parts=["cost_volumes"])
-            with runtime_type_checks_off():
-                fast = model.encode_sources(example)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with fp32_matmuls(torch.device(device)), torch.inference_mode():
+        plain = model.encode_sources(example)
+        compile_heads(model, "default", parts=["cost_volumes"])
+        with runtime_type_checks_off():
+            fast = model.encode_sources(example)
     for level in model.geo_reasoner.cost_volumes:
         assert "forward" in vars(level.regularizer)
     assert "forward" not in vars(model.radiance_head)
@@ -140,19 +145,7 @@ def test_compiled_cost_volumes_encode_the_plain_geometry(device: str) -> None:
         torch.testing.assert_close(fast_volume, plain_volume, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_compiled_gathering_renders_the_plain_image(device: str) -> None:
     torch.manual_seed(0)
     # Both semantic renderings: the guide sample's patch (tiny) and every sample's (volume).
@@ -163,17 +156,12 @@ def test_compiled_gathering_renders_the_plain_image(device: str) -> None:
         model = build_model(dataclasses.replace(cfg, renderer=renderer), CLASSES)
         model = model.to(device).eval()
         example = plane_example(3, 24, 32, CLASSES, seed=0).to(device)
-        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        configure_matmul_precision(torch.device(device), False)
-        try:
-            with torch.inference_mode():
-                geometry = model.encode_sources(example)
-                plain = model.render_image(example, geometry, 200)
-                compile_heads(model, "default", parts=["gather"])
-                with runtime_type_checks_off():
-                    fast = model.render_image(example, geometry, 200)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        with fp32_matmuls(torch.device(device)), torch.inference_mode():
+            geometry = model.encode_sources(example)
+            plain = model.render_image(example, geometry, 200)
+            compile_heads(model, "default", parts=["gather"])
+            with runtime_type_checks_off():
+                fast = model.render_image(example, geometry, 200)
         assert "gather" in vars(model) and "forward" not in vars(model.radiance_head)
         assert_same_render(fast, plain)
 
