@@ -20,7 +20,7 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from gsnerf.geometry.camera import camera_centers, project_points
@@ -124,6 +124,24 @@ def project_to_sources(
         in_frustum=rearrange(in_frustum, "b v (r s) -> (b v) r s", **unfold),
         num_views=num_views,
         image_size=(height, width),
+    )
+
+
+def select_samples(
+    projection: SourceProjection, index: Int64[Tensor, "b rays k"]
+) -> SourceProjection:
+    """The projections of samples ``index`` of each ray, taken from ``projection``.
+
+    The same numbers as projecting those samples' points again, without the work. Example: the
+    guide sample of every ray, ``index = guide_index[..., None]`` (k = 1).
+    """
+    by_view = repeat(index, "b r k -> (b v) r k", v=projection.num_views)
+    return SourceProjection(
+        grid=projection.grid.gather(2, by_view[..., None].expand(-1, -1, -1, 2)),
+        depth=projection.depth.gather(2, by_view),
+        in_frustum=projection.in_frustum.gather(2, by_view),
+        num_views=projection.num_views,
+        image_size=projection.image_size,
     )
 
 

@@ -23,6 +23,7 @@ from gsnerf.model.feature_gather import (
     gather_features,
     gather_semantic_features,
     project_to_sources,
+    select_samples,
 )
 from gsnerf.model.sampler import SamplerCfg, build_rays, sample_along_rays
 from gsnerf.model.semantic_head import SemanticRendering
@@ -92,13 +93,11 @@ def gather_ray_features(
     else:
         # Only the guide sample is read (spec 2.7), so only its features are gathered (2.5).
         batch, count, _, num_views = view_mask.shape
-        index = samples.guide_index[:, :, None, None]
-        by_view = index.expand(batch, count, 1, num_views)
-        guide_points = points.gather(2, index.expand(batch, count, 1, 3))
-        guide_projection = project_to_sources(guide_points, example.sources)
+        index = samples.guide_index[:, :, None]
+        by_view = index[..., None].expand(batch, count, 1, num_views)
         semantic = SemanticInputs(
             features=gather_semantic_features(
-                guide_projection, geometry.semantic_features, gather_cfg
+                select_samples(projection, index), geometry.semantic_features, gather_cfg
             ),
             in_frustum=gathered.in_frustum.gather(2, by_view),
             visible=gathered.visible.gather(2, by_view),

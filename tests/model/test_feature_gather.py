@@ -13,6 +13,7 @@ from gsnerf.model.feature_gather import (
     gather_features,
     gather_semantic_features,
     project_to_sources,
+    select_samples,
 )
 from gsnerf.types import SourceGeometry, Views
 
@@ -168,3 +169,29 @@ def test_view_mask_falls_back_to_in_frustum_then_to_all_views() -> None:
     visible = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.bool)
     mask = attention_view_mask(in_frustum, visible)
     assert mask.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+def test_selected_samples_project_as_their_points_do() -> None:
+    """Two views (one moved 0.3 m along x), rays of three samples; sample 2, 0, 1 picked."""
+    moved = torch.eye(4)
+    moved[0, 3] = 0.3
+    sources = Views(
+        images=torch.zeros(1, 2, 3, HEIGHT, WIDTH),
+        intrinsics=camera().expand(1, 2, 3, 3),
+        cam_to_world=torch.stack([torch.eye(4), moved])[None],
+        near=torch.full((1, 2), 0.5),
+        far=torch.full((1, 2), 4.0),
+        depths=None,
+        labels=None,
+        frame_ids=torch.zeros(1, 2, dtype=torch.int64),
+    )
+    pixels = [(3.0, 4.0), (20.0, 10.0), (-3.0, 2.0)]  # the last one outside the image
+    points = torch.stack([points_at(pixels, [z, z, z])[0, :, 0] for z in (1.0, 2.0, 3.0)], 1)[None]
+    index = torch.tensor([[[2], [0], [1]]])
+    picked = points.gather(2, index[..., None].expand(-1, -1, -1, 3))
+    expected = project_to_sources(picked, sources)
+    selected = select_samples(project_to_sources(points, sources), index)
+    torch.testing.assert_close(selected.grid, expected.grid)
+    torch.testing.assert_close(selected.depth, expected.depth)
+    assert torch.equal(selected.in_frustum, expected.in_frustum)
+    assert selected.in_frustum[:, 2].sum() == 0 and selected.in_frustum[:, :2].all()
