@@ -231,13 +231,13 @@ def rays_per_chunk(cfg: BenchmarkCfg, num_samples: int) -> int:
 
 @contextlib.contextmanager
 def compile_failure_named(mode: str) -> Iterator[None]:
-    """Re-raise a failure of the passes that compile the heads as one naming the way out."""
+    """Re-raise a failure of the passes that compile (compile_parts) as one naming the way out."""
     try:
         yield
     except Exception as error:  # inductor fails with many types (no compiler, no Triton, ...)
         first_line = (str(error).strip().splitlines() or ["no message"])[0]
         raise RuntimeError(
-            f"benchmark compile={mode}: compiling the heads failed ({type(error).__name__}: "
+            f"benchmark compile={mode}: compiling failed ({type(error).__name__}: "
             f"{first_line}). Inductor needs a C++ compiler on a CPU and Triton on CUDA; "
             "compile=none measures the eager heads."
         ) from error
