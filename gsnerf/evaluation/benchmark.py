@@ -56,12 +56,9 @@ from gsnerf.engine.device import (
 )
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
-from gsnerf.evaluation.pass_timing import (
-    alternate_passes,
-    peak_memory_mb,
-    timed,
-)
+from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
+from gsnerf.model import attention_kernel
 from gsnerf.model.compiled_heads import (
     CompileMode,
     check_compile_mode,
@@ -108,6 +105,9 @@ class BenchmarkCfg:
     # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
     # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads.
     compile_parts: list[str] = field(default_factory=lambda: ["heads"])
+    # CUDA inference: the attention of the heads' token-major blocks in one fused Triton kernel
+    # (gsnerf/model/attention_kernel.py); false keeps the plain formulation, for comparison.
+    fused_attention: bool = True
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
@@ -320,6 +320,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
+    attention_kernel.enabled = cfg.fused_attention
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)
