@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in four parts:
-#   bash benchmarks/gpu_check.sh                      # all four, an estimated 12 minutes on an H200
+#   bash benchmarks/gpu_check.sh                      # all four, an estimated 13 minutes on an H200
 #   bash benchmarks/gpu_check.sh speed options        # only the parts named
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # tests    the CUDA tests (pytest -m gpu), about a minute.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
-#          (bf16 autocast, compiled heads, chunks sized to the free memory, N = 4 and 128 with
-#          and without the scene-encoding cache, the paper training config's throughput: 1024
-#          rays per step, AMP), about 2 minutes.
-# options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the gathering and the
-#          cost volumes compiled too, and with the spec's 4096-ray chunks, about 4 minutes.
+#          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
+#          memory, N = 4 and 128 with and without the scene-encoding cache, the paper training
+#          config's throughput: 1024 rays per step, AMP), about 2 minutes.
+# options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
+#          compiled, with the fused Triton attention, and with the spec's 4096-ray chunks,
+#          about 5 minutes (the fused attention compiles for about 20 s per kernel variant).
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
@@ -49,7 +50,9 @@ if wanted options; then
     run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 \
         compile=reduce-overhead warmup=3
     run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
-        "compile_parts=[heads,gather,cost_volumes]" profile_ops=20
+        "compile_parts=[heads]"
+    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+        fused_attention=true profile_ops=20
     run python scripts/benchmark.py "${n4[@]}" chunk_rays=4096 precision=bf16
 fi
 
@@ -68,6 +71,8 @@ if wanted quality; then
     run python eval.py "${quick[@]}" eval.precision=bf16 eval.compile=default \
         "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
         hydra.run.dir="$runs/compiled_all"
+    run python eval.py "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
+        hydra.run.dir="$runs/fused_attention"
     run python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
         hydra.run.dir="$runs/n128"
     run python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 \

@@ -37,17 +37,15 @@ from gsnerf.data.scene_reader import SceneReader
 from gsnerf.data.view_selection import mvs_neighbours, split_test_frames
 from gsnerf.engine.device import (
     autocast_context,
-    configure_matmul_precision,
     resolve_device,
     synchronize,
 )
 from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.runs import _load_for_evaluation
-from gsnerf.evaluation.evaluator import rate_after_first
+from gsnerf.evaluation.evaluator import apply_inference_options, rate_after_first
 from gsnerf.evaluation.palette import colorize_labels, legend_image
 from gsnerf.geometry.camera import scale_intrinsics, unproject_depth
 from gsnerf.geometry.camera_path import interpolate_poses, spiral_poses
-from gsnerf.model.compiled_heads import compile_heads
 from gsnerf.types import Example, ImageRender, SourceGeometry, Views
 
 log = logging.getLogger(__name__)
@@ -248,9 +246,8 @@ def run_render(cfg: RenderRootCfg) -> dict:
     device = resolve_device(cfg.train.device)
     model, class_names = _load_for_evaluation(cfg, device)
     model.eval()
-    configure_matmul_precision(device, cfg.eval.allow_tf32)
-    # The first frame compiles the heads; the fps logged below leaves it out.
-    compile_heads(model, cfg.eval.compile, cfg.eval.compile_parts)
+    # The first frame compiles what eval.compile compiles; the fps logged below leaves it out.
+    apply_inference_options(model, cfg.eval, device)
     dataset = dataclasses.replace(cfg.dataset, test_scenes=[cfg.scene])
     scene = open_split(dataset, "test")[0]
     keyframe_ids, frame_ids = choose_frames(scene, cfg)

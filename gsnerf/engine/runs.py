@@ -11,12 +11,11 @@ from gsnerf.config import RootCfg
 from gsnerf.data.dataset import MultiViewDataset, open_split
 from gsnerf.data.scene_reader import IGNORE_INDEX
 from gsnerf.engine.checkpoint import load_checkpoint
-from gsnerf.engine.device import configure_matmul_precision, resolve_device
+from gsnerf.engine.device import resolve_device
 from gsnerf.engine.logging import setup_file_logging
 from gsnerf.engine.seeding import seed_everything
 from gsnerf.engine.trainer import Trainer
-from gsnerf.evaluation.evaluator import evaluate, format_table
-from gsnerf.model.compiled_heads import compile_heads
+from gsnerf.evaluation.evaluator import apply_inference_options, evaluate, format_table
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +35,13 @@ def _evaluate_test_split(
     device: torch.device,
     title: str,
 ) -> dict:
-    """Score ``model`` on the test split; eval.allow_tf32 and eval.compile apply from here on.
+    """Score ``model`` on the test split; the eval options apply from here on.
 
     The one place eval.py and the evaluation after training share, so both render the same way;
     validation during training calls :func:`evaluate` directly, with plain heads. With
     eval.compile the first view compiles the heads; the reported fps leaves the first view out.
     """
-    configure_matmul_precision(device, cfg.eval.allow_tf32)
-    compile_heads(model, cfg.eval.compile, cfg.eval.compile_parts)
+    apply_inference_options(model, cfg.eval, device)
     test_scenes = open_split(cfg.dataset, "test")
     _check_classes(test_scenes[0].class_names, class_names)
     dataset = MultiViewDataset(test_scenes, cfg.dataset, "test", seed=cfg.seed)

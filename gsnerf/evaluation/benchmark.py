@@ -18,10 +18,9 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
 Keys left unset take the device's defaults (``DEVICE_DEFAULTS``): on CUDA the paper's model
 at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80 x 60.
 
-With ``compile`` (by default) the rendering passes run compiled heads
-(:mod:`gsnerf.model.compiled_heads`), compiled during the warm-up so that no timed pass includes
-compile time; a failed compile is an error that names ``compile=none``. The training steps run
-the plain heads, as training does. ``allow_tf32`` sets TF32 matrix products for every pass on CUDA.
+With ``compile`` (by default) the rendering passes run the ``compile_parts`` compiled
+(:mod:`gsnerf.model.compiled_heads`) during the warm-up, so no timed pass includes compile time;
+a failed compile is an error that names ``compile=none``. Training steps run the plain model.
 
 Times are medians over ``repeats`` passes after ``warmup`` passes; uncached and cached passes
 alternate, so that a drift of a shared machine's speed does not bias their ratio, and stop
@@ -103,19 +102,19 @@ class BenchmarkCfg:
     # compiler) and on an H200 (bf16 N = 4 frame 140 ms against 240 ms eager, benchmarks/).
     compile: str | None = None
     # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
-    # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads.
-    compile_parts: list[str] = field(default_factory=lambda: ["heads"])
+    # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads. Unset: all
+    # three on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads on a CPU.
+    compile_parts: list[str] | None = None
     # CUDA inference: the attention of the heads' token-major blocks in one fused Triton kernel
-    # (gsnerf/model/attention_kernel.py); false keeps the plain formulation, for comparison.
-    fused_attention: bool = True
+    # (gsnerf/model/attention_kernel.py; off by default until timed in a whole frame).
+    fused_attention: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
     # passes on CUDA; the warm-up absorbs the search. Off: no faster on an H100 (paper frame
     # 188 / 113 ms against 184 / 115 ms without, benchmarks/README.md).
     cudnn_benchmark: bool = False
-    # Timed passes per measurement (the median is reported). Five: on a shared virtual CPU single
-    # passes of the same frame vary by 10-20 %.
+    # Timed passes per measurement (median reported); on a shared CPU single passes vary 10-20 %.
     repeats: int = 5
     # Untimed passes before timing, at least one; with compile at least two (the first compiles
     # the heads). The FLOPs are counted in a pass of their own (measure_rendering).
@@ -151,7 +150,8 @@ class BenchmarkCfg:
     def __post_init__(self) -> None:
         if self.compile is not None:
             check_compile_mode(self.compile, "benchmark compile")
-        check_compile_parts(self.compile_parts, "benchmark compile_parts")
+        if self.compile_parts is not None:
+            check_compile_parts(self.compile_parts, "benchmark compile_parts")
 
 
 # What the unset keys of BenchmarkCfg become on each device type: on CUDA the paper's setting
@@ -164,6 +164,7 @@ DEVICE_DEFAULTS = {
         "height": 240,
         "chunk_samples": 0,
         "compile": "default",
+        "compile_parts": ["heads", "gather", "cost_volumes"],
         "train_rays": 1024,
         "train_views": 8,
     },
@@ -173,6 +174,7 @@ DEVICE_DEFAULTS = {
         "height": 60,
         "chunk_samples": 4096,
         "compile": "default",
+        "compile_parts": ["heads"],
         "train_rays": 512,
         "train_views": 4,
     },
@@ -188,10 +190,8 @@ def with_device_defaults(cfg: BenchmarkCfg, device: torch.device) -> BenchmarkCf
 
 def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
     """``key=value`` command-line overrides merged onto :class:`BenchmarkCfg` (typed, strict)."""
-    merged = OmegaConf.merge(
-        OmegaConf.structured(BenchmarkCfg), OmegaConf.from_dotlist(list(arguments))
-    )
-    return OmegaConf.to_object(merged)
+    overrides = OmegaConf.from_dotlist(list(arguments))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BenchmarkCfg), overrides))
 
 
 def load_model_cfg(name: str, num_samples: int) -> GSNeRFCfg:

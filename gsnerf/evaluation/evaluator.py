@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gsnerf.data.dataset import collate_examples
-from gsnerf.engine.device import autocast_context, synchronize
+from gsnerf.engine.device import autocast_context, configure_matmul_precision, synchronize
 from gsnerf.engine.logging import RunLogger
 from gsnerf.evaluation.image_strip import view_strip
 from gsnerf.evaluation.metrics import (
@@ -40,7 +40,14 @@ from gsnerf.evaluation.metrics import (
     psnr,
     ssim,
 )
-from gsnerf.model.compiled_heads import CompiledPart, check_compile_mode, check_compile_parts
+from gsnerf.model import attention_kernel
+from gsnerf.model.compiled_heads import (
+    CompiledPart,
+    check_compile_mode,
+    check_compile_parts,
+    compile_heads,
+)
+from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.scene_cache import SceneEncodingCache
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,9 @@ class EvalCfg:
     # and feature gathering) and cost_volumes (their 3-D U-Nets: only where sources are encoded
     # for a view, i.e. with scene_cache_size = 0 or new sources).
     compile_parts: list[str] = field(default_factory=lambda: ["heads"])
+    # CUDA: the heads' attention in one fused Triton kernel (gsnerf/model/attention_kernel.py),
+    # eager or compiled; off by default until it is timed within a whole frame.
+    fused_attention: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -83,6 +93,16 @@ class EvalCfg:
                 f"eval.compile_parts={self.compile_parts} needs eval.compile other than none "
                 "(e.g. default)"
             )
+
+
+def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -> None:
+    """eval.allow_tf32, eval.fused_attention and eval.compile (its parts) for all later renders.
+
+    Shared by test evaluation and render.py, so both render the same way.
+    """
+    configure_matmul_precision(device, cfg.allow_tf32)
+    attention_kernel.enabled = cfg.fused_attention
+    compile_heads(model, cfg.compile, cfg.compile_parts)
 
 
 class SceneScores:

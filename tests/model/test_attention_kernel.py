@@ -14,7 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gsnerf.evaluation.benchmark import load_model_cfg
+from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
 from gsnerf.model import attention_kernel
+from gsnerf.model.gsnerf import build_model
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias
 
 # (heads, channels, tokens, sets, masked, dtype): the paper's 4 x 8 channels and 9 tokens, a
@@ -97,14 +100,28 @@ def test_kernel_matches_the_library_attention_in_the_interpreter() -> None:
     assert "all cases match" in result.stdout
 
 
-def test_cpu_tensors_and_gradients_keep_the_plain_formulation() -> None:
+def test_kernel_is_off_by_default_and_never_serves_cpu_tensors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert attention_kernel.enabled is False
+    monkeypatch.setattr(attention_kernel, "enabled", True)
     query = torch.zeros(1, 8, 9, 4)
     assert not attention_kernel.fused_attention_applies(query)
 
 
+def test_eval_option_switches_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attention_kernel, "enabled", False)
+    model = build_model(load_model_cfg("tiny", 4), num_classes=3)  # eval.compile stays none
+    apply_inference_options(model, EvalCfg(fused_attention=True), torch.device("cpu"))
+    assert attention_kernel.enabled is True
+    apply_inference_options(model, EvalCfg(), torch.device("cpu"))
+    assert attention_kernel.enabled is False
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_kernel_matches_the_library_attention_on_cuda() -> None:
+def test_kernel_matches_the_library_attention_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attention_kernel, "enabled", True)
     check_cases("cuda", attention_kernel.fused_sets_last_attention)
     compiled = torch.compile(attention_kernel.fused_sets_last_attention, dynamic=False)
     check_cases("cuda", compiled)
@@ -112,7 +129,7 @@ def test_kernel_matches_the_library_attention_on_cuda() -> None:
     assert not attention_kernel.fused_attention_applies(query)
     with torch.no_grad():
         assert attention_kernel.fused_attention_applies(query)
-        # Longer sets keep the plain formulation (registers).
+        # Longer sets keep the plain formulation (the loops are unrolled).
         assert not attention_kernel.fused_attention_applies(query.new_zeros(1, 8, 17, 4))
 
 
@@ -120,8 +137,9 @@ def test_kernel_matches_the_library_attention_on_cuda() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_view_transformer_with_the_kernel_matches_the_library_on_cuda(
-    dtype: torch.dtype,
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(attention_kernel, "enabled", True)
     torch.manual_seed(0)
     transformer = TokenTransformer(TransformerCfg()).cuda().to(dtype)
     tokens = torch.randn(5000, 9, 32, device="cuda", dtype=dtype)
