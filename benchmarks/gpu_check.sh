@@ -15,8 +15,9 @@
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
-# One JSON record per benchmark under benchmarks/. Every step runs even if one before it failed;
-# the script's status is that of the last failure.
+# One JSON record per benchmark under benchmarks/. Every step runs even if one before it failed,
+# and stops after STEP_LIMIT_S seconds (default 300; status 124), so that one slow step cannot
+# use up a limited GPU session; the script's status is that of the last failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
@@ -27,6 +28,7 @@ for part in "${parts[@]}"; do
         *) echo "gpu_check: unknown part '$part' (tests, speed, options, quality)" >&2; exit 2 ;;
     esac
 done
+step_limit=${STEP_LIMIT_S:-300}
 wanted() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 status=0
 run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
@@ -40,42 +42,42 @@ fi
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
     budget_s=20)
 if wanted speed; then
-    run python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
+    run timeout "$step_limit" python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
         compile=default train_rays=1024 train_views=8 train_steps=20
 fi
 if wanted options; then
     n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0)
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 \
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 \
         compile=reduce-overhead warmup=3
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
         "compile_parts=[heads]"
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
         fused_attention=true profile_ops=20
-    run python scripts/benchmark.py "${n4[@]}" chunk_rays=4096 precision=bf16
+    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=4096 precision=bf16
 fi
 
 if wanted quality; then
     runs=outputs/gpu_check
     checkpoint=${CKPT:-$runs/train/checkpoints/last.pt}
     if [ -z "${CKPT:-}" ]; then
-        run python train.py train.device=cuda hydra.run.dir="$runs/train"
+        run timeout "$step_limit" python train.py train.device=cuda hydra.run.dir="$runs/train"
     fi
     quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
-    run python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
         hydra.run.dir="$runs/fp32"
-    run python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
-    run python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default \
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
-    run python eval.py "${quick[@]}" eval.precision=bf16 eval.compile=default \
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 eval.compile=default \
         "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
         hydra.run.dir="$runs/compiled_all"
-    run python eval.py "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
         hydra.run.dir="$runs/fused_attention"
-    run python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
+    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
         hydra.run.dir="$runs/n128"
-    run python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 \
+    run timeout "$step_limit" python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 \
         render.frames=48 hydra.run.dir="$runs/render"
 fi
 exit $status
