@@ -117,8 +117,8 @@ def sets_last_attention(
     with two threads, spent ten times the single-thread time synchronising; in eager code each
     term is one pass over ``(h, c, t, n)``. The exponentials are normalised once per output
     instead of once per term (one division where the softmax needs t). On CUDA, without
-    gradients, one fused Triton kernel computes the same numbers
-    (:mod:`gsnerf.model.attention_kernel`).
+    gradients and once enabled (``eval.fused_attention``), one fused Triton kernel computes the
+    same numbers (:mod:`gsnerf.model.attention_kernel`).
     """
     if fused_attention_applies(query):
         return fused_sets_last_attention(query, key, value, bias)
