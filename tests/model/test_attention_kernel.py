@@ -103,6 +103,16 @@ def test_kernel_matches_the_library_attention_in_the_interpreter() -> None:
     assert "all cases match" in result.stdout
 
 
+@pytest.mark.skipif(attention_kernel.triton is None, reason="Triton is not installed")
+def test_kernel_is_compiled_from_the_modules_own_function() -> None:
+    # The test suite's jaxtyping import hook wraps the package's functions; a wrapped kernel
+    # carried the wrapper's globals, without ``tl``, and Triton's CUDA compiler failed on it
+    # with a NameError (H100). The interpreter never resolves those globals, so only this
+    # check catches it on a CPU.
+    kernel_function = attention_kernel._attention_kernel.fn
+    assert kernel_function.__globals__ is vars(attention_kernel)
+
+
 def test_kernel_is_off_by_default_and_never_serves_cpu_tensors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
