@@ -40,7 +40,7 @@ from gsnerf.evaluation.metrics import (
     psnr,
     ssim,
 )
-from gsnerf.model import attention_kernel
+from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.compiled_heads import (
     CompiledPart,
     check_compile_mode,
@@ -76,6 +76,9 @@ class EvalCfg:
     # CUDA: the heads' attention in one fused Triton kernel (gsnerf/model/attention_kernel.py),
     # eager or compiled; off by default until it is timed within a whole frame.
     fused_attention: bool = False
+    # CUDA: whole transformer blocks in two fused Triton kernels each (the attention and the
+    # rest, gsnerf/model/fused_blocks.py); not yet timed on a GPU, off by default.
+    fused_blocks: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -96,12 +99,13 @@ class EvalCfg:
 
 
 def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -> None:
-    """eval.allow_tf32, eval.fused_attention and eval.compile (its parts) for all later renders.
+    """eval.allow_tf32, the fused kernels and eval.compile (its parts) for all later renders.
 
     Shared by test evaluation and render.py, so both render the same way.
     """
     configure_matmul_precision(device, cfg.allow_tf32)
     attention_kernel.enabled = cfg.fused_attention
+    fused_blocks.enabled = cfg.fused_blocks
     compile_heads(model, cfg.compile, cfg.compile_parts)
 
 

@@ -42,6 +42,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gsnerf.model import fused_blocks
 from gsnerf.model.attention_kernel import fused_attention_applies, fused_sets_last_attention
 
 
@@ -221,6 +222,8 @@ class TokenTransformer(nn.Module):
     def forward(
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
+        if fused_blocks.fused_blocks_apply(self.blocks, tokens):
+            return fused_blocks.fused_token_major_blocks(self.blocks, tokens, key_mask)
         if runs_token_major(tokens):
             count = tokens.shape[1]
             rows = rearrange(tokens, "n t c -> (t n) c")

@@ -1,0 +1,230 @@
+"""Fused CUDA kernels (Triton) for whole token-major transformer blocks, inference only.
+
+A :class:`gsnerf.model.transformer.TokenTransformer` block in its token-major form is a
+``q k v`` product, the attention, an output product, a residual + LayerNorm, a two-layer ReLU
+feed-forward layer and a second residual + LayerNorm, over about 2.8 million tokens of 32
+channels per 320x240 frame of the paper model. Each of those steps reads and writes every
+token; in compiled code they are about eight kernels per block (matrix products through the
+library, the rest fused by inductor), and the heads took 62 ms of an H100 frame.
+
+Here a block is two kernels. The attention is :mod:`gsnerf.model.attention_kernel`'s. The
+*block tail* kernel takes a tile of tokens (channels x tokens, tokens innermost), applies the
+output product, both residuals and LayerNorms and the feed-forward layer in registers
+(``tl.dot`` for the 32x32 products) and writes the block's output tokens and, when another
+block follows, that block's ``q k v`` (its first product), so that every token is read and
+written once per kernel. The tokens stay in the ``(c, t n)`` layout throughout, which is the
+one the attention kernel reads and writes.
+
+Conditions (:func:`fused_blocks_apply`): ``enabled`` (``eval.fused_blocks``, the benchmark's
+``fused_blocks``), Triton, a CUDA tensor, no gradient wanted, sets of at most
+:data:`gsnerf.model.attention_kernel.MAX_TOKENS` tokens, and token and feed-forward widths that
+are powers of two of at least 16 (``tl.dot``; the paper's are 32 and 32). Products take the
+tokens' dtype (bf16 under autocast, as the library's matrix products would) and accumulate in
+float32; LayerNorm runs in float32. Not yet timed on a GPU: off by default.
+"""
+
+from collections.abc import Callable
+from typing import no_type_check
+
+import torch
+from einops import rearrange
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from gsnerf.model import attention_kernel
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # A CPU-only torch comes without Triton; the kernels are then never used.
+    triton = None
+
+# Tokens per program of the block-tail kernel, and its warps.
+BLOCK_TOKENS = 64
+NUM_WARPS = 4
+
+# Off by default (not yet timed on a GPU); True makes CUDA inference use the fused blocks.
+enabled = False
+
+
+if triton is not None:
+
+    @triton.jit
+    @no_type_check  # keeps jaxtyping's import hook off the kernel (attention_kernel.py)
+    def _layer_norm(x, weight_ptr, bias_ptr, channel, eps, WIDTH: tl.constexpr):
+        """LayerNorm over axis 0 of a float32 ``(WIDTH, tokens)`` tile."""
+        mean = tl.sum(x, axis=0) / WIDTH
+        centred = x - mean[None, :]
+        variance = tl.sum(centred * centred, axis=0) / WIDTH
+        normalised = centred * tl.rsqrt(variance + eps)[None, :]
+        weight = tl.load(weight_ptr + channel).to(tl.float32)
+        bias = tl.load(bias_ptr + channel).to(tl.float32)
+        return normalised * weight[:, None] + bias[:, None]
+
+    @triton.jit
+    @no_type_check
+    def _block_tail_kernel(
+        attended_ptr,
+        tokens_ptr,
+        out_weight_ptr,
+        norm1_weight_ptr,
+        norm1_bias_ptr,
+        ffn1_weight_ptr,
+        ffn1_bias_ptr,
+        ffn2_weight_ptr,
+        ffn2_bias_ptr,
+        norm2_weight_ptr,
+        norm2_bias_ptr,
+        next_qkv_weight_ptr,
+        out_ptr,
+        next_qkv_ptr,
+        count,
+        eps,
+        HAS_NEXT: tl.constexpr,
+        WIDTH: tl.constexpr,
+        FFN_WIDTH: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        dtype = tokens_ptr.dtype.element_ty
+        token = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        channel = tl.arange(0, WIDTH)
+        hidden = tl.arange(0, FFN_WIDTH)
+        # (c, t n) tensors, tokens innermost: element (c, r) at c count + r.
+        tile = channel[:, None].to(tl.int64) * count + token[None, :]
+        in_range = (token < count)[None, :]
+        attended = tl.load(attended_ptr + tile, mask=in_range, other=0.0)
+        residual = tl.load(tokens_ptr + tile, mask=in_range, other=0.0).to(tl.float32)
+        # Weights (out, in), row-major: W x^T is the layer applied to every token of the tile.
+        square = channel[:, None] * WIDTH + channel[None, :]
+        projected = tl.dot(tl.load(out_weight_ptr + square).to(dtype), attended.to(dtype))
+        x = _layer_norm(residual + projected, norm1_weight_ptr, norm1_bias_ptr, channel, eps, WIDTH)
+        up = hidden[:, None] * WIDTH + channel[None, :]
+        ffn1_weight = tl.load(ffn1_weight_ptr + up).to(dtype)
+        ffn1_bias = tl.load(ffn1_bias_ptr + hidden).to(tl.float32)
+        inner = tl.maximum(tl.dot(ffn1_weight, x.to(dtype)) + ffn1_bias[:, None], 0.0)
+        down = channel[:, None] * FFN_WIDTH + hidden[None, :]
+        ffn2_weight = tl.load(ffn2_weight_ptr + down).to(dtype)
+        ffn2_bias = tl.load(ffn2_bias_ptr + channel).to(tl.float32)
+        x = x + tl.dot(ffn2_weight, inner.to(dtype)) + ffn2_bias[:, None]
+        x = _layer_norm(x, norm2_weight_ptr, norm2_bias_ptr, channel, eps, WIDTH)
+        x_out = x.to(dtype)
+        tl.store(out_ptr + tile, x_out, mask=in_range)
+        if HAS_NEXT:
+            # The next block's (3 c, t n) q k v product, a third at a time (powers of two).
+            for part in tl.static_range(3):
+                weight = tl.load(next_qkv_weight_ptr + part * WIDTH * WIDTH + square).to(dtype)
+                qkv = tl.dot(weight, x_out)
+                offsets = part * WIDTH * count.to(tl.int64) + tile
+                tl.store(next_qkv_ptr + offsets, qkv.to(dtype), mask=in_range)
+
+
+def launch_block_tail(
+    launcher: object,
+    attended: Float[Tensor, "c r"],
+    tokens: Float[Tensor, "c r"],
+    block: nn.Module,
+    next_block: nn.Module | None,
+) -> tuple[Float[Tensor, "c r"], Float[Tensor, "qkv_rows r"]]:
+    """Run the block-tail kernel through ``launcher`` (the kernel, or ``wrap_triton`` of it).
+
+    ``block``, ``next_block``: :class:`gsnerf.model.transformer.MaskedAttentionBlock`. Returns
+    the block's output tokens and the next block's ``q k v`` product (an empty tensor when
+    ``next_block`` is None). A separate function so that tests can run it in Triton's
+    interpreter on CPU tensors, as for the attention kernel.
+    """
+    width, count = tokens.shape
+    ffn_in, ffn_out = block.ffn[0], block.ffn[2]
+    dtype = tokens.dtype
+    out = torch.empty_like(tokens)
+    next_qkv = tokens.new_empty((3 * width, count) if next_block is not None else (0, count))
+    launcher[(triton.cdiv(count, BLOCK_TOKENS),)](
+        attended.contiguous(),
+        tokens.contiguous(),
+        block.out.weight.to(dtype),
+        block.attention_norm.weight,
+        block.attention_norm.bias,
+        ffn_in.weight.to(dtype),
+        ffn_in.bias,
+        ffn_out.weight.to(dtype),
+        ffn_out.bias,
+        block.ffn_norm.weight,
+        block.ffn_norm.bias,
+        (next_block.qkv.weight if next_block is not None else block.qkv.weight).to(dtype),
+        out,
+        next_qkv,
+        count,
+        block.attention_norm.eps,
+        HAS_NEXT=next_block is not None,
+        WIDTH=width,
+        FFN_WIDTH=ffn_in.out_features,
+        BLOCK=BLOCK_TOKENS,
+        num_warps=NUM_WARPS,
+    )
+    return out, next_qkv
+
+
+def _is_tile_width(width: int) -> bool:
+    return width >= 16 and width & (width - 1) == 0
+
+
+def kernels_fit(blocks: nn.ModuleList, tokens_per_set: int) -> bool:
+    """Whether the kernels take these blocks and sets: tile widths, short sets (module doc)."""
+    if len(blocks) == 0 or tokens_per_set > attention_kernel.MAX_TOKENS:
+        return False
+    first = blocks[0]
+    return _is_tile_width(first.qkv.in_features) and _is_tile_width(first.ffn[0].out_features)
+
+
+def fused_blocks_apply(blocks: nn.ModuleList, tokens: Tensor) -> bool:
+    """Whether :func:`fused_token_major_blocks` serves these blocks and tokens (module doc)."""
+    return (
+        enabled
+        and triton is not None
+        and tokens.is_cuda
+        and not torch.is_grad_enabled()
+        and kernels_fit(blocks, tokens.shape[1])
+    )
+
+
+def compute_dtype(tokens: Tensor) -> torch.dtype:
+    """The dtype of the blocks' products: autocast's on the tokens' device, else the tokens'."""
+    if torch.is_autocast_enabled(tokens.device.type):
+        return torch.get_autocast_dtype(tokens.device.type)
+    return tokens.dtype
+
+
+def fused_token_major_blocks(
+    blocks: nn.ModuleList,
+    tokens: Float[Tensor, "n t c"],
+    key_mask: Bool[Tensor, "n t"] | None,
+    wrap: Callable[[object], object] | None = None,
+) -> Float[Tensor, "n t c"]:
+    """``blocks`` applied to ``tokens`` with the fused kernels; the numbers of the plain blocks.
+
+    Tokens between blocks are kept in the products' dtype (:func:`compute_dtype`), and so is
+    the result. ``wrap`` turns a kernel into its launcher: by default ``wrap_triton``, so that
+    compiled heads call the kernels within their graph; tests pass the identity to run the
+    kernels in Triton's interpreter.
+    """
+    # Imported here: the transformer module dispatches to this one.
+    from gsnerf.model.transformer import key_bias
+
+    wrap = torch.library.wrap_triton if wrap is None else wrap
+    sets, count, width = tokens.shape
+    heads = blocks[0].heads
+    dtype = compute_dtype(tokens)
+    columns = rearrange(tokens, "n t c -> c (t n)").to(dtype).contiguous()
+    bias = None if key_mask is None else key_bias(key_mask, dtype)
+    qkv = torch.mm(blocks[0].qkv.weight.to(dtype), columns)
+    tail = wrap(_block_tail_kernel)
+    attention = wrap(attention_kernel._attention_kernel)
+    for index, block in enumerate(blocks):
+        query, key, value = rearrange(
+            qkv, "(three h c) (t n) -> three h c t n", three=3, h=heads, t=count
+        )
+        attended = attention_kernel.launch_attention_kernel(attention, query, key, value, bias)
+        next_block = blocks[index + 1] if index + 1 < len(blocks) else None
+        columns, qkv = launch_block_tail(
+            tail, rearrange(attended, "h c t n -> (h c) (t n)"), columns, block, next_block
+        )
+    return rearrange(columns, "c (t n) -> n t c", t=count, n=sets, c=width)

@@ -1,0 +1,154 @@
+"""The fused transformer blocks against the plain blocks (library attention, sets first).
+
+On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, in a process of its
+own) in float32 only: the interpreter (Triton 3.8) multiplies bfloat16 ``tl.dot`` operands
+wrongly (a 32x32 by 32x64 product was off by 5e10), so bfloat16 is checked on CUDA only.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from gsnerf.evaluation.benchmark import load_model_cfg
+from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
+from gsnerf.model import fused_blocks
+from gsnerf.model.gsnerf import build_model
+from gsnerf.model.transformer import TokenTransformer, TransformerCfg
+
+# (width, heads, layers, ffn_width, tokens, masked): the paper's view and semantic transformers
+# (9 tokens with a key mask), its ray transformer (4 samples, no mask), narrower tokens with a
+# wider feed-forward layer.
+CASES = [
+    (32, 4, 4, 32, 9, True),
+    (32, 4, 1, 32, 4, False),
+    (16, 2, 2, 32, 5, True),
+]
+
+
+def plain_and_fused(
+    case: tuple, device: str, dtype: torch.dtype, wrap=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain blocks' result in float32 and the fused kernels' on ``dtype`` tokens."""
+    width, heads, layers, ffn_width, tokens, masked = case
+    torch.manual_seed(layers * 10 + tokens)
+    transformer = TokenTransformer(TransformerCfg(width, heads, layers, ffn_width)).to(device)
+    sets = 150  # no multiple of the kernels' tiles
+    inputs = torch.randn(sets, tokens, width, device=device)
+    mask = torch.rand(sets, tokens, device=device) > 0.3
+    mask[torch.arange(sets), torch.randint(tokens, (sets,))] = True
+    mask = mask if masked else None
+    with torch.no_grad():
+        plain = inputs
+        for block in transformer.blocks:
+            plain = block(plain, mask)
+        fused = fused_blocks.fused_token_major_blocks(
+            transformer.blocks, inputs.to(dtype), mask, wrap
+        )
+    return plain, fused
+
+
+INTERPRETED = textwrap.dedent(
+    """
+    import torch
+    from test_fused_blocks import CASES, plain_and_fused
+
+    for case in CASES:
+        plain, fused = plain_and_fused(case, "cpu", torch.float32, wrap=lambda kernel: kernel)
+        assert fused.shape == plain.shape, (case, fused.shape)
+        error = (fused - plain).abs().max().item()
+        assert error < 1e-4, (case, error)
+    print("interpreted fused blocks: all cases match")
+    """
+)
+
+
+@pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
+def test_fused_blocks_match_the_plain_blocks_in_the_interpreter() -> None:
+    environment = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", INTERPRETED],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all cases match" in result.stdout
+
+
+@pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
+def test_kernels_are_compiled_from_the_modules_own_functions() -> None:
+    # As for the attention kernel: jaxtyping's import hook must leave the kernels unwrapped.
+    for kernel in (fused_blocks._block_tail_kernel, fused_blocks._layer_norm):
+        assert kernel.fn.__globals__ is vars(fused_blocks)
+
+
+def test_fused_blocks_are_off_by_default_and_never_serve_cpu_tensors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert fused_blocks.enabled is False
+    monkeypatch.setattr(fused_blocks, "enabled", True)
+    paper = TokenTransformer(TransformerCfg())
+    with torch.no_grad():
+        assert not fused_blocks.fused_blocks_apply(paper.blocks, torch.zeros(4, 9, 32))
+
+
+def test_kernels_need_tile_widths_short_sets_and_blocks() -> None:
+    paper = TokenTransformer(TransformerCfg())
+    assert fused_blocks.kernels_fit(paper.blocks, 9)
+    assert not fused_blocks.kernels_fit(paper.blocks, 17)  # unrolled token loops
+    narrow = TokenTransformer(TransformerCfg(width=24, heads=4, ffn_width=32))
+    assert not fused_blocks.kernels_fit(narrow.blocks, 9)  # tl.dot needs powers of two >= 16
+    small_ffn = TokenTransformer(TransformerCfg(ffn_width=8))
+    assert not fused_blocks.kernels_fit(small_ffn.blocks, 9)
+    assert not fused_blocks.kernels_fit(TokenTransformer(TransformerCfg(layers=0)).blocks, 9)
+
+
+def test_eval_option_switches_the_fused_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_blocks, "enabled", False)
+    model = build_model(load_model_cfg("tiny", 4), num_classes=3)  # eval.compile stays none
+    apply_inference_options(model, EvalCfg(fused_blocks=True), torch.device("cpu"))
+    assert fused_blocks.enabled is True
+    apply_inference_options(model, EvalCfg(), torch.device("cpu"))
+    assert fused_blocks.enabled is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_blocks_match_the_plain_blocks_on_cuda(dtype: torch.dtype) -> None:
+    # The kernels' float32 products run in TF32 (10-bit mantissas), bf16 ones in 8 bits.
+    tolerance = 2e-2 if dtype == torch.float32 else 1e-1
+    for case in CASES:
+        plain, fused = plain_and_fused(case, "cuda", dtype)
+        torch.testing.assert_close(fused.float(), plain, atol=tolerance, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_transformer_with_fused_blocks_matches_the_plain_one_on_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fused_blocks, "enabled", True)
+    torch.manual_seed(0)
+    transformer = TokenTransformer(TransformerCfg()).cuda()
+    tokens = torch.randn(3000, 9, 32, device="cuda")
+    mask = torch.rand(3000, 9, device="cuda") > 0.3
+    mask[:, 0] = True
+    compiled = torch.compile(transformer.forward, dynamic=False)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        fused = compiled(tokens, mask)
+    with torch.no_grad():
+        plain = tokens
+        for block in transformer.blocks:
+            plain = block(plain, mask)
+    assert fused.dtype == torch.bfloat16
+    torch.testing.assert_close(fused.float(), plain, atol=1e-1, rtol=0)
