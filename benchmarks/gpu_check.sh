@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in four parts:
-#   bash benchmarks/gpu_check.sh                      # all four, an estimated 13 minutes on an H200
+#   bash benchmarks/gpu_check.sh                      # all four, an estimated 14 minutes on an H200
 #   bash benchmarks/gpu_check.sh speed options        # only the parts named
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
@@ -10,8 +10,9 @@
 #          memory, N = 4 and 128 with and without the scene-encoding cache, the paper training
 #          config's throughput: 1024 rays per step, AMP), about 2 minutes.
 # options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
-#          compiled, with the fused Triton attention, and with the spec's 4096-ray chunks,
-#          about 5 minutes (the fused attention compiles for about 20 s per kernel variant).
+#          compiled, with the fused Triton attention, with the fused Triton blocks, and with
+#          the spec's 4096-ray chunks, about 6 minutes (a Triton kernel variant compiles for
+#          up to 20 s).
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
@@ -29,6 +30,8 @@ for part in "${parts[@]}"; do
     esac
 done
 step_limit=${STEP_LIMIT_S:-300}
+bench=(timeout "$step_limit" python scripts/benchmark.py)
+evaluate=(timeout "$step_limit" python eval.py)
 wanted() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 status=0
 run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
@@ -42,20 +45,22 @@ fi
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
     budget_s=20)
 if wanted speed; then
-    run timeout "$step_limit" python scripts/benchmark.py "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
+    run "${bench[@]}" "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
         compile=default train_rays=1024 train_views=8 train_steps=20
 fi
 if wanted options; then
     n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0)
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 \
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 \
         compile=reduce-overhead warmup=3
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
         "compile_parts=[heads]"
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
         fused_attention=true profile_ops=20
-    run timeout "$step_limit" python scripts/benchmark.py "${n4[@]}" chunk_rays=4096 precision=bf16
+    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
+        fused_blocks=true profile_ops=20
+    run "${bench[@]}" "${n4[@]}" chunk_rays=4096 precision=bf16
 fi
 
 if wanted quality; then
@@ -65,19 +70,21 @@ if wanted quality; then
         run timeout "$step_limit" python train.py train.device=cuda hydra.run.dir="$runs/train"
     fi
     quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
         hydra.run.dir="$runs/fp32"
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 eval.compile=default \
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 eval.compile=default \
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.compile=default \
         "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
         hydra.run.dir="$runs/compiled_all"
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
         hydra.run.dir="$runs/fused_attention"
-    run timeout "$step_limit" python eval.py "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_blocks=true \
+        hydra.run.dir="$runs/fused_blocks"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
         hydra.run.dir="$runs/n128"
-    run timeout "$step_limit" python render.py train.device=cuda "ckpt=$checkpoint" scene=scene0016_00 \
-        render.frames=48 hydra.run.dir="$runs/render"
+    run timeout "$step_limit" python render.py train.device=cuda "ckpt=$checkpoint" \
+        scene=scene0016_00 render.frames=48 hydra.run.dir="$runs/render"
 fi
 exit $status

@@ -57,7 +57,7 @@ from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
-from gsnerf.model import attention_kernel
+from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.compiled_heads import (
     CompileMode,
     check_compile_mode,
@@ -108,6 +108,8 @@ class BenchmarkCfg:
     # CUDA inference: the attention of the heads' token-major blocks in one fused Triton kernel
     # (gsnerf/model/attention_kernel.py; off by default until timed in a whole frame).
     fused_attention: bool = False
+    # CUDA inference: whole blocks in two fused kernels each (gsnerf/model/fused_blocks.py).
+    fused_blocks: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
@@ -321,6 +323,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
     attention_kernel.enabled = cfg.fused_attention
+    fused_blocks.enabled = cfg.fused_blocks
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)
@@ -338,12 +341,8 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
         renderer = copy.deepcopy(model)
         compile_heads(renderer, cfg.compile, cfg.compile_parts)
         rendering = measure_rendering(renderer, model, example, cfg, device)
-        log.info(
-            "N=%d: uncached %.1f ms, cached %.1f ms; training",
-            num_samples,
-            rendering["uncached"]["ms"],
-            rendering["cached"]["ms"],
-        )
+        times = (rendering["uncached"]["ms"], rendering["cached"]["ms"])
+        log.info("N=%d: uncached %.1f ms, cached %.1f ms; training", num_samples, *times)
         training = None
         if cfg.train_steps > 0:
             training = measure_training(

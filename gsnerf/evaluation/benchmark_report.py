@@ -132,9 +132,13 @@ def markdown_report(record: dict) -> str:
     parts = settings.get("compile_parts", ["heads"])
     compiled = "eager heads" if compile_mode == "none" else "compiled " + " + ".join(parts)
     if record["device_type"] == "cuda":
-        # Records older than the option ran the plain attention.
-        fused = settings.get("fused_attention", False)
-        compiled += ", fused Triton attention" if fused else ", plain attention"
+        # Records older than the options ran the plain attention.
+        if settings.get("fused_blocks", False):
+            compiled += ", fused Triton blocks"
+        elif settings.get("fused_attention", False):
+            compiled += ", fused Triton attention"
+        else:
+            compiled += ", plain attention"
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "

@@ -23,12 +23,11 @@ tokens' dtype (bf16 under autocast, as the library's matrix products would) and 
 float32; LayerNorm runs in float32. Not yet timed on a GPU: off by default.
 """
 
-from collections.abc import Callable
 from typing import no_type_check
 
 import torch
 from einops import rearrange
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.model import attention_kernel
@@ -122,24 +121,47 @@ def launch_block_tail(
     launcher: object,
     attended: Float[Tensor, "c r"],
     tokens: Float[Tensor, "c r"],
-    block: nn.Module,
-    next_block: nn.Module | None,
+    weights: list[Tensor],
+    next_qkv_weight: Float[Tensor, "qkv_rows c"] | None,
+    eps: float,
 ) -> tuple[Float[Tensor, "c r"], Float[Tensor, "qkv_rows r"]]:
     """Run the block-tail kernel through ``launcher`` (the kernel, or ``wrap_triton`` of it).
 
-    ``block``, ``next_block``: :class:`gsnerf.model.transformer.MaskedAttentionBlock`. Returns
-    the block's output tokens and the next block's ``q k v`` product (an empty tensor when
-    ``next_block`` is None). A separate function so that tests can run it in Triton's
-    interpreter on CPU tensors, as for the attention kernel.
+    ``weights``: :func:`block_weights` of the block; ``next_qkv_weight``: the next block's
+    ``q k v`` weight, or None after the last block. Returns the block's output tokens and the
+    next block's ``q k v`` product (an empty tensor after the last block). The product weights
+    must have the tokens' dtype.
     """
     width, count = tokens.shape
-    ffn_in, ffn_out = block.ffn[0], block.ffn[2]
-    dtype = tokens.dtype
     out = torch.empty_like(tokens)
-    next_qkv = tokens.new_empty((3 * width, count) if next_block is not None else (0, count))
+    has_next = next_qkv_weight is not None
+    next_qkv = tokens.new_empty((3 * width, count) if has_next else (0, count))
     launcher[(triton.cdiv(count, BLOCK_TOKENS),)](
         attended.contiguous(),
         tokens.contiguous(),
+        *weights,
+        next_qkv_weight if has_next else weights[0],
+        out,
+        next_qkv,
+        count,
+        eps,
+        HAS_NEXT=has_next,
+        WIDTH=width,
+        FFN_WIDTH=weights[3].shape[0],
+        BLOCK=BLOCK_TOKENS,
+        num_warps=NUM_WARPS,
+    )
+    return out, next_qkv
+
+
+def block_weights(block: nn.Module, dtype: torch.dtype) -> list[Tensor]:
+    """The block-tail kernel's parameters of a :class:`MaskedAttentionBlock`, in its order.
+
+    Output product, first LayerNorm (weight, bias), feed-forward layers (weight, bias each),
+    second LayerNorm; the product weights in ``dtype``, the rest as they are.
+    """
+    ffn_in, ffn_out = block.ffn[0], block.ffn[2]
+    return [
         block.out.weight.to(dtype),
         block.attention_norm.weight,
         block.attention_norm.bias,
@@ -149,18 +171,39 @@ def launch_block_tail(
         ffn_out.bias,
         block.ffn_norm.weight,
         block.ffn_norm.bias,
-        (next_block.qkv.weight if next_block is not None else block.qkv.weight).to(dtype),
-        out,
-        next_qkv,
-        count,
-        block.attention_norm.eps,
-        HAS_NEXT=next_block is not None,
-        WIDTH=width,
-        FFN_WIDTH=ffn_in.out_features,
-        BLOCK=BLOCK_TOKENS,
-        num_warps=NUM_WARPS,
-    )
-    return out, next_qkv
+    ]
+
+
+if triton is not None:
+
+    @torch.library.triton_op("gsnerf::fused_block_tail", mutates_args=())
+    def fused_block_tail(
+        attended: Tensor,
+        tokens: Tensor,
+        weights: list[Tensor],
+        next_qkv_weight: Tensor | None,
+        eps: float,
+    ) -> tuple[Tensor, Tensor]:
+        """The block-tail kernel as a torch operator, so that compiled code calls it."""
+        return launch_block_tail(
+            torch.library.wrap_triton(_block_tail_kernel),
+            attended,
+            tokens,
+            weights,
+            next_qkv_weight,
+            eps,
+        )
+
+else:
+
+    def fused_block_tail(
+        attended: Tensor,
+        tokens: Tensor,
+        weights: list[Tensor],
+        next_qkv_weight: Tensor | None,
+        eps: float,
+    ) -> tuple[Tensor, Tensor]:
+        raise RuntimeError("the fused transformer blocks need Triton, which is not installed")
 
 
 def _is_tile_width(width: int) -> bool:
@@ -196,35 +239,32 @@ def compute_dtype(tokens: Tensor) -> torch.dtype:
 def fused_token_major_blocks(
     blocks: nn.ModuleList,
     tokens: Float[Tensor, "n t c"],
-    key_mask: Bool[Tensor, "n t"] | None,
-    wrap: Callable[[object], object] | None = None,
+    bias: Float[Tensor, "t n"] | None,
 ) -> Float[Tensor, "n t c"]:
     """``blocks`` applied to ``tokens`` with the fused kernels; the numbers of the plain blocks.
 
-    Tokens between blocks are kept in the products' dtype (:func:`compute_dtype`), and so is
-    the result. ``wrap`` turns a kernel into its launcher: by default ``wrap_triton``, so that
-    compiled heads call the kernels within their graph; tests pass the identity to run the
-    kernels in Triton's interpreter.
-    """
-    # Imported here: the transformer module dispatches to this one.
-    from gsnerf.model.transformer import key_bias
+    ``bias``: :func:`gsnerf.model.transformer.key_bias` of the key mask in
+    :func:`compute_dtype`, or None for no mask.
 
-    wrap = torch.library.wrap_triton if wrap is None else wrap
+    Tokens between blocks are kept in the products' dtype (:func:`compute_dtype`), and so is
+    the result. The kernels are called as torch operators, so that compiled heads call them
+    within their graph (on CPU tensors they run in Triton's interpreter, ``TRITON_INTERPRET=1``:
+    the tests).
+    """
     sets, count, width = tokens.shape
     heads = blocks[0].heads
     dtype = compute_dtype(tokens)
     columns = rearrange(tokens, "n t c -> c (t n)").to(dtype).contiguous()
-    bias = None if key_mask is None else key_bias(key_mask, dtype)
     qkv = torch.mm(blocks[0].qkv.weight.to(dtype), columns)
-    tail = wrap(_block_tail_kernel)
-    attention = wrap(attention_kernel._attention_kernel)
     for index, block in enumerate(blocks):
         query, key, value = rearrange(
             qkv, "(three h c) (t n) -> three h c t n", three=3, h=heads, t=count
         )
-        attended = attention_kernel.launch_attention_kernel(attention, query, key, value, bias)
-        next_block = blocks[index + 1] if index + 1 < len(blocks) else None
-        columns, qkv = launch_block_tail(
-            tail, rearrange(attended, "h c t n -> (h c) (t n)"), columns, block, next_block
-        )
+        attended = attention_kernel.fused_sets_last_attention(query, key, value, bias)
+        attended = rearrange(attended, "h c t n -> (h c) (t n)")
+        weights = block_weights(block, dtype)
+        is_last = index + 1 == len(blocks)
+        next_weight = None if is_last else blocks[index + 1].qkv.weight.to(dtype)
+        eps = block.attention_norm.eps
+        columns, qkv = fused_block_tail(attended, columns, weights, next_weight, eps)
     return rearrange(columns, "c (t n) -> n t c", t=count, n=sets, c=width)

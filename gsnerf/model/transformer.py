@@ -223,7 +223,9 @@ class TokenTransformer(nn.Module):
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
         if fused_blocks.fused_blocks_apply(self.blocks, tokens):
-            return fused_blocks.fused_token_major_blocks(self.blocks, tokens, key_mask)
+            dtype = fused_blocks.compute_dtype(tokens)
+            bias = None if key_mask is None else key_bias(key_mask, dtype)
+            return fused_blocks.fused_token_major_blocks(self.blocks, tokens, bias)
         if runs_token_major(tokens):
             count = tokens.shape[1]
             rows = rearrange(tokens, "n t c -> (t n) c")
