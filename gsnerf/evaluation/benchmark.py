@@ -250,8 +250,9 @@ def measure_rendering(
 ) -> dict:
     """Uncached, cached and per-stage timings, FLOPs and peak memory of one sample count.
 
-    ``model`` is timed; the FLOPs are counted on ``plain`` (same weights, eager heads). On an
-    H200 (torch 2.11) compiled heads first called under the counter ran at eager speed.
+    ``model`` is timed; the FLOPs are counted on ``plain`` (same weights, eager heads, no fused
+    kernels). On an H200 (torch 2.11) compiled heads first called under the counter ran at eager
+    speed.
     """
     model.eval()
     plain.eval()
@@ -259,9 +260,9 @@ def measure_rendering(
     with torch.inference_mode(), autocast_context(cfg.precision, device):
         encode_counter = FlopCounterMode(display=False)
         render_counter = FlopCounterMode(display=False)
-        with encode_counter:
+        with encode_counter, fused_blocks.kernels_disabled():
             geometry = plain.encode_sources(example)
-        with render_counter:
+        with render_counter, fused_blocks.kernels_disabled():
             plain.render_image(example, geometry, chunk)
         compiling = cfg.compile != CompileMode.NONE.value
         # Compiled heads: the first pass compiles, the second runs (and records CUDA graphs).

@@ -23,6 +23,8 @@ tokens' dtype (bf16 under autocast, as the library's matrix products would) and 
 float32; LayerNorm runs in float32. Not yet timed on a GPU: off by default.
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import no_type_check
 
 import torch
@@ -204,6 +206,21 @@ else:
         eps: float,
     ) -> tuple[Tensor, Tensor]:
         raise RuntimeError("the fused transformer blocks need Triton, which is not installed")
+
+
+@contextlib.contextmanager
+def kernels_disabled() -> Iterator[None]:
+    """The fused attention and the fused blocks switched off inside, restored after.
+
+    For FLOP counting: ``FlopCounterMode`` counts the library's products, not Triton kernels.
+    """
+    global enabled
+    saved = enabled, attention_kernel.enabled
+    enabled = attention_kernel.enabled = False
+    try:
+        yield
+    finally:
+        enabled, attention_kernel.enabled = saved
 
 
 def _is_tile_width(width: int) -> bool:

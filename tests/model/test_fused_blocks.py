@@ -16,7 +16,7 @@ import torch
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
-from gsnerf.model import fused_blocks
+from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.gsnerf import build_model
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias
 
@@ -99,6 +99,16 @@ def test_fused_blocks_are_off_by_default_and_never_serve_cpu_tensors(
     paper = TokenTransformer(TransformerCfg())
     with torch.no_grad():
         assert not fused_blocks.fused_blocks_apply(paper.blocks, torch.zeros(4, 9, 32))
+
+
+def test_kernels_disabled_switches_both_kernels_off_and_restores_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fused_blocks, "enabled", True)
+    monkeypatch.setattr(attention_kernel, "enabled", True)
+    with fused_blocks.kernels_disabled():
+        assert not fused_blocks.enabled and not attention_kernel.enabled
+    assert fused_blocks.enabled and attention_kernel.enabled
 
 
 def test_kernels_need_tile_widths_short_sets_and_blocks() -> None:
