@@ -26,6 +26,7 @@ set (``eval.fused_attention``, the benchmark's ``fused_attention``).
 """
 
 import math
+from collections.abc import Callable
 from typing import no_type_check
 
 import torch
@@ -167,23 +168,34 @@ def launch_attention_kernel(
     return out
 
 
-if triton is not None:
+def as_triton_operator(name: str, function: Callable[..., object]) -> Callable[..., object]:
+    """``function`` registered as the torch operator ``gsnerf::<name>`` (``triton_op``).
 
-    @torch.library.triton_op("gsnerf::fused_sets_last_attention", mutates_args=())
-    def fused_sets_last_attention(
-        query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None
-    ) -> Tensor:
-        """The kernel as a torch operator, so that ``torch.compile`` calls it in its graph."""
-        return launch_attention_kernel(
-            torch.library.wrap_triton(_attention_kernel), query, key, value, bias
-        )
+    ``torch.compile`` then calls it, and the Triton kernels it launches through ``wrap_triton``,
+    within its graph. Without Triton: a function that raises (the kernels' conditions, such as
+    :func:`fused_attention_applies`, never choose it then).
+    """
+    if triton is None:
 
-else:
+        def unavailable(*args: object, **kwargs: object) -> object:
+            raise RuntimeError(f"gsnerf::{name} needs Triton, which is not installed")
 
-    def fused_sets_last_attention(
-        query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None
-    ) -> Tensor:
-        raise RuntimeError("the fused attention kernel needs Triton, which is not installed")
+        return unavailable
+    return torch.library.triton_op(f"gsnerf::{name}", mutates_args=())(function)
+
+
+def _fused_sets_last_attention(
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None
+) -> Tensor:
+    return launch_attention_kernel(
+        torch.library.wrap_triton(_attention_kernel), query, key, value, bias
+    )
+
+
+# The kernel as a torch operator, with launch_attention_kernel's arguments and result.
+fused_sets_last_attention = as_triton_operator(
+    "fused_sets_last_attention", _fused_sets_last_attention
+)
 
 
 def fused_attention_applies(query: Tensor) -> bool:

@@ -176,36 +176,19 @@ def block_weights(block: nn.Module, dtype: torch.dtype) -> list[Tensor]:
     ]
 
 
-if triton is not None:
+def _fused_block_tail(
+    attended: Tensor,
+    tokens: Tensor,
+    weights: list[Tensor],
+    next_qkv_weight: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    launcher = torch.library.wrap_triton(_block_tail_kernel)
+    return launch_block_tail(launcher, attended, tokens, weights, next_qkv_weight, eps)
 
-    @torch.library.triton_op("gsnerf::fused_block_tail", mutates_args=())
-    def fused_block_tail(
-        attended: Tensor,
-        tokens: Tensor,
-        weights: list[Tensor],
-        next_qkv_weight: Tensor | None,
-        eps: float,
-    ) -> tuple[Tensor, Tensor]:
-        """The block-tail kernel as a torch operator, so that compiled code calls it."""
-        return launch_block_tail(
-            torch.library.wrap_triton(_block_tail_kernel),
-            attended,
-            tokens,
-            weights,
-            next_qkv_weight,
-            eps,
-        )
 
-else:
-
-    def fused_block_tail(
-        attended: Tensor,
-        tokens: Tensor,
-        weights: list[Tensor],
-        next_qkv_weight: Tensor | None,
-        eps: float,
-    ) -> tuple[Tensor, Tensor]:
-        raise RuntimeError("the fused transformer blocks need Triton, which is not installed")
+# The block-tail kernel as a torch operator, with launch_block_tail's arguments and results.
+fused_block_tail = attention_kernel.as_triton_operator("fused_block_tail", _fused_block_tail)
 
 
 @contextlib.contextmanager
