@@ -8,6 +8,7 @@ On a CPU the kernels run, through their torch operators, in Triton's interpreter
 
 import pytest
 import torch
+from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.evaluation.benchmark import load_model_cfg
@@ -63,6 +64,42 @@ INTERPRETED = """
 @pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
 def test_fused_blocks_match_the_plain_blocks_in_the_interpreter() -> None:
     assert "all cases match" in run_in_triton_interpreter(INTERPRETED)
+
+
+# A whole image rendered by a small model (transformers of width 16: view and semantic ones
+# with key masks, a ray transformer over 4 guided + 2 uniform samples) with the fused blocks in
+# every transformer, against the plain render. The kernels' CUDA condition is lifted for it.
+INTERPRETED_RENDER = """
+    import torch
+    from small_models import small_gsnerf_cfg
+
+    from gsnerf.evaluation.benchmark_scene import plane_example
+    from gsnerf.model import build_model, fused_blocks
+
+    def served(blocks, tokens):
+        served.calls += 1
+        return not torch.is_grad_enabled() and fused_blocks.kernels_fit(blocks, tokens.shape[1])
+
+    served.calls = 0
+    torch.manual_seed(0)
+    model = build_model(small_gsnerf_cfg(num_uniform=2, rendering="volume"), 4).eval()
+    example = plane_example(3, 8, 12, 4, seed=0)
+    with torch.no_grad():
+        geometry = model.encode_sources(example)
+        plain = model.render_image(example, geometry)
+        fused_blocks.fused_blocks_apply = served
+        fused = model.render_image(example, geometry)
+    assert served.calls >= 3, served.calls  # view, ray and semantic transformers
+    for name in ("rgb", "depth", "semantic_logits", "opacity"):
+        error = (getattr(fused, name) - getattr(plain, name)).abs().max().item()
+        assert error < 1e-4, (name, error)
+    print("interpreted render with fused blocks: matches")
+"""
+
+
+@pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
+def test_render_with_fused_blocks_matches_the_plain_render_in_the_interpreter() -> None:
+    assert "matches" in run_in_triton_interpreter(INTERPRETED_RENDER)
 
 
 @pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
@@ -147,7 +184,9 @@ def test_compiled_transformer_with_fused_blocks_matches_the_plain_one_on_cuda(
     mask = torch.rand(3000, 9, device="cuda") > 0.3
     mask[:, 0] = True
     compiled = torch.compile(transformer.forward, dynamic=False)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    # jaxtyping's checks off while compiling, as for the compiled heads (test_compiled_heads).
+    with runtime_type_checks_off(), torch.inference_mode(), autocast:
         fused = compiled(tokens, mask)
     with torch.no_grad():
         plain = tokens
