@@ -67,39 +67,49 @@ def test_fused_blocks_match_the_plain_blocks_in_the_interpreter() -> None:
 
 
 # A whole image rendered by a small model (transformers of width 16: view and semantic ones
-# with key masks, a ray transformer over 4 guided + 2 uniform samples) with the fused blocks in
-# every transformer, against the plain render. The kernels' CUDA condition is lifted for it.
+# with key masks, a ray transformer over 4 guided + 2 uniform samples) with the fused attention,
+# then with the fused blocks, in every transformer, against the plain render. The kernels' CUDA
+# condition is lifted for it.
 INTERPRETED_RENDER = """
     import torch
     from small_models import small_gsnerf_cfg
 
     from gsnerf.evaluation.benchmark_scene import plane_example
-    from gsnerf.model import build_model, fused_blocks
+    from gsnerf.model import build_model, fused_blocks, transformer
 
-    def served(blocks, tokens):
-        served.calls += 1
+    calls = {"attention": 0, "blocks": 0}
+
+    def attention_served(query):
+        calls["attention"] += 1
+        return not torch.is_grad_enabled()
+
+    def blocks_served(blocks, tokens):
+        calls["blocks"] += 1
         return not torch.is_grad_enabled() and fused_blocks.kernels_fit(blocks, tokens.shape[1])
 
-    served.calls = 0
     torch.manual_seed(0)
     model = build_model(small_gsnerf_cfg(num_uniform=2, rendering="volume"), 4).eval()
     example = plane_example(3, 8, 12, 4, seed=0)
     with torch.no_grad():
         geometry = model.encode_sources(example)
         plain = model.render_image(example, geometry)
-        fused_blocks.fused_blocks_apply = served
+        transformer.fused_attention_applies = attention_served
+        fused_attention = model.render_image(example, geometry)
+        fused_blocks.fused_blocks_apply = blocks_served
         fused = model.render_image(example, geometry)
-    assert served.calls >= 3, served.calls  # view, ray and semantic transformers
-    for name in ("rgb", "depth", "semantic_logits", "opacity"):
-        error = (getattr(fused, name) - getattr(plain, name)).abs().max().item()
-        assert error < 1e-4, (name, error)
-    print("interpreted render with fused blocks: matches")
+    # Each transformer (view, ray, semantic) at least once per render.
+    assert calls["attention"] >= 3 and calls["blocks"] >= 3, calls
+    for render in (fused_attention, fused):
+        for name in ("rgb", "depth", "semantic_logits", "opacity"):
+            error = (getattr(render, name) - getattr(plain, name)).abs().max().item()
+            assert error < 1e-4, (name, error)
+    print("interpreted renders with the fused kernels: match")
 """
 
 
 @pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
-def test_render_with_fused_blocks_matches_the_plain_render_in_the_interpreter() -> None:
-    assert "matches" in run_in_triton_interpreter(INTERPRETED_RENDER)
+def test_renders_with_the_fused_kernels_match_the_plain_render_in_the_interpreter() -> None:
+    assert "match" in run_in_triton_interpreter(INTERPRETED_RENDER)
 
 
 @pytest.mark.skipif(fused_blocks.triton is None, reason="Triton is not installed")
