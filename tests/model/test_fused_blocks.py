@@ -25,6 +25,9 @@ CASES = [
     (32, 4, 1, 32, 4, False),
     (16, 2, 2, 32, 5, True),
 ]
+# On CUDA every kernel variant compiles for up to 20 s: the paper's two shapes only, the third
+# being covered by the interpreter.
+CUDA_CASES = CASES[:2]
 
 
 def plain_and_fused(
@@ -177,7 +180,7 @@ def test_eval_options_switch_the_fused_kernels(monkeypatch: pytest.MonkeyPatch) 
 def test_fused_blocks_match_the_plain_blocks_on_cuda(dtype: torch.dtype) -> None:
     # The kernels' float32 products run in TF32 (10-bit mantissas), bf16 ones in 8 bits.
     tolerance = 2e-2 if dtype == torch.float32 else 1e-1
-    for case in CASES:
+    for case in CUDA_CASES:
         plain, fused = plain_and_fused(case, "cuda", dtype)
         torch.testing.assert_close(fused.float(), plain, atol=tolerance, rtol=0)
 
