@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh speed options        # only the parts named
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
-# tests    the CUDA tests (pytest -m gpu), about a minute.
+# tests    the CUDA tests (pytest -m gpu), a minute before the fused kernels, whose variants
+#          compile for up to 20 s each (the first time on a machine; Triton caches them).
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
 #          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
 #          memory, N = 4 and 128 with and without the scene-encoding cache, the paper training
