@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets (spec 9), in four parts:
-#   bash benchmarks/gpu_check.sh                      # all four, an estimated 14 minutes on an H200
+# The GPU tests and figures of the speed targets (spec 9), in five parts:
+#   bash benchmarks/gpu_check.sh                      # all five, an estimated 16 minutes on an H200
 #   bash benchmarks/gpu_check.sh speed options        # only the parts named
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
@@ -14,6 +14,9 @@
 #          compiled, with the fused Triton attention, with the fused Triton blocks, and with
 #          the spec's 4096-ray chunks, about 6 minutes (a Triton kernel variant compiles for
 #          up to 20 s).
+# kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention
+#          and fused blocks, eager and compiled (scripts/transformer_benchmark.py), about 2
+#          minutes.
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
@@ -23,11 +26,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(tests speed options quality)
+[ ${#parts[@]} -eq 0 ] && parts=(tests speed options kernels quality)
 for part in "${parts[@]}"; do
     case $part in
-        tests | speed | options | quality) ;;
-        *) echo "gpu_check: unknown part '$part' (tests, speed, options, quality)" >&2; exit 2 ;;
+        tests | speed | options | kernels | quality) ;;
+        *) echo "gpu_check: unknown part '$part' (tests, speed, options, kernels, quality)" >&2
+            exit 2 ;;
     esac
 done
 step_limit=${STEP_LIMIT_S:-300}
@@ -62,6 +66,9 @@ if wanted options; then
     run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
         fused_blocks=true profile_ops=20
     run "${bench[@]}" "${n4[@]}" chunk_rays=4096 precision=bf16
+fi
+if wanted kernels; then
+    run timeout "$step_limit" python scripts/transformer_benchmark.py
 fi
 
 if wanted quality; then
