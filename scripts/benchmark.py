@@ -19,20 +19,17 @@ Prints the Markdown tables, then the path of the JSON record (under benchmarks/)
 exits with status 1 if a training measurement failed (its error is in the record).
 """
 
-import logging
 import sys
 
 from gsnerf.evaluation.benchmark import parse_overrides, run_benchmark, write_record
+from gsnerf.evaluation.benchmark_records import run_from_command_line
 from gsnerf.evaluation.benchmark_report import markdown_report, training_failed
 
 
 def main(arguments: list[str]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    cfg = parse_overrides(arguments)
-    record = run_benchmark(cfg)
-    path = write_record(record, cfg)
-    print(markdown_report(record))
-    print(path)
+    record = run_from_command_line(
+        arguments, parse_overrides, run_benchmark, write_record, markdown_report
+    )
     # The record keeps every figure, but a failed measurement must not pass for a clean run.
     if any(training_failed(result) for result in record["results"]):
         raise SystemExit(1)

@@ -10,9 +10,9 @@ kernel; on a CPU the plain and compiled ones. Prints a Markdown table, then the 
 JSON record (under benchmarks/) as last line.
 """
 
-import logging
 import sys
 
+from gsnerf.evaluation.benchmark_records import run_from_command_line
 from gsnerf.evaluation.transformer_benchmark import (
     markdown_table,
     parse_overrides,
@@ -22,12 +22,13 @@ from gsnerf.evaluation.transformer_benchmark import (
 
 
 def main(arguments: list[str]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    cfg = parse_overrides(arguments)
-    record = run_transformer_benchmark(cfg)
-    path = write_transformer_record(record, cfg)
-    print(markdown_table(record))
-    print(path)
+    run_from_command_line(
+        arguments,
+        parse_overrides,
+        run_transformer_benchmark,
+        write_transformer_record,
+        markdown_table,
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ decreases.
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import platform
 import statistics
@@ -53,6 +52,7 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
+from gsnerf.evaluation.benchmark_records import write_json_record
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
@@ -386,14 +386,9 @@ def write_record(record: dict, cfg: BenchmarkCfg) -> Path:
 
     Model, size and precision are those the record was measured with (its settings).
     """
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = record["created"].replace(":", "").replace("-", "")
     used = record["settings"]
     name = (
-        f"{stamp}_{used['model']}_{used['width']}x{used['height']}_{record['device_type']}_"
+        f"{used['model']}_{used['width']}x{used['height']}_{record['device_type']}_"
         f"{used['precision']}"
     )
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json_record(record, cfg.output_dir, name)

@@ -21,7 +21,6 @@ The fused variants need CUDA and Triton; on a CPU only ``plain`` and ``compiled`
 
 import copy
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from einops import rearrange
 from omegaconf import OmegaConf
 
 from gsnerf.engine.device import autocast_context, resolve_device
+from gsnerf.evaluation.benchmark_records import write_json_record
 from gsnerf.evaluation.pass_timing import timed
 from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias, sets_last_attention
@@ -179,11 +179,6 @@ def markdown_table(record: dict) -> str:
 
 
 def write_transformer_record(record: dict, cfg: TransformerBenchmarkCfg) -> Path:
-    """``<output_dir>/<time>_transformer_<device>_<precision>.json``; its path."""
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = record["created"].replace(":", "").replace("-", "")
+    """``<output_dir>/<time>_transformer_<device type>_<precision>.json``; its path."""
     kind = "cuda" if record["device"] != "cpu" else "cpu"
-    path = folder / f"{stamp}_transformer_{kind}_{cfg.precision}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json_record(record, cfg.output_dir, f"transformer_{kind}_{cfg.precision}")

@@ -1,0 +1,39 @@
+"""JSON records of the benchmark scripts, and the scripts' common command-line run."""
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_json_record(record: dict, output_dir: str, name: str) -> Path:
+    """``<output_dir>/<record's creation time>_<name>.json`` (folder created); its path.
+
+    Example: created "2026-11-27T18:27:08", name "gsnerf_320x240_cuda_bf16" ->
+    ``benchmarks/20261127T182708_gsnerf_320x240_cuda_bf16.json``.
+    """
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = record["created"].replace(":", "").replace("-", "")
+    path = folder / f"{stamp}_{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def run_from_command_line(
+    arguments: list[str],
+    parse: Callable[[list[str]], object],
+    run: Callable[[object], dict],
+    write: Callable[[dict, object], Path],
+    report: Callable[[dict], str],
+) -> dict:
+    """Parse the ``key=value`` arguments, run, write the record, print the report, then the
+    record's path as the last line; returns the record. Progress is logged to stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    cfg = parse(arguments)
+    record = run(cfg)
+    path = write(record, cfg)
+    print(report(record))
+    print(path)
+    return record
