@@ -120,14 +120,13 @@ if triton is not None:
 
 
 def launch_block_tail(
-    launcher: object,
     attended: Float[Tensor, "c r"],
     tokens: Float[Tensor, "c r"],
     weights: list[Tensor],
     next_qkv_weight: Float[Tensor, "qkv_rows c"] | None,
     eps: float,
 ) -> tuple[Float[Tensor, "c r"], Float[Tensor, "qkv_rows r"]]:
-    """Run the block-tail kernel through ``launcher`` (the kernel, or ``wrap_triton`` of it).
+    """Run the block-tail kernel (through ``wrap_triton``, so that compiled code can call it).
 
     ``weights``: :func:`block_weights` of the block; ``next_qkv_weight``: the next block's
     ``q k v`` weight, or None after the last block. Returns the block's output tokens and the
@@ -138,6 +137,7 @@ def launch_block_tail(
     out = torch.empty_like(tokens)
     has_next = next_qkv_weight is not None
     next_qkv = tokens.new_empty((3 * width, count) if has_next else (0, count))
+    launcher = torch.library.wrap_triton(_block_tail_kernel)
     launcher[(triton.cdiv(count, BLOCK_TOKENS),)](
         attended.contiguous(),
         tokens.contiguous(),
@@ -183,8 +183,7 @@ def _fused_block_tail(
     next_qkv_weight: Tensor | None,
     eps: float,
 ) -> tuple[Tensor, Tensor]:
-    launcher = torch.library.wrap_triton(_block_tail_kernel)
-    return launch_block_tail(launcher, attended, tokens, weights, next_qkv_weight, eps)
+    return launch_block_tail(attended, tokens, weights, next_qkv_weight, eps)
 
 
 # The block-tail kernel as a torch operator, with launch_block_tail's arguments and results.
