@@ -52,7 +52,7 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from gsnerf.evaluation.benchmark_records import write_json_record
+from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
@@ -191,9 +191,8 @@ def with_device_defaults(cfg: BenchmarkCfg, device: torch.device) -> BenchmarkCf
 
 
 def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
-    """``key=value`` command-line overrides merged onto :class:`BenchmarkCfg` (typed, strict)."""
-    overrides = OmegaConf.from_dotlist(list(arguments))
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BenchmarkCfg), overrides))
+    """``key=value`` command-line overrides merged onto :class:`BenchmarkCfg`."""
+    return parse_config(BenchmarkCfg, arguments)
 
 
 def load_model_cfg(name: str, num_samples: int) -> GSNeRFCfg:

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 
 def write_json_record(record: dict, output_dir: str, name: str) -> Path:
     """``<output_dir>/<record's creation time>_<name>.json`` (folder created); its path.
@@ -19,6 +21,15 @@ def write_json_record(record: dict, output_dir: str, name: str) -> Path:
     path = folder / f"{stamp}_{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def parse_config(config_class: type, arguments: list[str]) -> object:
+    """``key=value`` command-line overrides merged onto the dataclass ``config_class``.
+
+    Typed and strict: an unknown key or a value of the wrong type is an error naming the key.
+    """
+    overrides = OmegaConf.from_dotlist(list(arguments))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_class), overrides))
 
 
 def run_from_command_line(

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from omegaconf import OmegaConf
 
 from gsnerf.engine.device import autocast_context, resolve_device
-from gsnerf.evaluation.benchmark_records import write_json_record
+from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.pass_timing import timed
 from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias, sets_last_attention
@@ -83,10 +82,8 @@ class TransformerBenchmarkCfg:
 
 
 def parse_overrides(arguments: list[str]) -> TransformerBenchmarkCfg:
-    """``key=value`` overrides merged onto :class:`TransformerBenchmarkCfg` (typed, strict)."""
-    overrides = OmegaConf.from_dotlist(list(arguments))
-    merged = OmegaConf.merge(OmegaConf.structured(TransformerBenchmarkCfg), overrides)
-    return OmegaConf.to_object(merged)
+    """``key=value`` command-line overrides merged onto :class:`TransformerBenchmarkCfg`."""
+    return parse_config(TransformerBenchmarkCfg, arguments)
 
 
 def _variant_call(
