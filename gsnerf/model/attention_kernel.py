@@ -13,8 +13,13 @@ exponentials to memory in separate kernels: on an H100 those kernels took 15 ms 
 7 ms (exponentials) and 5 ms (maxima) of a compiled bf16 320x240 frame. An earlier kernel that
 held all keys and values of 64 sets as ``(16, 8, 64)`` tiles (tokens padded to 16) took 65 ms
 per transformer there (benchmarks/README.md), which is why this one keeps only 2-D tiles and
-loops over the tokens without padding them; one attention call now takes 0.77 times as long
-as inductor's (``BLOCK_SETS``).
+loops over the tokens without padding them. Both token loops are run-time loops, not unrolled:
+unrolled (t^2 = 81 copies of the body for sets of 9), the compiler hoisted the loads of later
+copies and the kernel used all 255 registers and spilled 4.5 kB per thread to local memory
+(sm_90, bf16, 64 sets per program), and each variant took about 15 s to compile; as loops it
+uses 80 registers, spills nothing and compiles in under a second
+(``python scripts/kernel_report.py``, which compiles for a GPU without one). The timings
+below are of the unrolled kernel.
 
 Inputs and output are ``(h, c, t, n)`` (any strides along h, c and t; n contiguous), in
 float32, bfloat16 or float16; the sums run in float32. The key bias is that of
@@ -44,13 +49,13 @@ except ImportError:  # A CPU-only torch comes without Triton; the kernel is then
 # with 64 sets and one warp, 2.79 / 2.81 ms with 32 / 128 sets and one warp, 2.95 ms with 64
 # and two warps, 4.94 ms with 128 and four, 8.69 ms with 256 and eight: more warps per program
 # only add synchronisation (a set's channels may sit in different warps). Inductor's kernels
-# for the same attention took 3.40 ms. Each new (tokens, dtype, mask) combination compiles
-# for about 20 s on first use (cached by Triton on disk afterwards).
+# for the same attention took 3.40 ms. These are timings of the unrolled kernel, which spilled
+# registers in every configuration (module doc); the loop kernel is still to be timed.
 BLOCK_SETS = 64
 NUM_WARPS = 1
 
-# Longest sets the kernel takes: its loops over query and key tokens are unrolled (t^2 copies
-# of the loop body), which longer sets (the ray transformer at N = 128) would make huge.
+# Longest sets the kernel takes: it reads a set's keys and values once per query token (t^2
+# reads per set), so long sets (the ray transformer at N = 128) are left to the library.
 MAX_TOKENS = 16
 
 # Off by default: faster than inductor's kernels alone (above), but not yet timed within a
@@ -91,7 +96,7 @@ if triton is not None:
         tile = head * head_stride + channel[:, None] * channel_stride + set_index[None, :]
         out_tile = head * CHANNELS * TOKENS * sets + channel[:, None] * TOKENS * sets
         out_tile = out_tile + set_index[None, :]
-        for query_token in tl.static_range(TOKENS):
+        for query_token in range(TOKENS):
             query = tl.load(
                 query_ptr + tile + query_token * token_stride, mask=tile_mask, other=0.0
             )
@@ -101,7 +106,7 @@ if triton is not None:
             running_max = tl.full((BLOCK,), -1.0e30, tl.float32)
             running_sum = tl.zeros((BLOCK,), tl.float32)
             attended = tl.zeros((CHANNELS_POW2, BLOCK), tl.float32)
-            for key_token in tl.static_range(TOKENS):
+            for key_token in range(TOKENS):
                 offsets = tile + key_token * token_stride
                 key = tl.load(key_ptr + offsets, mask=tile_mask, other=0.0).to(tl.float32)
                 score = tl.sum(query * key, axis=0)
