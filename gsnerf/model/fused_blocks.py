@@ -125,19 +125,21 @@ def launch_block_tail(
     weights: list[Tensor],
     next_qkv_weight: Float[Tensor, "qkv_rows c"] | None,
     eps: float,
+    launcher: object | None = None,
 ) -> tuple[Float[Tensor, "c r"], Float[Tensor, "qkv_rows r"]]:
-    """Run the block-tail kernel (through ``wrap_triton``, so that compiled code can call it).
+    """Run the block-tail kernel; the block's output tokens and the next block's ``q k v``.
 
     ``weights``: :func:`block_weights` of the block; ``next_qkv_weight``: the next block's
-    ``q k v`` weight, or None after the last block. Returns the block's output tokens and the
-    next block's ``q k v`` product (an empty tensor after the last block). The product weights
-    must have the tokens' dtype.
+    ``q k v`` weight, or None after the last block (the second result is then empty). The
+    product weights must have the tokens' dtype. ``launcher``: ``wrap_triton`` of the kernel
+    (unset; compiled code can then call it), or a stand-in that records the launch
+    (:mod:`gsnerf.evaluation.kernel_report`).
     """
     width, count = tokens.shape
     out = torch.empty_like(tokens)
     has_next = next_qkv_weight is not None
     next_qkv = tokens.new_empty((3 * width, count) if has_next else (0, count))
-    launcher = torch.library.wrap_triton(_block_tail_kernel)
+    launcher = launcher or torch.library.wrap_triton(_block_tail_kernel)
     launcher[(triton.cdiv(count, BLOCK_TOKENS),)](
         attended.contiguous(),
         tokens.contiguous(),
