@@ -260,4 +260,3 @@ def parse_overrides(arguments: list[str]) -> KernelReportCfg:
 
 def write_kernel_record(record: dict, cfg: KernelReportCfg) -> Path:
     return write_json_record(record, cfg.output_dir, f"kernels_sm{record['arch']}")
-
