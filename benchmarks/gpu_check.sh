@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets (spec 9), in five parts:
-#   bash benchmarks/gpu_check.sh                      # all five, an estimated 16 minutes on an H200
-#   bash benchmarks/gpu_check.sh speed options        # only the parts named
+# The GPU tests and figures of the speed targets (spec 9), in six parts:
+#   bash benchmarks/gpu_check.sh                      # all six, an estimated 18 minutes on an H200
+#   bash benchmarks/gpu_check.sh fused kernels        # only the parts named (the first look at
+#                                                     # the fused kernels, about 5 minutes)
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
-# tests    the CUDA tests (pytest -m gpu), a minute before the fused kernels, whose variants
-#          compile for up to 20 s each (the first time on a machine; Triton caches them).
+# fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults and
+#          one with each fused formulation of the heads' transformers (the whole transformer in
+#          one kernel, whole blocks in two, the attention alone), about 3 minutes.
+# tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
 #          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
 #          memory, N = 4 and 128 with and without the scene-encoding cache, the paper training
 #          config's throughput: 1024 rays per step, AMP), about 2 minutes.
 # options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
-#          compiled, with the fused Triton attention, with the fused Triton blocks, and with
-#          the spec's 4096-ray chunks, about 6 minutes (a Triton kernel variant compiles for
-#          up to 20 s).
-# kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention
-#          and fused blocks, eager and compiled (scripts/transformer_benchmark.py), about 2
-#          minutes.
+#          compiled, and with the spec's 4096-ray chunks, about 4 minutes.
+# kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention,
+#          fused blocks and fused transformer, eager and compiled
+#          (scripts/transformer_benchmark.py), about 2 minutes.
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
@@ -26,11 +27,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(tests speed options kernels quality)
+[ ${#parts[@]} -eq 0 ] && parts=(fused tests speed options kernels quality)
 for part in "${parts[@]}"; do
     case $part in
-        tests | speed | options | kernels | quality) ;;
-        *) echo "gpu_check: unknown part '$part' (tests, speed, options, kernels, quality)" >&2
+        fused | tests | speed | options | kernels | quality) ;;
+        *) echo "gpu_check: unknown part '$part' (fused, tests, speed, options, kernels," \
+            "quality)" >&2
             exit 2 ;;
     esac
 done
@@ -49,23 +51,25 @@ fi
 
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
     budget_s=20)
+n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
+if wanted fused; then
+    run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
+        tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py
+    run "${bench[@]}" "${n4[@]}" compile=default
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=true profile_ops=20
+    run "${bench[@]}" "${n4[@]}" compile=default fused_blocks=true
+    run "${bench[@]}" "${n4[@]}" compile=default fused_attention=true
+fi
 if wanted speed; then
     run "${bench[@]}" "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
         compile=default train_rays=1024 train_views=8 train_steps=20
 fi
 if wanted options; then
-    n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0)
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=none
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=fp32 compile=none
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 \
-        compile=reduce-overhead warmup=3
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
-        "compile_parts=[heads]"
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
-        fused_attention=true profile_ops=20
-    run "${bench[@]}" "${n4[@]}" chunk_rays=0 precision=bf16 compile=default \
-        fused_blocks=true profile_ops=20
-    run "${bench[@]}" "${n4[@]}" chunk_rays=4096 precision=bf16
+    run "${bench[@]}" "${n4[@]}" compile=none
+    run "${bench[@]}" "${n4[@]}" compile=none precision=fp32
+    run "${bench[@]}" "${n4[@]}" compile=reduce-overhead warmup=3
+    run "${bench[@]}" "${n4[@]}" compile=default "compile_parts=[heads]"
+    run "${bench[@]}" "${n4[@]}" chunk_rays=4096
 fi
 if wanted kernels; then
     run timeout "$step_limit" python scripts/transformer_benchmark.py
@@ -90,6 +94,8 @@ if wanted quality; then
         hydra.run.dir="$runs/fused_attention"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_blocks=true \
         hydra.run.dir="$runs/fused_blocks"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=true \
+        hydra.run.dir="$runs/fused_transformer"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
         hydra.run.dir="$runs/n128"
     run timeout "$step_limit" python render.py train.device=cuda "ckpt=$checkpoint" \

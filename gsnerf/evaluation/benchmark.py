@@ -57,13 +57,13 @@ from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
-from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.compiled_heads import (
     CompileMode,
     check_compile_mode,
     check_compile_parts,
     compile_heads,
 )
+from gsnerf.model.fused_kernels import FusedKernels, kernels_disabled, set_fused_kernels
 from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
@@ -110,6 +110,8 @@ class BenchmarkCfg:
     fused_attention: bool = False
     # CUDA inference: whole blocks in two fused kernels each (gsnerf/model/fused_blocks.py).
     fused_blocks: bool = False
+    # CUDA inference: each transformer in one fused kernel (gsnerf/model/fused_transformer.py).
+    fused_transformer: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
@@ -259,9 +261,9 @@ def measure_rendering(
     with torch.inference_mode(), autocast_context(cfg.precision, device):
         encode_counter = FlopCounterMode(display=False)
         render_counter = FlopCounterMode(display=False)
-        with encode_counter, fused_blocks.kernels_disabled():
+        with encode_counter, kernels_disabled():
             geometry = plain.encode_sources(example)
-        with render_counter, fused_blocks.kernels_disabled():
+        with render_counter, kernels_disabled():
             plain.render_image(example, geometry, chunk)
         compiling = cfg.compile != CompileMode.NONE.value
         # Compiled heads: the first pass compiles, the second runs (and records CUDA graphs).
@@ -322,8 +324,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
-    attention_kernel.enabled = cfg.fused_attention
-    fused_blocks.enabled = cfg.fused_blocks
+    set_fused_kernels(FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)

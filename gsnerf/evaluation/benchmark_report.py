@@ -133,7 +133,9 @@ def markdown_report(record: dict) -> str:
     compiled = "eager heads" if compile_mode == "none" else "compiled " + " + ".join(parts)
     if record["device_type"] == "cuda":
         # Records older than the options ran the plain attention.
-        if settings.get("fused_blocks", False):
+        if settings.get("fused_transformer", False):
+            compiled += ", fused Triton transformers"
+        elif settings.get("fused_blocks", False):
             compiled += ", fused Triton blocks"
         elif settings.get("fused_attention", False):
             compiled += ", fused Triton attention"

@@ -40,13 +40,13 @@ from gsnerf.evaluation.metrics import (
     psnr,
     ssim,
 )
-from gsnerf.model import attention_kernel, fused_blocks
 from gsnerf.model.compiled_heads import (
     CompiledPart,
     check_compile_mode,
     check_compile_parts,
     compile_heads,
 )
+from gsnerf.model.fused_kernels import FusedKernels, set_fused_kernels
 from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.scene_cache import SceneEncodingCache
 
@@ -79,6 +79,9 @@ class EvalCfg:
     # CUDA: whole transformer blocks in two fused Triton kernels each (the attention and the
     # rest, gsnerf/model/fused_blocks.py); not yet timed on a GPU, off by default.
     fused_blocks: bool = False
+    # CUDA: each of the heads' transformers in one fused Triton kernel
+    # (gsnerf/model/fused_transformer.py); not yet timed on a GPU, off by default.
+    fused_transformer: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -104,8 +107,7 @@ def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -
     Shared by test evaluation and render.py, so both render the same way.
     """
     configure_matmul_precision(device, cfg.allow_tf32)
-    attention_kernel.enabled = cfg.fused_attention
-    fused_blocks.enabled = cfg.fused_blocks
+    set_fused_kernels(FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer))
     compile_heads(model, cfg.compile, cfg.compile_parts)
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
-from gsnerf.model import attention_kernel, fused_blocks
-from gsnerf.model.transformer import TransformerCfg
+from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 try:
     import triton
@@ -76,7 +76,8 @@ class RecordingLauncher:
 
 
 def model_kernel_cases() -> list[KernelCase]:
-    """The fused kernels in the paper model's configurations (spec 2.6: width 32, 4 heads).
+    """The fused kernels in the paper model's configurations (spec 2.6: width 32, 4 heads, 4
+    blocks, feed-forward width 32).
 
     The view and semantic transformers attend over 9 tokens (8 views and the global token)
     with a key mask, the ray transformer over the N = 4 samples of a ray without one; bf16 is
@@ -111,6 +112,27 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    blocks = TokenTransformer(cfg).blocks
+
+    def transformer(
+        tokens: int, masked: bool, dtype: torch.dtype, tf32: bool = False
+    ) -> Callable[[object], object]:
+        def launch(launcher: object) -> object:
+            inputs = torch.zeros(sets, tokens, cfg.width, dtype=dtype)
+            mask = torch.ones(sets, tokens, dtype=torch.bool) if masked else None
+            weights = fused_transformer.stacked_weights(blocks, dtype)
+            # The kernel multiplies float32 in TF32 when torch's matrix products may.
+            saved = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                return fused_transformer.launch_fused_transformer(
+                    inputs, mask, weights, cfg.heads, cfg.layer_norm_eps, launcher
+                )
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = saved
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -137,6 +159,22 @@ def model_kernel_cases() -> list[KernelCase]:
         KernelCase(
             "block tail", f"{tail_case}, next block's q k v, fp32",
             fused_blocks._block_tail_kernel, block_tail(True, torch.float32),
+        ),
+        KernelCase(
+            "transformer", f"{view_case}, bf16", fused_transformer._transformer_kernel,
+            transformer(9, True, torch.bfloat16),
+        ),
+        KernelCase(
+            "transformer", f"{view_case}, fp32 (TF32 products)",
+            fused_transformer._transformer_kernel, transformer(9, True, torch.float32, True),
+        ),
+        KernelCase(
+            "transformer", f"{view_case}, fp32 (full-precision products)",
+            fused_transformer._transformer_kernel, transformer(9, True, torch.float32),
+        ),
+        KernelCase(
+            "transformer", "ray transformer: 4 tokens, no mask, bf16",
+            fused_transformer._transformer_kernel, transformer(4, False, torch.bfloat16),
         ),
     ]  # fmt: skip
 

@@ -11,6 +11,8 @@ width 32, 4 heads, 4 blocks, a key mask), in each formulation:
   (:mod:`gsnerf.model.attention_kernel`), eager and compiled;
 - ``fused_blocks`` / ``fused_blocks_compiled``: whole blocks in two Triton kernels each
   (:mod:`gsnerf.model.fused_blocks`), eager and compiled;
+- ``fused_transformer`` / ``fused_transformer_compiled``: the whole transformer in one Triton
+  kernel (:mod:`gsnerf.model.fused_transformer`), eager and compiled;
 - ``attention_call_compiled`` / ``attention_call_kernel``: one attention call alone, inductor's
   kernels against the fused kernel (the per-call comparison of the attention kernel's notes).
 
@@ -33,7 +35,12 @@ from einops import rearrange
 from gsnerf.engine.device import autocast_context, resolve_device
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.pass_timing import timed
-from gsnerf.model import attention_kernel, fused_blocks
+from gsnerf.model import attention_kernel
+from gsnerf.model.fused_kernels import (
+    FusedKernels,
+    current_fused_kernels,
+    set_fused_kernels,
+)
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias, sets_last_attention
 
 # Every variant, in the order of the report (module doc).
@@ -44,6 +51,8 @@ VARIANTS = [
     "fused_attention_compiled",
     "fused_blocks",
     "fused_blocks_compiled",
+    "fused_transformer",
+    "fused_transformer_compiled",
     "attention_call_compiled",
     "attention_call_kernel",
 ]
@@ -90,8 +99,13 @@ def _variant_call(
     name: str, transformer: TokenTransformer, tokens: torch.Tensor, mask: torch.Tensor | None
 ) -> Callable[[], torch.Tensor]:
     """The call that variant ``name`` times; the fused kernels' switches set as it needs."""
-    attention_kernel.enabled = name.startswith("fused_attention") or name.endswith("_kernel")
-    fused_blocks.enabled = name.startswith("fused_blocks")
+    set_fused_kernels(
+        FusedKernels(
+            attention=name.startswith("fused_attention") or name.endswith("_kernel"),
+            blocks=name.startswith("fused_blocks"),
+            transformer=name.startswith("fused_transformer"),
+        )
+    )
     if name.startswith("attention_call"):
         # One attention call on the token-major q k v of the first block.
         rows = rearrange(tokens, "n t c -> (t n) c")
@@ -130,7 +144,7 @@ def run_transformer_benchmark(cfg: TransformerBenchmarkCfg) -> dict:
     if cfg.masked:
         mask = torch.rand(cfg.sets, cfg.tokens, device=device) > 0.3
         mask[torch.arange(cfg.sets), torch.randint(cfg.tokens, (cfg.sets,))] = True
-    saved = attention_kernel.enabled, fused_blocks.enabled
+    saved = current_fused_kernels()
     results: dict[str, dict] = {}
     reference: dict[str, torch.Tensor] = {}
     try:
@@ -150,7 +164,7 @@ def run_transformer_benchmark(cfg: TransformerBenchmarkCfg) -> dict:
                     "max_abs_difference": (output - first).abs().max().item(),
                 }
     finally:
-        attention_kernel.enabled, fused_blocks.enabled = saved
+        set_fused_kernels(saved)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

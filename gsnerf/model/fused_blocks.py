@@ -23,8 +23,6 @@ tokens' dtype (bf16 under autocast, as the library's matrix products would) and 
 float32; LayerNorm runs in float32. Not yet timed on a GPU: off by default.
 """
 
-import contextlib
-from collections.abc import Iterator
 from typing import no_type_check
 
 import torch
@@ -192,31 +190,20 @@ def _fused_block_tail(
 fused_block_tail = attention_kernel.as_triton_operator("fused_block_tail", _fused_block_tail)
 
 
-@contextlib.contextmanager
-def kernels_disabled() -> Iterator[None]:
-    """The fused attention and the fused blocks switched off inside, restored after.
-
-    For FLOP counting: ``FlopCounterMode`` counts the library's products, not Triton kernels.
-    """
-    global enabled
-    saved = enabled, attention_kernel.enabled
-    enabled = attention_kernel.enabled = False
-    try:
-        yield
-    finally:
-        enabled, attention_kernel.enabled = saved
-
-
-def _is_tile_width(width: int) -> bool:
-    return width >= 16 and width & (width - 1) == 0
+def dot_tile_widths(blocks: nn.ModuleList) -> bool:
+    """Whether the blocks' token and feed-forward widths are powers of two of at least 16, as
+    ``tl.dot`` needs. Example: 32 and 32 (the paper) -> True; 24 -> False."""
+    widths = (blocks[0].qkv.in_features, blocks[0].ffn[0].out_features)
+    return all(width >= 16 and width & (width - 1) == 0 for width in widths)
 
 
 def kernels_fit(blocks: nn.ModuleList, tokens_per_set: int) -> bool:
     """Whether the kernels take these blocks and sets: tile widths, short sets (module doc)."""
-    if len(blocks) == 0 or tokens_per_set > attention_kernel.MAX_TOKENS:
-        return False
-    first = blocks[0]
-    return _is_tile_width(first.qkv.in_features) and _is_tile_width(first.ffn[0].out_features)
+    return (
+        len(blocks) > 0
+        and tokens_per_set <= attention_kernel.MAX_TOKENS
+        and dot_tile_widths(blocks)
+    )
 
 
 def fused_blocks_apply(blocks: nn.ModuleList, tokens: Tensor) -> bool:

@@ -42,7 +42,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gsnerf.model import fused_blocks
+from gsnerf.model import fused_blocks, fused_transformer
 from gsnerf.model.attention_kernel import fused_attention_applies, fused_sets_last_attention
 
 
@@ -222,6 +222,9 @@ class TokenTransformer(nn.Module):
     def forward(
         self, tokens: Float[Tensor, "n t c"], key_mask: Bool[Tensor, "n t"] | None = None
     ) -> Float[Tensor, "n t c"]:
+        if fused_transformer.fused_transformer_applies(self.blocks, tokens):
+            dtype = fused_blocks.compute_dtype(tokens)
+            return fused_transformer.fused_transformer(self.blocks, tokens, key_mask, dtype)
         if fused_blocks.fused_blocks_apply(self.blocks, tokens):
             dtype = fused_blocks.compute_dtype(tokens)
             bias = None if key_mask is None else key_bias(key_mask, dtype)

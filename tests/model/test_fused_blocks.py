@@ -11,10 +11,7 @@ import torch
 from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
-from gsnerf.evaluation.benchmark import load_model_cfg
-from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
 from gsnerf.model import attention_kernel, fused_blocks
-from gsnerf.model.gsnerf import build_model
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg, key_bias
 
 # (width, heads, layers, ffn_width, tokens, masked): the paper's view and semantic transformers
@@ -140,38 +137,15 @@ def test_fused_blocks_are_off_by_default_and_never_serve_cpu_tensors(
         assert not fused_blocks.fused_blocks_apply(paper.blocks, torch.zeros(4, 9, 32))
 
 
-def test_kernels_disabled_switches_both_kernels_off_and_restores_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(fused_blocks, "enabled", True)
-    monkeypatch.setattr(attention_kernel, "enabled", True)
-    with fused_blocks.kernels_disabled():
-        assert not fused_blocks.enabled and not attention_kernel.enabled
-    assert fused_blocks.enabled and attention_kernel.enabled
-
-
 def test_kernels_need_tile_widths_short_sets_and_blocks() -> None:
     paper = TokenTransformer(TransformerCfg())
     assert fused_blocks.kernels_fit(paper.blocks, 9)
-    assert not fused_blocks.kernels_fit(paper.blocks, 17)  # unrolled token loops
+    assert not fused_blocks.kernels_fit(paper.blocks, 17)  # t^2 key reads per set
     narrow = TokenTransformer(TransformerCfg(width=24, heads=4, ffn_width=32))
     assert not fused_blocks.kernels_fit(narrow.blocks, 9)  # tl.dot needs powers of two >= 16
     small_ffn = TokenTransformer(TransformerCfg(ffn_width=8))
     assert not fused_blocks.kernels_fit(small_ffn.blocks, 9)
     assert not fused_blocks.kernels_fit(TokenTransformer(TransformerCfg(layers=0)).blocks, 9)
-
-
-def test_eval_options_switch_the_fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused_blocks, "enabled", False)
-    monkeypatch.setattr(attention_kernel, "enabled", False)
-    model = build_model(load_model_cfg("tiny", 4), num_classes=3)  # eval.compile stays none
-    cpu = torch.device("cpu")
-    apply_inference_options(model, EvalCfg(fused_blocks=True), cpu)
-    assert (fused_blocks.enabled, attention_kernel.enabled) == (True, False)
-    apply_inference_options(model, EvalCfg(fused_attention=True), cpu)
-    assert (fused_blocks.enabled, attention_kernel.enabled) == (False, True)
-    apply_inference_options(model, EvalCfg(), cpu)
-    assert (fused_blocks.enabled, attention_kernel.enabled) == (False, False)
 
 
 @pytest.mark.gpu
