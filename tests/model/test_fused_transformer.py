@@ -5,6 +5,8 @@ On a CPU the kernel runs, through its torch operator, in Triton's interpreter
 bfloat16 ``tl.dot`` operands wrongly (test_fused_blocks.py), so bfloat16 is checked on CUDA.
 """
 
+import re
+
 import pytest
 import torch
 from test_compiled_heads import runtime_type_checks_off
@@ -118,6 +120,56 @@ def test_kernel_is_compiled_from_its_modules_own_functions() -> None:
         fused_transformer._layer_norm_rows,
     ):
         assert kernel.fn.__globals__ is vars(fused_transformer)
+
+
+class GraphCaptured(Exception):
+    """Raised in place of running a captured graph (the kernel cannot run without a GPU)."""
+
+
+@pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
+def test_compiled_transformer_traces_the_kernel_into_its_graph_as_one_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What torch.compile does with the operator before code generation (which needs a GPU):
+    # tracing it with fake tensors, whose shapes come from running the launch function with a
+    # stand-in launcher. The CUDA condition is lifted; the graph is captured, not run.
+    def applies(blocks: torch.nn.ModuleList, tokens: torch.Tensor) -> bool:
+        return not torch.is_grad_enabled() and fused_transformer.kernel_fits(
+            blocks, tokens.shape[1]
+        )
+
+    monkeypatch.setattr(fused_transformer, "fused_transformer_applies", applies)
+    calls: list[str] = []
+    shapes = []
+
+    def capture(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        # Graphs run as they are, except the one that calls the kernel, which is only read.
+        targets = [str(node.target) for node in graph.graph.nodes if node.op == "call_function"]
+        calls.extend(targets)
+        if "gsnerf.fused_transformer.default" not in targets:
+            return graph.forward
+        output = next(node for node in graph.graph.nodes if node.op == "output")
+        shapes.append(output.args[0][0].meta["example_value"].shape)
+
+        def not_run(*args: object) -> None:
+            raise GraphCaptured
+
+        return not_run
+
+    transformer = TokenTransformer(TransformerCfg()).eval()
+    tokens = torch.randn(100, 9, 32)
+    mask = torch.ones(100, 9, dtype=torch.bool)
+    torch._dynamo.reset()
+    compiled = torch.compile(transformer.forward, backend=capture, dynamic=False)
+    with runtime_type_checks_off(), torch.no_grad(), pytest.raises(GraphCaptured):
+        compiled(tokens, mask)
+    torch._dynamo.reset()
+    assert calls.count("gsnerf.fused_transformer.default") == 1, calls
+    # Nothing of the plain blocks is left: no products, LayerNorms or exponentials (the rest
+    # is stacking the weights).
+    plain_steps = [name for name in calls if re.search(r"\b(mm|linear|layer_norm|exp2?)\b", name)]
+    assert not plain_steps, plain_steps
+    assert shapes == [(100, 9, 32)]
 
 
 def test_fused_transformer_is_off_by_default_and_never_serves_cpu_tensors(
