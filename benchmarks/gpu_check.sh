@@ -12,7 +12,8 @@
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
 #          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
 #          memory, N = 4 and 128 with and without the scene-encoding cache, the paper training
-#          config's throughput: 1024 rays per step, AMP), about 2 minutes.
+#          config's throughput: 1024 rays per step, AMP), then that throughput with compiled
+#          training steps (train_compile=default), about 4 minutes.
 # options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
 #          compiled, and with the spec's 4096-ray chunks, about 4 minutes.
 # kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention,
@@ -43,12 +44,6 @@ wanted() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 status=0
 run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
 
-if wanted tests; then
-    # On an H100 pytest once hung at interpreter exit after printing its summary (the tests
-    # took about a minute): hence the limit; read the summary above a timeout (status 124).
-    run timeout 300 python -m pytest -q -m gpu
-fi
-
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
     budget_s=20)
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
@@ -60,9 +55,17 @@ if wanted fused; then
     run "${bench[@]}" "${n4[@]}" compile=default fused_blocks=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_attention=true
 fi
+if wanted tests; then
+    # On an H100 pytest once hung at interpreter exit after printing its summary (the tests
+    # took about a minute): hence the limit; read the summary above a timeout (status 124).
+    run timeout 300 python -m pytest -q -m gpu
+fi
 if wanted speed; then
     run "${bench[@]}" "${paper[@]}" chunk_rays=0 precision=bf16 "samples=[4,128]" \
         compile=default train_rays=1024 train_views=8 train_steps=20
+    # The paper training config with compiled steps (train.compile); eager rendering passes.
+    run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_rays=1024 train_views=8 \
+        train_steps=20 train_compile=default
 fi
 if wanted options; then
     run "${bench[@]}" "${n4[@]}" compile=none

@@ -195,6 +195,27 @@ def test_nan_guard_skips_steps_then_stops_with_a_clear_error(
     assert any(moved)
 
 
+def test_train_compile_compiles_the_chosen_parts_for_the_steps(
+    data_root: Path, tmp_path: Path
+) -> None:
+    # The compiled steps' losses and gradients: tests/model/test_compiled_heads.py.
+    overrides = ["train.steps=1", "train.compile=default", "train.compile_parts=[cost_volumes]"]
+    trainer = Trainer(
+        _compose("train", _synthetic_overrides(data_root) + overrides, tmp_path), tmp_path
+    )
+    model = trainer.model
+    trainer.close()
+    assert all("forward" in vars(level.regularizer) for level in model.geo_reasoner.cost_volumes)
+    assert "forward" not in vars(model.radiance_head) and "gather" not in vars(model)
+    # Compiled methods are instance attributes: the checkpoint keys are those of the plain model.
+    assert not [key for key in model.state_dict() if "_orig_mod" in key]
+    plain = Trainer(
+        _compose("train", _synthetic_overrides(data_root), tmp_path / "plain"), tmp_path / "plain"
+    )
+    plain.close()
+    assert "forward" not in vars(plain.model.geo_reasoner.cost_volumes[0].regularizer)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
 def test_torchrun_two_cpu_processes_end_with_identical_weights(
     data_root: Path, tmp_path: Path

@@ -42,8 +42,18 @@ from gsnerf.engine.logging import RunLogger, setup_file_logging
 from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
 from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from gsnerf.engine.step import sample_pixels, training_losses
+from gsnerf.model.compiled_heads import (
+    CompileMode,
+    check_compile_mode,
+    check_compile_parts,
+    compile_heads,
+)
 
 log = logging.getLogger(__name__)
+
+
+# Parts that train.compile compiles unless told otherwise: all that compile_heads knows.
+TRAIN_COMPILE_PARTS = ("heads", "gather", "cost_volumes")
 
 
 @dataclass
@@ -85,6 +95,19 @@ class TrainCfg:
     max_nonfinite_steps: int = 20
     # Checkpoint whose weights (only) start the run, e.g. per-scene fine-tuning (spec 6).
     init_weights: str = ""
+    # torch.compile of parts of the model for the training steps (forward and backward; the
+    # validation renders use them too): "none" or a mode of eval.compile. The same losses and
+    # gradients as eager steps up to float32 rounding (tests). Off by default: on a CPU the
+    # first step compiles for minutes and the steps are no faster (tiny model, 512 rays, N = 4:
+    # 1.06 steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the
+    # benchmark's train_compile).
+    compile: str = "none"
+    # What train.compile compiles: some of heads, gather, cost_volumes (eval.compile_parts).
+    compile_parts: list[str] = field(default_factory=lambda: list(TRAIN_COMPILE_PARTS))
+
+    def __post_init__(self) -> None:
+        check_compile_mode(self.compile, "train.compile")
+        check_compile_parts(self.compile_parts, "train.compile_parts")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -138,6 +161,8 @@ class Trainer:
         if self.train_cfg.init_weights and not cfg.resume:
             load_model_weights(self.model, Path(self.train_cfg.init_weights))
         self._resume_if_asked()
+        if self.train_cfg.compile != CompileMode.NONE.value:
+            compile_heads(self.model, self.train_cfg.compile, self.train_cfg.compile_parts)
         if self.context.enabled:
             self.model = DistributedDataParallel(
                 self.model,

@@ -20,15 +20,15 @@ at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80
 
 With ``compile`` (by default) the rendering passes run the ``compile_parts`` compiled
 (:mod:`gsnerf.model.compiled_heads`) during the warm-up, so no timed pass includes compile time;
-a failed compile is an error that names ``compile=none``. Training steps run the plain model.
+a failed compile is an error that names ``compile=none``. Training steps run the plain model,
+or with ``train_compile`` the ``train_compile_parts`` compiled (in two untimed steps).
 
 Times are medians over ``repeats`` passes after ``warmup`` passes; uncached and cached passes
 alternate, so that a drift of a shared machine's speed does not bias their ratio, and stop
 repeating once they took ``budget_s`` seconds (at least one pair), so N = 128 on a CPU runs once.
-Peak memory: ``torch.cuda.max_memory_allocated`` over the first uncached (its encoding
-included, read before memory-sized chunks reset the statistics) and the first cached pass on
-CUDA; on the CPU the process's peak resident set size so far (``ru_maxrss``), which never
-decreases.
+Peak memory: ``torch.cuda.max_memory_allocated`` over the first uncached (encoding included,
+read before memory-sized chunks reset the statistics) and the first cached pass on CUDA; on
+the CPU the process's peak resident set size so far (``ru_maxrss``, never decreasing).
 """
 
 import contextlib
@@ -52,6 +52,7 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
+from gsnerf.engine.trainer import TRAIN_COMPILE_PARTS
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
@@ -89,24 +90,21 @@ class BenchmarkCfg:
     samples: list[int] = field(default_factory=lambda: [4, 128])
     # Device: "auto" (CUDA when present), "cpu" or "cuda".
     device: str = "auto"
-    # CPU threads of torch; 0 keeps torch's default (one per core). One thread keeps CPU times
-    # steady where other processes share the cores: on a loaded 2-core machine, two threads
-    # rendered the default N = 4 frame 3.7 times slower than one.
+    # CPU threads of torch; 0 keeps torch's default (one per core). One keeps CPU times steady
+    # on shared cores (loaded 2-core machine: two threads rendered N = 4 3.7 times slower).
     threads: int = 1
     # Numeric precision of the passes: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA with
     # bf16 support, as the paper's training config's AMP; fp32 otherwise).
     precision: str = "auto"
-    # torch.compile of the heads in the rendering passes (compiled during warm-up, not timed):
-    # "none", "default", "reduce-overhead" or "max-autotune"; training steps use plain heads.
-    # Unset: "default", the fastest inference path measured on a CPU (where it needs a C++
-    # compiler) and on an H200 (bf16 N = 4 frame 140 ms against 240 ms eager, benchmarks/).
+    # torch.compile in the rendering passes (compiled during warm-up, not timed): "none",
+    # "default", "reduce-overhead" or "max-autotune". Unset: "default", the fastest inference
+    # path on a CPU (needs a C++ compiler) and an H200 (bf16 N = 4: 140 against 240 ms eager).
     compile: str | None = None
     # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
     # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads. Unset: all
     # three on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads on a CPU.
     compile_parts: list[str] | None = None
-    # CUDA inference: the attention of the heads' token-major blocks in one fused Triton kernel
-    # (gsnerf/model/attention_kernel.py; off by default until timed in a whole frame).
+    # CUDA inference: the heads' attention in one fused kernel (gsnerf/model/attention_kernel.py).
     fused_attention: bool = False
     # CUDA inference: whole blocks in two fused kernels each (gsnerf/model/fused_blocks.py).
     fused_blocks: bool = False
@@ -146,6 +144,9 @@ class BenchmarkCfg:
     train_views: int | None = None
     # Timed training steps (after one warm-up step); 0 skips the training measurement.
     train_steps: int = 2
+    # torch.compile of the training steps and what it compiles (train.compile, .compile_parts).
+    train_compile: str = "none"
+    train_compile_parts: list[str] = field(default_factory=lambda: list(TRAIN_COMPILE_PARTS))
     # Seed of the weights and of the scene's textures.
     seed: int = 0
     # Folder of the JSON records.
@@ -156,6 +157,8 @@ class BenchmarkCfg:
             check_compile_mode(self.compile, "benchmark compile")
         if self.compile_parts is not None:
             check_compile_parts(self.compile_parts, "benchmark compile_parts")
+        check_compile_mode(self.train_compile, "benchmark train_compile")
+        check_compile_parts(self.train_compile_parts, "benchmark train_compile_parts")
 
 
 # What the unset keys of BenchmarkCfg become on each device type: on CUDA the paper's setting
@@ -354,6 +357,8 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
                 cfg.precision,
                 cfg.budget_s,
                 cfg.seed,
+                cfg.train_compile,
+                cfg.train_compile_parts,
             )
         results.append({"samples": num_samples, **rendering, "training": training})
     return {

@@ -124,6 +124,14 @@ def operator_tables(record: dict) -> list[str]:
     return tables
 
 
+def _training_compile(settings: dict) -> str:
+    """How the training steps ran: eager, or which parts compiled (records before: eager)."""
+    mode = settings.get("train_compile", "none")
+    if mode == "none":
+        return "eager"
+    return f"compiled {' + '.join(settings['train_compile_parts'])} (train_compile={mode})"
+
+
 def markdown_report(record: dict) -> str:
     """Title line, the two tables and the ratios between sample counts."""
     settings = record["settings"]
@@ -145,6 +153,7 @@ def markdown_report(record: dict) -> str:
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "
         f"{compiled} (compile={compile_mode}), "
+        f"training steps {_training_compile(settings)}, "
         f"on {record['device']}, "
         f"torch {record['torch']}"
     )

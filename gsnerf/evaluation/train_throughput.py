@@ -8,6 +8,7 @@ becomes a record with the error, so that the rendering figures of the same run a
 
 import logging
 import statistics
+from collections.abc import Sequence
 
 import torch
 
@@ -16,6 +17,7 @@ from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.pass_timing import repeat_passes
 from gsnerf.losses import LossCfg
+from gsnerf.model.compiled_heads import CompileMode, compile_heads
 from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.types import Example
 
@@ -30,10 +32,14 @@ def measure_training(
     precision: str,
     budget_s: float,
     seed: int,
+    compile_mode: str = CompileMode.NONE.value,
+    compile_parts: Sequence[str] = (),
 ) -> dict:
     """``{"steps_per_s", "rays_per_s", "step_ms"}`` of ``steps`` timed steps of ``rays`` rays.
 
-    ``precision``: "fp32" or "bf16" (autocast, as training's AMP). On failure
+    ``precision``: "fp32" or "bf16" (autocast, as training's AMP). ``compile_mode`` and
+    ``compile_parts``: the training's ``train.compile`` and ``train.compile_parts``, applied to
+    ``model`` in place; two untimed steps then compile. On failure
     ``{"error": "<type>: <first line>"}``, logged as an error.
     """
     device = example.target.images.device
@@ -51,7 +57,11 @@ def measure_training(
         torch.nn.utils.clip_grad_value_(model.parameters(), train_cfg.grad_clip_threshold)
         optimizer.step()
 
+    compiling = compile_mode != CompileMode.NONE.value
     try:
+        if compiling:
+            compile_heads(model, compile_mode, compile_parts)
+            step()
         step()
         median = statistics.median(repeat_passes(step, steps, budget_s, device))
     except RuntimeError as error:
