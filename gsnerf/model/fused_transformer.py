@@ -30,7 +30,7 @@ multiply in TF32 when torch allows it for matrix products, else in full float32.
 Conditions (:func:`fused_transformer_applies`): ``enabled`` (``eval.fused_transformer``, the
 benchmark's ``fused_transformer``), Triton, a CUDA tensor, no gradient wanted, sets of at most
 ``MAX_TOKENS`` tokens, token and feed-forward widths that are powers of two of at least 16
-(``tl.dot``; the paper's are 32 and 32). Checked on a CPU in Triton's interpreter (float32)
+(``tl.dot``; the paper's are 32 and 32). Checked on a CPU in Triton's interpreter (float32 and float16)
 and compiled for sm_90 by ``python scripts/kernel_report.py``; not yet timed on a GPU, so off
 by default.
 """
