@@ -11,8 +11,8 @@ import re
 
 import pytest
 import torch
+from fused_cases import compare_in_interpreter, compiled_on_cuda, transformer_case
 from test_compiled_heads import runtime_type_checks_off
-from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model import fused_transformer
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
@@ -33,85 +33,17 @@ def plain_and_fused(
     case: tuple, device: str, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain blocks' result in float32 and the kernel's on ``dtype`` tokens."""
-    width, heads, layers, ffn_width, tokens, masked = case
-    torch.manual_seed(layers * 10 + tokens)
-    transformer = TokenTransformer(TransformerCfg(width, heads, layers, ffn_width)).to(device)
-    # Non-trivial LayerNorm parameters, so that a swapped weight and bias would show.
-    for parameter in transformer.parameters():
-        parameter.data.add_(0.1 * torch.randn_like(parameter))
-    sets = 150  # no multiple of any tile's sets
-    inputs = torch.randn(sets, tokens, width, device=device)
-    mask = torch.rand(sets, tokens, device=device) > 0.5
-    mask[torch.arange(sets), torch.randint(tokens, (sets,))] = True
-    mask[0] = False  # a set whose only attended key is its last one
-    mask[0, -1] = True
-    mask = mask if masked else None
+    inputs = transformer_case(case, device)
     with torch.no_grad():
-        plain = inputs
-        for block in transformer.blocks:
-            plain = block(plain, mask)
-        fused = fused_transformer.fused_transformer(transformer.blocks, inputs, mask, dtype)
-    return plain, fused
-
-
-INTERPRETED = """
-    import torch
-    from test_fused_transformer import CASES, plain_and_fused
-
-    # float16 keeps 11 significant bits: measured up to 4e-3 from the float32 blocks.
-    for dtype, tolerance in ((torch.float32, 1e-4), (torch.float16, 2e-2)):
-        for case in CASES:
-            plain, fused = plain_and_fused(case, "cpu", dtype)
-            assert fused.shape == plain.shape and fused.dtype == dtype, (case, fused.shape)
-            error = (fused.float() - plain).abs().max().item()
-            assert error < tolerance, (case, dtype, error)
-    print("interpreted fused transformer: all cases match")
-"""
+        fused = fused_transformer.fused_transformer(
+            inputs.transformer.blocks, inputs.tokens, inputs.key_mask, dtype
+        )
+    return inputs.plain, fused
 
 
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
 def test_fused_transformer_matches_the_plain_blocks_in_the_interpreter() -> None:
-    assert "all cases match" in run_in_triton_interpreter(INTERPRETED)
-
-
-# A small model's whole render (view and semantic transformers of width 16 with key masks, a
-# ray transformer over 4 guided + 2 uniform samples) with the one-kernel transformers against
-# the plain render; the kernel's CUDA condition is lifted for it.
-INTERPRETED_RENDER = """
-    import torch
-    from small_models import small_gsnerf_cfg
-
-    from gsnerf.evaluation.benchmark_scene import plane_example
-    from gsnerf.model import build_model, fused_transformer
-
-    served = []
-
-    def applies(blocks, tokens):
-        fits = fused_transformer.kernel_fits(blocks, tokens.shape[1])
-        fits = fits and not torch.is_grad_enabled()
-        served.append(fits)
-        return fits
-
-    torch.manual_seed(0)
-    model = build_model(small_gsnerf_cfg(num_uniform=2, rendering="volume"), 4).eval()
-    example = plane_example(3, 8, 12, 4, seed=0)
-    with torch.no_grad():
-        geometry = model.encode_sources(example)
-        plain = model.render_image(example, geometry)
-        fused_transformer.fused_transformer_applies = applies
-        fused = model.render_image(example, geometry)
-    # Each transformer (view, ray, semantic) at least once.
-    assert sum(served) >= 3, served
-    for name in ("rgb", "depth", "semantic_logits", "opacity"):
-        error = (getattr(fused, name) - getattr(plain, name)).abs().max().item()
-        assert error < 1e-4, (name, error)
-    print("interpreted render with the fused transformer: match")
-"""
-
-
-@pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
-def test_render_with_the_fused_transformer_matches_the_plain_render_in_the_interpreter() -> None:
-    assert "match" in run_in_triton_interpreter(INTERPRETED_RENDER)
+    compare_in_interpreter("test_fused_transformer")
 
 
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
@@ -176,16 +108,6 @@ def test_compiled_transformer_traces_the_kernel_into_its_graph_as_one_operator(
     assert shapes == [(100, 9, 32)]
 
 
-def test_fused_transformer_is_off_by_default_and_never_serves_cpu_tensors(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert fused_transformer.enabled is False
-    monkeypatch.setattr(fused_transformer, "enabled", True)
-    paper = TokenTransformer(TransformerCfg())
-    with torch.no_grad():
-        assert not fused_transformer.fused_transformer_applies(paper.blocks, torch.zeros(4, 9, 32))
-
-
 def test_kernel_needs_tile_widths_sets_of_at_most_half_a_tile_and_blocks() -> None:
     paper = TokenTransformer(TransformerCfg())
     assert fused_transformer.kernel_fits(paper.blocks, 9)
@@ -218,18 +140,6 @@ def test_compiled_transformer_with_the_fused_kernel_matches_the_plain_one_on_cud
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(fused_transformer, "enabled", True)
-    torch.manual_seed(0)
-    transformer = TokenTransformer(TransformerCfg()).cuda()
-    tokens = torch.randn(3000, 9, 32, device="cuda")
-    mask = torch.rand(3000, 9, device="cuda") > 0.3
-    mask[:, 0] = True
-    compiled = torch.compile(transformer.forward, dynamic=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    with runtime_type_checks_off(), torch.inference_mode(), autocast:
-        fused = compiled(tokens, mask)
-    with torch.no_grad():
-        plain = tokens
-        for block in transformer.blocks:
-            plain = block(plain, mask)
+    fused, plain = compiled_on_cuda()
     assert fused.dtype == torch.bfloat16
     torch.testing.assert_close(fused.float(), plain, atol=1e-1, rtol=0)
