@@ -22,8 +22,8 @@ CASES = [
     (1, 8, 1, 5, True, "float32"),
     (4, 8, 9, 100, True, "bfloat16"),
 ]
-# On CUDA every kernel variant compiles for about 20 s (H100): the model's two (9 tokens with a
-# mask, float32 and bf16), the rest being covered by the interpreter.
+# On CUDA the model's two (9 tokens with a mask, float32 and bf16), the rest being covered by
+# the interpreter.
 CUDA_CASES = [CASES[0], CASES[3]]
 
 
