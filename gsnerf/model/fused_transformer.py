@@ -4,8 +4,8 @@ The heads' view and semantic transformers run 4 blocks over the 9 tokens (8 view
 token) of every sample: about 2.8 million tokens of 32 channels per 320x240 frame of the paper
 model, and 62 ms of an H100 frame with everything compiled (benchmarks/README.md). Their
 arithmetic is small (about 0.5 MFLOP per sample and transformer) and so is the data (177 MB
-of bf16 tokens): the time goes to writing every intermediate to memory and reading it back,
-about eight kernels per block.
+of bf16 tokens), so their time is that of moving intermediates: compiled, each block is about
+eight kernels, each of which reads and writes every token.
 
 Here each program loads ``ROWS`` consecutive token rows of the ``(n, t, c)`` tokens, whole
 sets only (7 sets of 9 tokens in 64 rows, 16 rays of 4 samples), runs every block on them in
@@ -30,9 +30,9 @@ multiply in TF32 when torch allows it for matrix products, else in full float32.
 Conditions (:func:`fused_transformer_applies`): ``enabled`` (``eval.fused_transformer``, the
 benchmark's ``fused_transformer``), Triton, a CUDA tensor, no gradient wanted, sets of at most
 ``MAX_TOKENS`` tokens, token and feed-forward widths that are powers of two of at least 16
-(``tl.dot``; the paper's are 32 and 32). Checked on a CPU in Triton's interpreter (float32 and float16)
-and compiled for sm_90 by ``python scripts/kernel_report.py``; not yet timed on a GPU, so off
-by default.
+(``tl.dot``; the paper's are 32 and 32). Checked on a CPU in Triton's interpreter (float32
+and float16) and compiled for sm_90 by ``python scripts/kernel_report.py``; not yet timed on a
+GPU, so off by default.
 """
 
 import math
