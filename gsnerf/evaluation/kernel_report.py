@@ -16,6 +16,7 @@ that the compile time is that of a first launch.
     python scripts/kernel_report.py [arch=90]   # 90: H100 / H200, 80: A100, 86: RTX 3090
 """
 
+import dataclasses
 import datetime
 import platform
 import re
@@ -30,6 +31,7 @@ import torch
 
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+from gsnerf.model.radiance_head import RadianceHeadCfg
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 try:
@@ -112,11 +114,16 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
-    blocks = TokenTransformer(cfg).blocks
+    view_blocks = TokenTransformer(cfg).blocks
+    # The radiance head's ray transformer has blocks of its own count (spec 2.6: 1).
+    ray_layers = RadianceHeadCfg().ray_mixer_layers
+    ray_blocks = TokenTransformer(dataclasses.replace(cfg, layers=ray_layers)).blocks
 
     def transformer(
         tokens: int, masked: bool, dtype: torch.dtype, tf32: bool = False
     ) -> Callable[[object], object]:
+        blocks = view_blocks if masked else ray_blocks
+
         def launch(launcher: object) -> object:
             inputs = torch.zeros(sets, tokens, cfg.width, dtype=dtype)
             mask = torch.ones(sets, tokens, dtype=torch.bool) if masked else None
@@ -173,7 +180,7 @@ def model_kernel_cases() -> list[KernelCase]:
             fused_transformer._transformer_kernel, transformer(9, True, torch.float32),
         ),
         KernelCase(
-            "transformer", "ray transformer: 4 tokens, no mask, bf16",
+            "transformer", "ray transformer: 4 tokens, no mask, 1 block, bf16",
             fused_transformer._transformer_kernel, transformer(4, False, torch.bfloat16),
         ),
     ]  # fmt: skip
