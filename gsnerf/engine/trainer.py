@@ -43,6 +43,7 @@ from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
 from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.model.compiled_heads import (
+    ALL_PARTS,
     CompileMode,
     check_compile_mode,
     check_compile_parts,
@@ -50,10 +51,6 @@ from gsnerf.model.compiled_heads import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# Parts that train.compile compiles unless told otherwise: all that compile_heads knows.
-TRAIN_COMPILE_PARTS = ("heads", "gather", "cost_volumes")
 
 
 @dataclass
@@ -103,7 +100,7 @@ class TrainCfg:
     # benchmark's train_compile).
     compile: str = "none"
     # What train.compile compiles: some of heads, gather, cost_volumes (eval.compile_parts).
-    compile_parts: list[str] = field(default_factory=lambda: list(TRAIN_COMPILE_PARTS))
+    compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "train.compile")

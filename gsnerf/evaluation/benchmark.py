@@ -52,13 +52,13 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from gsnerf.engine.trainer import TRAIN_COMPILE_PARTS
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
 from gsnerf.model.compiled_heads import (
+    ALL_PARTS,
     CompileMode,
     check_compile_mode,
     check_compile_parts,
@@ -146,7 +146,7 @@ class BenchmarkCfg:
     train_steps: int = 2
     # torch.compile of the training steps and what it compiles (train.compile, .compile_parts).
     train_compile: str = "none"
-    train_compile_parts: list[str] = field(default_factory=lambda: list(TRAIN_COMPILE_PARTS))
+    train_compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
     # Seed of the weights and of the scene's textures.
     seed: int = 0
     # Folder of the JSON records.
@@ -171,7 +171,7 @@ DEVICE_DEFAULTS = {
         "height": 240,
         "chunk_samples": 0,
         "compile": "default",
-        "compile_parts": ["heads", "gather", "cost_volumes"],
+        "compile_parts": list(ALL_PARTS),
         "train_rays": 1024,
         "train_views": 8,
     },

@@ -66,6 +66,10 @@ class CompiledPart(str, Enum):
     COST_VOLUMES = "cost_volumes"
 
 
+# Every part, in the enum's order: what the CUDA benchmark and train.compile compile by default.
+ALL_PARTS = tuple(part.value for part in CompiledPart)
+
+
 def check_compile_parts(parts: Sequence[str], key: str) -> list[CompiledPart]:
     """``parts`` as :class:`CompiledPart` values; a ValueError naming the config ``key``."""
     choices = [choice.value for choice in CompiledPart]
