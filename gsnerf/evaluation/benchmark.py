@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from gsnerf.engine.device import (
@@ -52,7 +51,7 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
+from gsnerf.evaluation.benchmark_records import load_model_cfg, parse_config, write_json_record
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
@@ -65,14 +64,12 @@ from gsnerf.model.compiled_heads import (
     compile_heads,
 )
 from gsnerf.model.fused_kernels import FusedKernels, kernels_disabled, set_fused_kernels
-from gsnerf.model.gsnerf import GSNeRF, GSNeRFCfg, build_model
+from gsnerf.model.gsnerf import GSNeRF, build_model
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
 from gsnerf.types import Example
 
 log = logging.getLogger(__name__)
-
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 
 @dataclass
@@ -134,6 +131,8 @@ class BenchmarkCfg:
     # Rays per chunk when chunk_samples is 0 (spec 5.1: 4096). 0 sizes the chunks to the free
     # CUDA memory (on a CPU: chunks of model.renderer.cpu_chunk_samples samples).
     chunk_rays: int = 0
+    # Overrides of the model config, e.g. [geo_reasoner.cost_volume.channels_last=true].
+    model_overrides: list[str] = field(default_factory=list)
     # Semantic classes of the random model (ScanNet: 20).
     num_classes: int = 20
     # Rays per training step of the throughput measurement. Unset: the paper's training config's
@@ -198,19 +197,6 @@ def with_device_defaults(cfg: BenchmarkCfg, device: torch.device) -> BenchmarkCf
 def parse_overrides(arguments: list[str]) -> BenchmarkCfg:
     """``key=value`` command-line overrides merged onto :class:`BenchmarkCfg`."""
     return parse_config(BenchmarkCfg, arguments)
-
-
-def load_model_cfg(name: str, num_samples: int) -> GSNeRFCfg:
-    """``configs/model/<name>.yaml`` as a typed :class:`GSNeRFCfg` with N guided samples only."""
-    path = MODEL_CONFIGS / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in MODEL_CONFIGS.glob("*.yaml"))
-        raise ValueError(f"benchmark model={name!r}: no {path}; choose one of {choices}")
-    cfg = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(GSNeRFCfg), OmegaConf.load(path))
-    )
-    sampler = dataclasses.replace(cfg.sampler, num_samples=num_samples, num_uniform=0)
-    return dataclasses.replace(cfg, sampler=sampler)
 
 
 def _summary(seconds: list[float], flops: int) -> dict:
@@ -337,7 +323,9 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     results = []
     for num_samples in cfg.samples:
         torch.manual_seed(cfg.seed)
-        model = build_model(load_model_cfg(cfg.model, num_samples), cfg.num_classes).to(device)
+        model = build_model(
+            load_model_cfg(cfg.model, num_samples, cfg.model_overrides), cfg.num_classes
+        ).to(device)
         log.info(
             "N=%d: rendering %dx%d from %d views", num_samples, cfg.width, cfg.height, cfg.views
         )

@@ -1,5 +1,6 @@
-"""JSON records of the benchmark scripts, and the scripts' common command-line run."""
+"""JSON records of the benchmark scripts, their configs and their common command-line run."""
 
+import dataclasses
 import json
 import logging
 import sys
@@ -7,6 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from gsnerf.model.gsnerf import GSNeRFCfg
+
+MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 
 def write_json_record(record: dict, output_dir: str, name: str) -> Path:
@@ -30,6 +35,24 @@ def parse_config(config_class: type, arguments: list[str]) -> object:
     """
     overrides = OmegaConf.from_dotlist(list(arguments))
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_class), overrides))
+
+
+def load_model_cfg(name: str, num_samples: int, overrides: list[str] = ()) -> GSNeRFCfg:
+    """``configs/model/<name>.yaml`` with ``key=value`` overrides, as a typed
+    :class:`GSNeRFCfg` with N guided samples only.
+
+    Example: ``load_model_cfg("gsnerf", 4, ["geo_reasoner.cost_volume.channels_last=true"])``.
+    """
+    path = MODEL_CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in MODEL_CONFIGS.glob("*.yaml"))
+        raise ValueError(f"benchmark model={name!r}: no {path}; choose one of {choices}")
+    merged = OmegaConf.merge(
+        OmegaConf.structured(GSNeRFCfg), OmegaConf.load(path), OmegaConf.from_dotlist(overrides)
+    )
+    cfg = OmegaConf.to_object(merged)
+    sampler = dataclasses.replace(cfg.sampler, num_samples=num_samples, num_uniform=0)
+    return dataclasses.replace(cfg, sampler=sampler)
 
 
 def run_from_command_line(

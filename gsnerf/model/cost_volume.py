@@ -29,6 +29,10 @@ class CostVolumeCfg:
     norm_channels_per_group: int = 1
     # Negative slope of every LeakyReLU (spec 2.2: InPlaceABN, slope 0.01).
     leaky_slope: float = 0.01
+    # Channels-last (N D H W C) volumes and 3-D kernels in the U-Net: cuDNN's tensor-core 3-D
+    # convolutions work in that layout and otherwise convert every input and output (7 ms of a
+    # paper frame on an H100, benchmarks/README.md). Same numbers either way (test).
+    channels_last: bool = False
 
 
 @dataclass
@@ -137,6 +141,11 @@ class CostRegularizer(nn.Module):
             conv3d_norm_act(w0, w0, 1, cfg), nn.Conv3d(w0, 1, 3, padding=1, bias=False)
         )
         self.volume_head = conv3d_norm_act(w0, cfg.volume_channels, 1, cfg)
+        # Module.to and load_state_dict keep the kernels' layout from here on.
+        self.memory_format = (
+            torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+        )
+        self.to(memory_format=self.memory_format)
 
     def forward(
         self, cost: Float[Tensor, "b g d h w"]
@@ -145,7 +154,8 @@ class CostRegularizer(nn.Module):
         # Zero-pad at the far end to the size multiple and crop after the heads (the reference
         # also adds 8 to sizes already divisible, spec 2.2; we pad only where needed).
         pad = [-size % self.size_multiple for size in (width, height, depth)]
-        x0 = self.conv0(F.pad(cost, (0, pad[0], 0, pad[1], 0, pad[2])))
+        padded = F.pad(cost, (0, pad[0], 0, pad[1], 0, pad[2]))
+        x0 = self.conv0(padded.contiguous(memory_format=self.memory_format))
         x1 = self.down1(x0)
         x2 = self.down2(x1)
         x = x2 + self.up3(self.down3(x2))

@@ -1,5 +1,7 @@
 """Group correlation, neighbour averaging, the plane-sweep peak and the 3-D regulariser."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -115,6 +117,23 @@ def test_regularizer_crops_back_any_volume_size() -> None:
     assert logits.shape == (2, 12, 10, 13)
     assert volume.shape == (2, 3, 12, 10, 13)
     assert torch.isfinite(logits).all() and torch.isfinite(volume).all()
+
+
+def test_channels_last_regularizer_gives_the_same_volumes() -> None:
+    torch.manual_seed(3)
+    plain = CostRegularizer(2, TINY)
+    channels_last = CostRegularizer(2, dataclasses.replace(TINY, channels_last=True))
+    channels_last.load_state_dict(plain.state_dict())
+    cost = torch.randn(2, 2, 12, 10, 13)
+
+    expected = plain(cost)
+    logits, volume = channels_last(cost)
+
+    kernel = channels_last.conv0[0].weight
+    assert kernel.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not kernel.is_contiguous()
+    assert torch.allclose(logits, expected[0], atol=1e-5)
+    assert torch.allclose(volume, expected[1], atol=1e-5)
 
 
 def test_level_depth_is_the_expected_hypothesis_and_mode_independent() -> None:
