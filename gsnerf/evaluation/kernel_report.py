@@ -186,11 +186,15 @@ def model_kernel_cases() -> list[KernelCase]:
     ]  # fmt: skip
 
 
-def compile_for_target(case: KernelCase, arch: int) -> tuple[object, float]:
+def compile_for_target(
+    case: KernelCase, arch: int, float_scalars: str = "fp32"
+) -> tuple[object, float]:
     """The kernel as its launch would compile it for compute capability ``arch``; seconds taken.
 
     Uses Triton's own argument specialisation (the binder its launches use) with the target's
     backend, and a fresh cache directory so that nothing is reused from earlier compiles.
+    ``float_scalars="fp64"`` types Python float arguments as torch.compile's launches do
+    (inductor passes them as fp64, Triton's own launches as fp32).
     """
     recorder = RecordingLauncher()
     case.launch(recorder)
@@ -205,6 +209,9 @@ def compile_for_target(case: KernelCase, arch: int) -> tuple[object, float]:
     options, signature, constexprs, attrs = function._pack_args(
         backend, kwargs, bound, specialization, options
     )
+    signature = {
+        name: float_scalars if kind == "fp32" else kind for name, kind in signature.items()
+    }
     source = ASTSource(function, signature, constexprs, attrs)
     with tempfile.TemporaryDirectory() as cache, triton.knobs.cache.scope():
         triton.knobs.cache.dir = cache

@@ -85,6 +85,8 @@ if triton is not None:
         CHANNELS_POW2: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
+        # torch.compile launches with Python floats typed fp64: float32 once, here.
+        scale = tl.cast(scale, tl.float32)
         block = tl.program_id(0)
         head = tl.program_id(1).to(tl.int64)
         set_index = block * BLOCK + tl.arange(0, BLOCK)

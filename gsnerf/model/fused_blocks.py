@@ -84,6 +84,8 @@ if triton is not None:
         FFN_WIDTH: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
+        # torch.compile launches with Python floats typed fp64: float32 once, here.
+        eps = tl.cast(eps, tl.float32)
         dtype = tokens_ptr.dtype.element_ty
         token = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         channel = tl.arange(0, WIDTH)
@@ -113,7 +115,7 @@ if triton is not None:
             for part in tl.static_range(3):
                 weight = tl.load(next_qkv_weight_ptr + part * WIDTH * WIDTH + square).to(dtype)
                 qkv = tl.dot(weight, x_out)
-                offsets = part * WIDTH * count.to(tl.int64) + tile
+                offsets = part * WIDTH * tl.cast(count, tl.int64) + tile
                 tl.store(next_qkv_ptr + offsets, qkv.to(dtype), mask=in_range)
 
 

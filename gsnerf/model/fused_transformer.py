@@ -118,6 +118,9 @@ if triton is not None:
         ROWS: tl.constexpr,
         PRECISION: tl.constexpr,
     ):
+        # torch.compile launches with Python floats typed fp64: float32 once, here.
+        eps = tl.cast(eps, tl.float32)
+        scale = tl.cast(scale, tl.float32)
         dtype = tokens_ptr.dtype.element_ty
         used_rows: tl.constexpr = (ROWS // TOKENS) * TOKENS
         local = tl.arange(0, ROWS)
@@ -225,7 +228,7 @@ def launch_fused_transformer(
     sets, count, width = tokens.shape
     tokens = tokens.contiguous()
     out = torch.empty_like(tokens)
-    mask = tokens if key_mask is None else key_mask.contiguous().view(torch.uint8)
+    mask = tokens if key_mask is None else key_mask.to(torch.uint8).contiguous()
     full_float32 = tokens.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
     used_rows = (ROWS // count) * count
     launcher = launcher or torch.library.wrap_triton(_transformer_kernel)

@@ -1,6 +1,7 @@
 """The kernel report: compiles the fused kernels for an H100 without one, and finds spills."""
 
 import json
+import re
 from typing import no_type_check
 
 import pytest
@@ -9,6 +10,7 @@ from gsnerf.evaluation import kernel_report
 from gsnerf.evaluation.kernel_report import (
     KernelCase,
     KernelReportCfg,
+    compile_for_target,
     kernel_row,
     markdown_table,
     parse_ptxas_usage,
@@ -82,3 +84,14 @@ def test_the_model_kernels_compile_for_sm90_without_spilling(tmp_path) -> None:
     assert path.name.endswith("_kernels_sm90.json")
     assert json.loads(path.read_text())["rows"] == record["rows"]
     assert "| attention | view / semantic transformer" in markdown_table(record)
+
+
+@needs_triton
+def test_the_model_kernels_compile_with_float_scalars_as_torch_compile_passes_them() -> None:
+    # Inductor launches a user kernel with its Python float arguments typed fp64: a float32
+    # value multiplied by one becomes fp64, which broke a loop-carried float32 on an H100.
+    # The kernels convert such a scalar once: no float64 arithmetic is left in them.
+    float64_arithmetic = re.compile(r"^\s*(add|sub|mul|fma|div|max|min)[.\w]*\.f64\b", re.MULTILINE)
+    for case in kernel_report.model_kernel_cases():
+        compiled, _ = compile_for_target(case, arch=90, float_scalars="fp64")
+        assert float64_arithmetic.search(compiled.asm["ptx"]) is None, case.case
