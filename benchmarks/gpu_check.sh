@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in six parts:
-#   bash benchmarks/gpu_check.sh                      # all six, an estimated 18 minutes on an H200
+#   bash benchmarks/gpu_check.sh                      # all six, an estimated 25 minutes on an H100
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named (the first look at
-#                                                     # the fused kernels, about 5 minutes)
+#                                                     # the fused kernels, about 8 minutes)
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
-# fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults and
-#          one with each fused formulation of the heads' transformers (the whole transformer in
-#          one kernel, whole blocks in two, the attention alone), about 3 minutes.
+# fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
+#          whole transformer in one kernel) and one with each other formulation of the heads'
+#          transformers (the compiled library blocks, whole blocks in two kernels, the attention
+#          alone), about 6 minutes (a cold compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
 #          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
@@ -15,7 +16,8 @@
 #          config's throughput: 1024 rays per step, AMP), then that throughput with compiled
 #          training steps (train_compile=default), about 4 minutes.
 # options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
-#          compiled, and with the spec's 4096-ray chunks, about 4 minutes.
+#          compiled, with the spec's 4096-ray chunks, and with channels-last cost volumes
+#          (compiled and eager), about 6 minutes.
 # kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention,
 #          fused blocks and fused transformer, eager and compiled
 #          (scripts/transformer_benchmark.py), about 2 minutes.
@@ -50,10 +52,10 @@ n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precisi
 if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py
-    run "${bench[@]}" "${n4[@]}" compile=default
-    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=true profile_ops=20
-    run "${bench[@]}" "${n4[@]}" compile=default fused_blocks=true
-    run "${bench[@]}" "${n4[@]}" compile=default fused_attention=true
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_blocks=true
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_attention=true
 fi
 if wanted tests; then
     # On an H100 pytest once hung at interpreter exit after printing its summary (the tests
@@ -73,6 +75,9 @@ if wanted options; then
     run "${bench[@]}" "${n4[@]}" compile=reduce-overhead warmup=3
     run "${bench[@]}" "${n4[@]}" compile=default "compile_parts=[heads]"
     run "${bench[@]}" "${n4[@]}" chunk_rays=4096
+    channels_last="model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
+    run "${bench[@]}" "${n4[@]}" compile=default "$channels_last"
+    run "${bench[@]}" "${n4[@]}" compile=none "$channels_last"
 fi
 if wanted kernels; then
     run timeout "$step_limit" python scripts/transformer_benchmark.py
@@ -85,20 +90,21 @@ if wanted quality; then
         run timeout "$step_limit" python train.py train.device=cuda hydra.run.dir="$runs/train"
     fi
     quick=(eval.save_images=false train.device=cuda "ckpt=$checkpoint")
+    # The reference: fp32, no encoding cache, the library's transformer blocks.
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
-        hydra.run.dir="$runs/fp32"
+        eval.fused_transformer=false hydra.run.dir="$runs/fp32"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.compile=default \
         "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
         hydra.run.dir="$runs/compiled_all"
-    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_attention=true \
-        hydra.run.dir="$runs/fused_attention"
-    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_blocks=true \
-        hydra.run.dir="$runs/fused_blocks"
-    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=true \
-        hydra.run.dir="$runs/fused_transformer"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=false \
+        eval.fused_attention=true hydra.run.dir="$runs/fused_attention"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=false \
+        eval.fused_blocks=true hydra.run.dir="$runs/fused_blocks"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=false \
+        hydra.run.dir="$runs/library_blocks"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 model.sampler.num_samples=128 \
         hydra.run.dir="$runs/n128"
     run timeout "$step_limit" python render.py train.device=cuda "ckpt=$checkpoint" \

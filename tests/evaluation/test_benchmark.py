@@ -25,6 +25,7 @@ from gsnerf.evaluation.benchmark_report import markdown_report, paper_comparison
 from gsnerf.evaluation.benchmark_scene import PlaneSceneCfg, plane_example
 from gsnerf.evaluation.pass_timing import alternate_passes
 from gsnerf.geometry.camera import project_points, unproject_depth
+from gsnerf.model.compiled_heads import compile_heads
 from gsnerf.model.gsnerf import build_model
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -109,10 +110,13 @@ def test_unset_keys_take_the_device_defaults() -> None:
         8,
     )
     assert cuda.compile == "default"
-    assert (
-        with_device_defaults(parse_overrides(["compile=none"]), torch.device("cuda")).compile
-        == "none"
-    )
+    assert cuda.compile_parts == ["heads", "gather", "cost_volumes"]
+    # The one-kernel transformer is CUDA-only: on by default there, off on a CPU.
+    assert cuda.fused_transformer and not cpu.fused_transformer
+    # Eager on CUDA: the device's compile parts do not apply, and the heads' default is no error.
+    eager = with_device_defaults(parse_overrides(["compile=none"]), torch.device("cuda"))
+    assert (eager.compile, eager.compile_parts) == ("none", ["heads"])
+    compile_heads(build_model(load_model_cfg("tiny", 4), 3), eager.compile, eager.compile_parts)
     with pytest.raises(ValueError, match="fast"):
         parse_overrides(["compile=fast"])
 

@@ -110,11 +110,12 @@ def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_s
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
     model = build_model(load_model_cfg("tiny", 4), num_classes=3)  # eval.compile stays none
     cpu = torch.device("cpu")
-    apply_inference_options(model, EvalCfg(fused_blocks=True), cpu)
-    assert switches() == (False, True, False)
-    apply_inference_options(model, EvalCfg(fused_attention=True), cpu)
-    assert switches() == (True, False, False)
-    apply_inference_options(model, EvalCfg(fused_transformer=True), cpu)
-    assert switches() == (False, False, True)
+    # By default the one-kernel transformer (CUDA inference only; CPU tensors never take it).
     apply_inference_options(model, EvalCfg(), cpu)
+    assert switches() == (False, False, True)
+    apply_inference_options(model, EvalCfg(fused_blocks=True, fused_transformer=False), cpu)
+    assert switches() == (False, True, False)
+    apply_inference_options(model, EvalCfg(fused_attention=True, fused_transformer=False), cpu)
+    assert switches() == (True, False, False)
+    apply_inference_options(model, EvalCfg(fused_transformer=False), cpu)
     assert switches() == (False, False, False)
