@@ -77,7 +77,7 @@ class EvalCfg:
     # eager or compiled; off by default until it is timed within a whole frame.
     fused_attention: bool = False
     # CUDA: whole transformer blocks in two fused Triton kernels each (the attention and the
-    # rest, gsnerf/model/fused_blocks.py); not yet timed on a GPU, off by default.
+    # rest, gsnerf/model/fused_blocks.py); its CUDA tests pass, not yet timed in a frame: off.
     fused_blocks: bool = False
     # CUDA: each of the heads' transformers in one fused Triton kernel
     # (gsnerf/model/fused_transformer.py): the heads 3.3 times faster in an H100 frame, the same
