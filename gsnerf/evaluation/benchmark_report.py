@@ -9,6 +9,14 @@ STAGES = (
     ("heads", "heads"),
     ("compositing", "compositing"),
 )
+# Phases of a profiled training step (train_throughput.profiled_step): the forward's stages,
+# then the rest of the forward with the losses, the backward pass and the optimizer.
+TRAINING_PHASES = (
+    *STAGES,
+    ("losses_and_glue", "losses + glue"),
+    ("backward", "backward"),
+    ("optimizer", "optimizer"),
+)
 
 
 # The paper's speed claim (spec 9): N = 4 at 240x320 from 8 source views on an RTX 3090, and
@@ -110,6 +118,27 @@ def stage_table(record: dict) -> str:
     return _table(header, rows)
 
 
+def training_phase_table(record: dict) -> str | None:
+    """One row per N with a profiled training step: ms per phase, their sum, that step's time
+    and the median step; None when no result has one (no training, a failure, older records)."""
+    header = ["N", *(name for _, name in TRAINING_PHASES), "sum", "step (profiled)", "step"]
+    rows = []
+    for result in record["results"]:
+        training = result["training"] or {}
+        phases = training.get("phases_ms")
+        if phases:
+            rows.append(
+                [
+                    str(result["samples"]),
+                    *(f"{phases.get(key, 0.0):.1f}" for key, _ in TRAINING_PHASES),
+                    f"{sum(phases.values()):.1f}",
+                    f"{training['profiled_step_ms']:.1f}",
+                    f"{training['step_ms']:.1f}",
+                ]
+            )
+    return _table(header, rows) if rows else None
+
+
 def operator_tables(record: dict) -> list[str]:
     """Per N with a profile: its most expensive operators, self ms and calls."""
     tables = []
@@ -163,6 +192,9 @@ def markdown_report(record: dict) -> str:
         "Milliseconds per stage of one uncached frame:",
         stage_table(record),
     ]
+    phases = training_phase_table(record)
+    if phases is not None:
+        parts += ["Milliseconds per phase of one profiled training step:", phases]
     parts.extend(operator_tables(record))
     counts = sorted(result["samples"] for result in record["results"])
     # One sample count has nothing to be compared with.

@@ -172,9 +172,15 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
         # The operator table of the frame: at most profile_ops rows, the most self time first.
         top = [row["self_ms"] for row in result["top_ops"]]
         assert 0 < len(top) <= 12 and top == sorted(top, reverse=True)
-        assert result["training"]["rays_per_s"] == pytest.approx(
-            8 * result["training"]["steps_per_s"]
-        )
+        training = result["training"]
+        assert training["rays_per_s"] == pytest.approx(8 * training["steps_per_s"])
+        # The profiled training step: the forward's stages, the losses, backward, optimizer,
+        # timed one after the other within the step, so they cannot exceed it together.
+        phases = training["phases_ms"]
+        assert set(phases) == set(stages) | {"losses_and_glue", "backward", "optimizer"}
+        assert all(phases[key] > 0 for key in ("cost_volumes", "heads", "backward", "optimizer"))
+        assert phases["losses_and_glue"] >= 0
+        assert sum(phases.values()) <= training["profiled_step_ms"]
     # The source encoding does not depend on N: uncached minus cached FLOPs are the same.
     encode = [r["uncached"]["gflop"] - r["cached"]["gflop"] for r in record["results"]]
     assert encode[0] > 0 and encode[0] == pytest.approx(encode[1], rel=1e-9)
@@ -193,6 +199,8 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
     report = markdown_report(record)
     assert "\n| 1 | " in report and "\n| 2 | " in report
     assert "most self time in one uncached frame, N=2" in report
+    assert "| N | 2-D feature net | cost volumes | D_T | sampling + gather | heads | " in report
+    assert "| losses + glue | backward | optimizer | sum | step (profiled) | step |" in report
 
 
 def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
