@@ -63,7 +63,12 @@ from gsnerf.model.compiled_heads import (
     check_compile_parts,
     compile_heads,
 )
-from gsnerf.model.fused_kernels import FusedKernels, kernels_disabled, set_fused_kernels
+from gsnerf.model.fused_kernels import (
+    FusedKernels,
+    kernels_disabled,
+    set_fused_kernels,
+    supported_on,
+)
 from gsnerf.model.gsnerf import GSNeRF, build_model
 from gsnerf.model.stage_timer import StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
@@ -94,8 +99,7 @@ class BenchmarkCfg:
     # bf16 support, as the paper's training config's AMP; fp32 otherwise).
     precision: str = "auto"
     # torch.compile in the rendering passes (compiled during warm-up, not timed): "none",
-    # "default", "reduce-overhead" or "max-autotune". Unset: "default", the fastest inference
-    # path on a CPU (needs a C++ compiler) and an H200 (bf16 N = 4: 140 against 240 ms eager).
+    # "default", "reduce-overhead" or "max-autotune". Unset: "default", fastest on CPU and CUDA.
     compile: str | None = None
     # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
     # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads. Unset: all
@@ -110,9 +114,8 @@ class BenchmarkCfg:
     fused_transformer: bool | None = None
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
-    # cuDNN autotuning of the convolutions (torch.backends.cudnn.benchmark) for the fixed-size
-    # passes on CUDA; the warm-up absorbs the search. Off: no faster on an H100 (paper frame
-    # 188 / 113 ms against 184 / 115 ms without, benchmarks/README.md).
+    # cuDNN autotuning of the convolutions on CUDA (torch.backends.cudnn.benchmark; the warm-up
+    # absorbs the search). Off: no faster on an H100 (188 / 113 against 184 / 115 ms).
     cudnn_benchmark: bool = False
     # Timed passes per measurement (median reported); on a shared CPU single passes vary 10-20 %.
     repeats: int = 5
@@ -125,9 +128,8 @@ class BenchmarkCfg:
     # Seconds after which a measurement stops repeating (it always runs once).
     budget_s: float = 60.0
     # Samples per chunk of a full-image render: chunk_samples // N rays per chunk, the same
-    # memory for every N. A CPU is fastest with small chunks (at N = 4, chunks of 4096 samples
-    # rendered about 1.2 times faster than the spec's 4096 rays). 0 uses chunk_rays instead.
-    # Unset: 0 on CUDA, 4096 on a CPU.
+    # memory for every N. A CPU is fastest with small chunks (N = 4: 1.2 times faster than the
+    # spec's 4096 rays). 0 uses chunk_rays instead. Unset: 0 on CUDA, 4096 on a CPU.
     chunk_samples: int | None = None
     # Rays per chunk when chunk_samples is 0 (spec 5.1: 4096). 0 sizes the chunks to the free
     # CUDA memory (on a CPU: chunks of model.renderer.cpu_chunk_samples samples).
@@ -319,7 +321,11 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
-    set_fused_kernels(FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer))
+    wanted = FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer)
+    ran = supported_on(wanted, device)
+    set_fused_kernels(ran)
+    # The record's settings say what ran (an older GPU cannot run some kernels).
+    cfg = dataclasses.replace(cfg, fused_blocks=ran.blocks, fused_transformer=ran.transformer)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)

@@ -46,7 +46,7 @@ from gsnerf.model.compiled_heads import (
     check_compile_parts,
     compile_heads,
 )
-from gsnerf.model.fused_kernels import FusedKernels, set_fused_kernels
+from gsnerf.model.fused_kernels import FusedKernels, set_fused_kernels, supported_on
 from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.scene_cache import SceneEncodingCache
 
@@ -108,7 +108,8 @@ def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -
     Shared by test evaluation and render.py, so both render the same way.
     """
     configure_matmul_precision(device, cfg.allow_tf32)
-    set_fused_kernels(FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer))
+    wanted = FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer)
+    set_fused_kernels(supported_on(wanted, device))
     compile_heads(model, cfg.compile, cfg.compile_parts)
 
 

@@ -9,10 +9,20 @@ widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`).
 """
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+
+log = logging.getLogger(__name__)
+
+# The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
+# which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
+TENSOR_CORE_CAPABILITY = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,28 @@ class FusedKernels:
     attention: bool = False
     blocks: bool = False
     transformer: bool = False
+
+
+def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
+    """``choice`` less what ``device`` cannot run.
+
+    On a CUDA GPU older than :data:`TENSOR_CORE_CAPABILITY` the fused blocks and the
+    one-kernel transformer are switched off, with a warning; a CPU keeps the choice (CPU
+    tensors never take the kernels). Example: on a V100 (7.0) ``FusedKernels(transformer=True)``
+    becomes ``FusedKernels()``.
+    """
+    if device.type != "cuda" or not (choice.blocks or choice.transformer):
+        return choice
+    capability = torch.cuda.get_device_capability(device)
+    if capability >= TENSOR_CORE_CAPABILITY:
+        return choice
+    log.warning(
+        "fused blocks / transformer need compute capability %d.%d (this GPU: %d.%d): "
+        "using the library's transformer blocks",
+        *TENSOR_CORE_CAPABILITY,
+        *capability,
+    )
+    return dataclasses.replace(choice, blocks=False, transformer=False)
 
 
 def current_fused_kernels() -> FusedKernels:

@@ -13,6 +13,7 @@ from gsnerf.model.fused_kernels import (
     current_fused_kernels,
     kernels_disabled,
     set_fused_kernels,
+    supported_on,
 )
 from gsnerf.model.gsnerf import build_model
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
@@ -119,3 +120,16 @@ def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
     assert switches() == (True, False, False)
     apply_inference_options(model, EvalCfg(fused_transformer=False), cpu)
     assert switches() == (False, False, False)
+
+
+def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, caplog) -> None:
+    everything = FusedKernels(True, True, True)
+    capability = {"value": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability["value"])
+    cuda = torch.device("cuda")
+    assert supported_on(everything, cuda) == everything
+    assert supported_on(FusedKernels(True, True, True), torch.device("cpu")) == everything
+    # A V100 (7.0): tl.dot has no bf16 / TF32 there; the attention kernel needs no tl.dot.
+    capability["value"] = (7, 0)
+    assert supported_on(everything, cuda) == FusedKernels(True, False, False)
+    assert "compute capability 8.0 (this GPU: 7.0)" in caplog.text
