@@ -29,10 +29,12 @@ class CostVolumeCfg:
     norm_channels_per_group: int = 1
     # Negative slope of every LeakyReLU (spec 2.2: InPlaceABN, slope 0.01).
     leaky_slope: float = 0.01
-    # Channels-last (N D H W C) volumes and 3-D kernels in the U-Net: cuDNN's tensor-core 3-D
-    # convolutions work in that layout and otherwise convert every input and output (7 ms of a
-    # paper frame on an H100, benchmarks/README.md). Same numbers either way (test).
-    channels_last: bool = False
+    # Channels-last (N D H W C) volumes in the U-Net. None: channels-last on a CPU (oneDNN's 3-D
+    # convolutions: training steps 1.67 against 1.23 per s, benchmarks/README.md), the
+    # contiguous layout on CUDA, where it is not yet timed (cuDNN's tensor-core kernels work in
+    # channels-last and convert every input and output otherwise: 7 ms of an H100 frame). True
+    # also stores the kernels channels-last. Same numbers either way, up to rounding (test).
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -141,11 +143,18 @@ class CostRegularizer(nn.Module):
             conv3d_norm_act(w0, w0, 1, cfg), nn.Conv3d(w0, 1, 3, padding=1, bias=False)
         )
         self.volume_head = conv3d_norm_act(w0, cfg.volume_channels, 1, cfg)
-        # Module.to and load_state_dict keep the kernels' layout from here on.
-        self.memory_format = (
-            torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
-        )
-        self.to(memory_format=self.memory_format)
+        self.channels_last = cfg.channels_last
+        if cfg.channels_last:
+            # Module.to and load_state_dict keep the kernels' layout from here on.
+            self.to(memory_format=torch.channels_last_3d)
+
+    def memory_format(self, device: torch.device) -> torch.memory_format:
+        """The volumes' layout on ``device`` (CostVolumeCfg.channels_last); the convolutions
+        keep the layout of their input."""
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cpu"
+        return torch.channels_last_3d if channels_last else torch.contiguous_format
 
     def forward(
         self, cost: Float[Tensor, "b g d h w"]
@@ -155,7 +164,7 @@ class CostRegularizer(nn.Module):
         # also adds 8 to sizes already divisible, spec 2.2; we pad only where needed).
         pad = [-size % self.size_multiple for size in (width, height, depth)]
         padded = F.pad(cost, (0, pad[0], 0, pad[1], 0, pad[2]))
-        x0 = self.conv0(padded.contiguous(memory_format=self.memory_format))
+        x0 = self.conv0(padded.contiguous(memory_format=self.memory_format(cost.device)))
         x1 = self.down1(x0)
         x2 = self.down2(x1)
         x = x2 + self.up3(self.down3(x2))
@@ -163,7 +172,8 @@ class CostRegularizer(nn.Module):
         x = x0 + self.up1(x)
         logits = self.depth_head(x)[:, 0, :depth, :height, :width]
         volume = self.volume_head(x)[:, :, :depth, :height, :width]
-        return logits, volume
+        # The rest of the model (and a scene-encoding cache) gets the contiguous layout back.
+        return logits.contiguous(), volume.contiguous()
 
 
 class CostVolumeLevel(nn.Module):

@@ -119,19 +119,30 @@ def test_regularizer_crops_back_any_volume_size() -> None:
     assert torch.isfinite(logits).all() and torch.isfinite(volume).all()
 
 
-def test_channels_last_regularizer_gives_the_same_volumes() -> None:
+@pytest.mark.parametrize("channels_last", [None, True])
+def test_channels_last_regularizer_gives_the_same_volumes(channels_last: bool | None) -> None:
     torch.manual_seed(3)
-    plain = CostRegularizer(2, TINY)
-    channels_last = CostRegularizer(2, dataclasses.replace(TINY, channels_last=True))
-    channels_last.load_state_dict(plain.state_dict())
+    plain = CostRegularizer(2, dataclasses.replace(TINY, channels_last=False))
+    regularizer = CostRegularizer(2, dataclasses.replace(TINY, channels_last=channels_last))
+    regularizer.load_state_dict(plain.state_dict())
+    layouts = []
+    for conv in (plain.conv0[0], regularizer.conv0[0]):
+        conv.register_forward_hook(
+            lambda module, inputs, output: layouts.append(
+                inputs[0].is_contiguous(memory_format=torch.channels_last_3d)
+                and not inputs[0].is_contiguous()
+            )
+        )
     cost = torch.randn(2, 2, 12, 10, 13)
 
     expected = plain(cost)
-    logits, volume = channels_last(cost)
+    logits, volume = regularizer(cost)
 
-    kernel = channels_last.conv0[0].weight
-    assert kernel.is_contiguous(memory_format=torch.channels_last_3d)
-    assert not kernel.is_contiguous()
+    # Unset means channels-last on a CPU; True also stores the kernels channels-last.
+    assert layouts == [False, True]
+    kernel = regularizer.conv0[0].weight
+    assert kernel.is_contiguous(memory_format=torch.channels_last_3d) == bool(channels_last)
+    assert logits.is_contiguous() and volume.is_contiguous()
     assert torch.allclose(logits, expected[0], atol=1e-5)
     assert torch.allclose(volume, expected[1], atol=1e-5)
 
