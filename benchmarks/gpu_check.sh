@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets (spec 9), in six parts:
-#   bash benchmarks/gpu_check.sh                      # all six, an estimated 25 minutes on an H100
-#   bash benchmarks/gpu_check.sh fused kernels        # only the parts named (the first look at
-#                                                     # the fused kernels, about 8 minutes)
+# The GPU tests and figures of the speed targets (spec 9), in seven parts:
+#   bash benchmarks/gpu_check.sh first                # what a 15-minute GPU session measures
+#                                                     # first, about 9 minutes on an H100
+#   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
+#   bash benchmarks/gpu_check.sh                      # all but first, about 25 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
+# first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
+#          steps and their phases), the same with the library's transformer blocks compiled
+#          (fused_transformer=false) and with channels-last cost volumes, then compiled training
+#          steps; the first compiles all three parts cold (about 3 minutes), the others reuse
+#          what they share from inductor's cache.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
@@ -33,8 +39,8 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(fused tests speed options kernels quality)
 for part in "${parts[@]}"; do
     case $part in
-        fused | tests | speed | options | kernels | quality) ;;
-        *) echo "gpu_check: unknown part '$part' (fused, tests, speed, options, kernels," \
+        first | fused | tests | speed | options | kernels | quality) ;;
+        *) echo "gpu_check: unknown part '$part' (first, fused, tests, speed, options, kernels," \
             "quality)" >&2
             exit 2 ;;
     esac
@@ -49,6 +55,13 @@ run() { "$@" || { status=$?; echo "gpu_check: failed ($status): $*" >&2; }; }
 paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_samples=0 repeats=10
     budget_s=20)
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
+if wanted first; then
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
+    run "${bench[@]}" "${n4[@]}" compile=default \
+        "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
+    run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_steps=10 train_compile=default
+fi
 if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py
