@@ -4,7 +4,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -37,7 +37,7 @@ def parse_config(config_class: type, arguments: list[str]) -> object:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_class), overrides))
 
 
-def load_model_cfg(name: str, num_samples: int, overrides: list[str] = ()) -> GSNeRFCfg:
+def load_model_cfg(name: str, num_samples: int, overrides: Sequence[str] = ()) -> GSNeRFCfg:
     """``configs/model/<name>.yaml`` with ``key=value`` overrides, as a typed
     :class:`GSNeRFCfg` with N guided samples only.
 
@@ -47,9 +47,8 @@ def load_model_cfg(name: str, num_samples: int, overrides: list[str] = ()) -> GS
     if not path.is_file():
         choices = sorted(p.stem for p in MODEL_CONFIGS.glob("*.yaml"))
         raise ValueError(f"benchmark model={name!r}: no {path}; choose one of {choices}")
-    merged = OmegaConf.merge(
-        OmegaConf.structured(GSNeRFCfg), OmegaConf.load(path), OmegaConf.from_dotlist(overrides)
-    )
+    overriding = OmegaConf.from_dotlist(list(overrides))
+    merged = OmegaConf.merge(OmegaConf.structured(GSNeRFCfg), OmegaConf.load(path), overriding)
     cfg = OmegaConf.to_object(merged)
     sampler = dataclasses.replace(cfg.sampler, num_samples=num_samples, num_uniform=0)
     return dataclasses.replace(cfg, sampler=sampler)
