@@ -10,7 +10,9 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
 - *top operators*: one more uncached pass under ``torch.profiler``, the ``profile_ops``
   operators (on CUDA also kernels) with the most self time (:mod:`.op_profile`);
 - *FLOPs* of matrix products, convolutions and attention (``FlopCounterMode``; grid sampling and
-  element-wise work are not counted) of an eager pass, and FLOP/s = FLOPs / median;
+  element-wise work are not counted) of an eager pass, in all and per stage, and FLOP/s =
+  FLOPs / median (per stage: / the stage's time), next to the rate of one large matrix product
+  on the same device (:mod:`.matmul_rate`);
 - *training*: steps/s and rays/s of forward + losses + backward + Adam on ``train_rays`` rays
   of a target view with ``train_views`` source views (by default the paper's training config
   on CUDA, the quickstart's step on a CPU), in the passes' precision (AMP on CUDA).
@@ -51,8 +53,14 @@ from gsnerf.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from gsnerf.evaluation.benchmark_records import load_model_cfg, parse_config, write_json_record
+from gsnerf.evaluation.benchmark_records import (
+    load_model_cfg,
+    parse_config,
+    ratios,
+    write_json_record,
+)
 from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.evaluation.matmul_rate import dense_matmul_rate
 from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
@@ -70,7 +78,7 @@ from gsnerf.model.fused_kernels import (
     supported_on,
 )
 from gsnerf.model.gsnerf import GSNeRF, build_model
-from gsnerf.model.stage_timer import StageTimer
+from gsnerf.model.stage_timer import StageFlops, StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
 from gsnerf.types import Example
 
@@ -258,10 +266,12 @@ def measure_rendering(
     with torch.inference_mode(), autocast_context(cfg.precision, device):
         encode_counter = FlopCounterMode(display=False)
         render_counter = FlopCounterMode(display=False)
-        with encode_counter, kernels_disabled():
-            geometry = plain.encode_sources(example)
-        with render_counter, kernels_disabled():
-            plain.render_image(example, geometry, chunk)
+        stage_flops = StageFlops(encode_counter, render_counter)
+        with plain.profiled(stage_flops), kernels_disabled():
+            with encode_counter:
+                geometry = plain.encode_sources(example)
+            with render_counter:
+                plain.render_image(example, geometry, chunk)
         compiling = cfg.compile != CompileMode.NONE.value
         # Compiled heads: the first pass compiles, the second runs (and records CUDA graphs).
         warmup = max(cfg.warmup, 2) if compiling else cfg.warmup
@@ -298,6 +308,7 @@ def measure_rendering(
         },
         "cached": {**_summary(cached_seconds, render_flops), "peak_memory_mb": cached_peak},
         "stages_ms": stages_ms,
+        "stage_gflop": {stage: flops / 1e9 for stage, flops in stage_flops.flops.items()},
         "profiled_frame_ms": 1000 * profiled_seconds,
         "residual_ms": 1000 * profiled_seconds - sum(stages_ms.values()),
         "top_ops": top_ops,
@@ -332,6 +343,8 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     train_example = plane_example(
         cfg.train_views, cfg.height, cfg.width, cfg.num_classes, cfg.seed
     ).to(device)
+    # The yardstick of the stages' FLOP/s: one large product in the passes' precision.
+    dense_matmul = dense_matmul_rate(device, cfg.precision)
     results = []
     for num_samples in cfg.samples:
         torch.manual_seed(cfg.seed)
@@ -368,21 +381,9 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
         "torch": torch.__version__,
         "settings": dataclasses.asdict(cfg),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "dense_matmul": dense_matmul,
         "results": results,
         "ratios": ratios(results),
-    }
-
-
-def ratios(results: list[dict]) -> dict:
-    """Cached over uncached speed-up per N, and largest-N over smallest-N frame time."""
-    speedups = {str(r["samples"]): r["uncached"]["ms"] / r["cached"]["ms"] for r in results}
-    smallest = min(results, key=lambda r: r["samples"])
-    largest = max(results, key=lambda r: r["samples"])
-    return {
-        "cached_speedup": speedups,
-        "largest_over_smallest_n": {
-            mode: largest[mode]["ms"] / smallest[mode]["ms"] for mode in ("uncached", "cached")
-        },
     }
 
 

@@ -70,3 +70,16 @@ def run_from_command_line(
     print(report(record))
     print(path)
     return record
+
+
+def ratios(results: list[dict]) -> dict:
+    """Cached over uncached speed-up per N, and largest-N over smallest-N frame time."""
+    speedups = {str(r["samples"]): r["uncached"]["ms"] / r["cached"]["ms"] for r in results}
+    smallest = min(results, key=lambda r: r["samples"])
+    largest = max(results, key=lambda r: r["samples"])
+    return {
+        "cached_speedup": speedups,
+        "largest_over_smallest_n": {
+            mode: largest[mode]["ms"] / smallest[mode]["ms"] for mode in ("uncached", "cached")
+        },
+    }

@@ -118,6 +118,48 @@ def stage_table(record: dict) -> str:
     return _table(header, rows)
 
 
+def stage_flops_table(record: dict) -> str | None:
+    """Per N and stage: ms, GFLOP, achieved GFLOP/s and its share of the dense-matmul rate.
+
+    None for records without per-stage FLOPs (older ones). A stage without counted FLOPs
+    (splatting, grid reads, element-wise work) shows ``-``. The last rows per N: the FLOPs
+    outside every stage and the whole profiled frame.
+    """
+    matmul = record.get("dense_matmul")
+    results = [result for result in record["results"] if "stage_gflop" in result]
+    if matmul is None or not results:
+        return None
+    ceiling = matmul["gflop_per_s"]
+
+    def cells(samples: int, name: str, ms: float | None, gflop: float) -> list[str]:
+        rate = gflop / (ms / 1000) if ms is not None and ms > 0 and gflop > 0 else None
+        return [
+            str(samples),
+            name,
+            "-" if ms is None else f"{ms:.1f}",
+            f"{gflop:.3f}" if gflop > 0 else "-",
+            "-" if rate is None else f"{rate:.1f}",
+            "-" if rate is None else f"{100 * rate / ceiling:.1f} %",
+        ]
+
+    rows = []
+    for result in results:
+        samples, stages, flops = result["samples"], result["stages_ms"], result["stage_gflop"]
+        rows += [cells(samples, name, stages.get(key), flops.get(key, 0.0)) for key, name in STAGES]
+        outside = result["uncached"]["gflop"] - sum(flops.values())
+        rows.append(cells(samples, "outside the stages", result["residual_ms"], outside))
+        rows.append(
+            cells(samples, "frame", result["profiled_frame_ms"], result["uncached"]["gflop"])
+        )
+    header = ["N", "stage", "ms", "GFLOP", "GFLOP/s", "of dense matmul"]
+    caption = (
+        "FLOPs (counted on eager code) and achieved FLOP/s per stage of one uncached frame; "
+        f"dense matmul: one {matmul['size']}x{matmul['size']} {matmul['dtype']} product on "
+        f"this device, {ceiling:.1f} GFLOP/s:"
+    )
+    return caption + "\n\n" + _table(header, rows)
+
+
 def training_phase_table(record: dict) -> str | None:
     """One row per N with a profiled training step: ms per phase, their sum, that step's time
     and the median step; None when no result has one (no training, a failure, older records)."""
@@ -192,6 +234,9 @@ def markdown_report(record: dict) -> str:
         "Milliseconds per stage of one uncached frame:",
         stage_table(record),
     ]
+    flops = stage_flops_table(record)
+    if flops is not None:
+        parts.append(flops)
     phases = training_phase_table(record)
     if phases is not None:
         parts += ["Milliseconds per phase of one profiled training step:", phases]

@@ -26,7 +26,7 @@ from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
 from gsnerf.model.ray_features import RayFeatures, SemanticInputs, gather_ray_features
 from gsnerf.model.sampler import SamplerCfg
 from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
-from gsnerf.model.stage_timer import StageTimer
+from gsnerf.model.stage_timer import StageRecorder
 from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
 from gsnerf.rendering.chunked import rays_for_samples, render_in_chunks, render_memory_sized
 from gsnerf.rendering.volume import (
@@ -150,30 +150,33 @@ class GSNeRF(nn.Module):
         self.semantic_rendering = SemanticRendering(cfg.renderer.semantic.rendering)
         self.depth_normalisation = DepthNormalisation(cfg.renderer.depth_normalisation)
         # Set only inside profiled(); None keeps every stage a null context.
-        self.stage_timer: StageTimer | None = None
+        self.stage_recorder: StageRecorder | None = None
         # True once the heads are compiled for static shapes (compile_heads): render_image then
         # splits an image into chunks of one size, so one compiled shape serves them all.
         self.equal_chunks = False
 
     def stage(self, name: str) -> contextlib.AbstractContextManager:
-        """``with self.stage(name):`` times the block when a stage timer is set (profiled())."""
-        return contextlib.nullcontext() if self.stage_timer is None else self.stage_timer(name)
+        """``with self.stage(name):`` records the block when a recorder is set (profiled())."""
+        if self.stage_recorder is None:
+            return contextlib.nullcontext()
+        return self.stage_recorder(name)
 
     @contextlib.contextmanager
-    def profiled(self, timer: StageTimer) -> Iterator[StageTimer]:
-        """Within this context every stage of a pass adds its time to ``timer`` (spec 9).
+    def profiled(self, recorder: StageRecorder) -> Iterator[StageRecorder]:
+        """Within this context every stage of a pass adds its cost to ``recorder`` (spec 9).
 
+        A :class:`~gsnerf.model.stage_timer.StageTimer` (time) or ``StageFlops`` (FLOPs).
         Stages: ``feature_net`` and ``cost_volumes`` (forward hooks on the geo-reasoner's
         modules), ``guide_depth``, ``sampling_gather``, ``heads`` and ``compositing``.
         """
-        handles = timer.attach(self.geo_reasoner.feature_net, "feature_net")
+        handles = recorder.attach(self.geo_reasoner.feature_net, "feature_net")
         for level in self.geo_reasoner.cost_volumes:
-            handles += timer.attach(level, "cost_volumes")
-        self.stage_timer = timer
+            handles += recorder.attach(level, "cost_volumes")
+        self.stage_recorder = recorder
         try:
-            yield timer
+            yield recorder
         finally:
-            self.stage_timer = None
+            self.stage_recorder = None
             for handle in handles:
                 handle.remove()
 

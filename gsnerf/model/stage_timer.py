@@ -1,52 +1,63 @@
-"""Wall-clock time per named stage of a forward pass, for benchmarks (spec 9).
+"""Time and FLOPs per named stage of a forward pass, for benchmarks (spec 9).
 
-A :class:`StageTimer` is handed to :meth:`gsnerf.model.gsnerf.GSNeRF.profiled`; the model then
-wraps each stage in ``with timer("stage"):`` and the timer adds the stage's elapsed seconds to
-``timer.seconds["stage"]``. Without a timer the model runs exactly as before: every stage
-context is :func:`contextlib.nullcontext`. On CUDA the timer synchronises the device at the start
-and the end of each stage, so kernels queued by one stage are charged to that stage and not to
-the next one. Example: three chunks of 0.1 s each in "heads" give ``seconds["heads"] = 0.3`` and
-``calls["heads"] = 3``.
+A :class:`StageRecorder` is handed to :meth:`gsnerf.model.gsnerf.GSNeRF.profiled`; the model then
+wraps each stage in ``with recorder("stage"):`` (or a module's forward, :meth:`attach`) and the
+recorder adds what the stage cost to its total for that name. Without a recorder the model runs
+exactly as before: every stage context is :func:`contextlib.nullcontext`.
+
+- :class:`StageTimer` counts wall-clock seconds. On CUDA it synchronises the device at the start
+  and the end of each stage, so kernels queued by one stage are charged to that stage and not
+  to the next one. Example: three chunks of 0.1 s each in "heads" give
+  ``seconds["heads"] = 0.3`` and ``calls["heads"] = 3``.
+- :class:`StageFlops` counts the FLOPs a ``torch.utils.flop_counter.FlopCounterMode`` sees
+  within each stage. Example: a ``Linear(8, 4)`` on 10 rows in "heads" gives
+  ``flops["heads"] = 2 * 10 * 8 * 4 = 640``.
 """
 
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from gsnerf.engine.device import synchronize
 
 
-class StageTimer:
-    """Accumulates elapsed seconds per stage name; stages must not nest."""
+class StageRecorder:
+    """Accumulates a measure per stage name between :meth:`start` and :meth:`stop`.
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds: dict[str, float] = defaultdict(float)
+    Stages must not nest: an inner stage's cost would be counted in the outer one too.
+    Subclasses read the measure (:meth:`_read`); ``totals`` holds the sums, ``calls`` the counts.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._started: dict[str, float] = {}
 
+    def _read(self) -> float:
+        raise NotImplementedError
+
     def reset(self) -> None:
-        self.seconds.clear()
+        self.totals.clear()
         self.calls.clear()
         self._started.clear()
 
     def start(self, stage: str) -> None:
         if self._started:
             raise RuntimeError(
-                f"StageTimer: stage {stage!r} started inside {next(iter(self._started))!r}; "
-                "stages must not nest, or their times would be counted twice"
+                f"{type(self).__name__}: stage {stage!r} started inside "
+                f"{next(iter(self._started))!r}; stages must not nest, or their cost would be "
+                "counted twice"
             )
-        synchronize(self.device)
-        self._started[stage] = time.perf_counter()
+        self._started[stage] = self._read()
 
     def stop(self, stage: str) -> None:
-        synchronize(self.device)
-        self.seconds[stage] += time.perf_counter() - self._started.pop(stage)
+        self.totals[stage] += self._read() - self._started.pop(stage)
         self.calls[stage] += 1
 
     @contextlib.contextmanager
@@ -58,11 +69,49 @@ class StageTimer:
             self.stop(stage)
 
     def attach(self, module: nn.Module, stage: str) -> list[RemovableHandle]:
-        """Time every forward call of ``module`` as ``stage``; returns the hook handles."""
+        """Record every forward call of ``module`` as ``stage``; returns the hook handles."""
         return [
             module.register_forward_pre_hook(lambda _module, _inputs: self.start(stage)),
             module.register_forward_hook(lambda _module, _inputs, _output: self.stop(stage)),
         ]
 
     def total(self) -> float:
-        return sum(self.seconds.values())
+        return sum(self.totals.values())
+
+
+class StageTimer(StageRecorder):
+    """Wall-clock seconds per stage (module doc); ``seconds`` is ``totals``."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self.totals
+
+    def _read(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+
+class StageFlops(StageRecorder):
+    """FLOPs per stage counted by FlopCounterModes (module doc); ``flops`` is ``totals``.
+
+    ``counters``: the modes whose counts make up the pass (a pass may switch between several,
+    say one for the source encoding and one for the rendering; only the active one grows, so
+    the stage's share of their sum is its own).
+    """
+
+    def __init__(self, *counters: FlopCounterMode) -> None:
+        super().__init__()
+        self._total_flops: Callable[[], int] = lambda: sum(
+            counter.get_total_flops() for counter in counters
+        )
+
+    @property
+    def flops(self) -> dict[str, float]:
+        return self.totals
+
+    def _read(self) -> float:
+        return float(self._total_flops())

@@ -169,6 +169,14 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
             result["profiled_frame_ms"] - sum(stages.values())
         )
         assert 1 <= len(result["uncached"]["runs_ms"]) <= 2
+        # FLOPs per stage: the encoding's are the feature net's and the cost volumes', the
+        # rendering's those of the heads and (a few products) D_T and the gathering.
+        flops = result["stage_gflop"]
+        assert set(flops) == set(stages)
+        encode = result["uncached"]["gflop"] - result["cached"]["gflop"]
+        assert flops["feature_net"] + flops["cost_volumes"] == pytest.approx(encode, rel=1e-6)
+        assert flops["heads"] > 0.9 * result["cached"]["gflop"]
+        assert sum(flops.values()) <= result["uncached"]["gflop"] * (1 + 1e-9)
         # The operator table of the frame: at most profile_ops rows, the most self time first.
         top = [row["self_ms"] for row in result["top_ops"]]
         assert 0 < len(top) <= 12 and top == sorted(top, reverse=True)
@@ -186,6 +194,7 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
     assert encode[0] > 0 and encode[0] == pytest.approx(encode[1], rel=1e-9)
     assert second["cached"]["gflop"] > first["cached"]["gflop"]
 
+    assert record["dense_matmul"]["gflop_per_s"] > 0
     path = write_record(record, cfg)
     settings = json.loads(path.read_text())["settings"]
     assert settings["samples"] == [1, 2]
@@ -201,6 +210,8 @@ def test_record_of_a_small_run(tmp_path: Path) -> None:
     assert "most self time in one uncached frame, N=2" in report
     assert "| N | 2-D feature net | cost volumes | D_T | sampling + gather | heads | " in report
     assert "| losses + glue | backward | optimizer | sum | step (profiled) | step |" in report
+    assert "| N | stage | ms | GFLOP | GFLOP/s | of dense matmul |" in report
+    assert "\n| 2 | cost volumes | " in report and "\n| 2 | frame | " in report
 
 
 def test_script_prints_the_record_path_last(tmp_path: Path) -> None:
