@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from gsnerf.model.feature_gather import GatheredFeatures
-from gsnerf.model.transformer import TokenTransformer, TransformerCfg, masked_moments, mlp
+from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
 
 
 class RayMixer(str, Enum):
@@ -98,9 +98,9 @@ class RadianceHead(nn.Module):
         width = cfg.transformer.width
         feature_channels = volume_channels + image_channels + 3
         # Two mask flags per view token: in frustum, not occluded.
-        self.view_embed = nn.Sequential(nn.Linear(feature_channels + 2, width), nn.ELU())
+        self.view_embed = nn.Sequential(nn.Linear(feature_channels + 2, width), ELU())
         self.global_embed = nn.Sequential(
-            nn.Linear(2 * feature_channels, width), nn.ELU(), nn.Linear(width, width), nn.ELU()
+            nn.Linear(2 * feature_channels, width), ELU(), nn.Linear(width, width), ELU()
         )
         self.view_transformer = TokenTransformer(cfg.transformer)
         if RayMixer(cfg.ray_mixer) is RayMixer.ATTENTION:

@@ -22,7 +22,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from gsnerf.model.transformer import TokenTransformer, TransformerCfg, masked_moments, mlp
+from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
 
 
 class SemanticTokens(str, Enum):
@@ -73,10 +73,10 @@ class SemanticHead(nn.Module):
         super().__init__()
         self.tokens = SemanticTokens(cfg.tokens)
         width = cfg.transformer.width
-        self.view_embed = nn.Sequential(nn.Linear(feature_channels + 2, width), nn.ELU())
+        self.view_embed = nn.Sequential(nn.Linear(feature_channels + 2, width), ELU())
         if self.tokens is not SemanticTokens.VIEWS:
             self.global_embed = nn.Sequential(
-                nn.Linear(2 * feature_channels, width), nn.ELU(), nn.Linear(width, width), nn.ELU()
+                nn.Linear(2 * feature_channels, width), ELU(), nn.Linear(width, width), ELU()
             )
         self.transformer = TokenTransformer(cfg.transformer)
         read_width = 2 * width if self.tokens is SemanticTokens.VIEWS_AND_GLOBAL else width

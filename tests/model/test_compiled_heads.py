@@ -21,6 +21,7 @@ from gsnerf.losses import LossCfg
 from gsnerf.model import GSNeRF, build_model
 from gsnerf.model.compiled_heads import _with_own_memory, compile_heads
 from gsnerf.model.radiance_head import RadianceOutput
+from gsnerf.model.transformer import ELU
 from gsnerf.types import ImageRender
 
 CLASSES, HEIGHT, WIDTH = 4, 16, 24
@@ -353,3 +354,18 @@ def test_compiled_heads_on_cuda_render_the_plain_image(mode: str) -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     for fast_render, plain_render in zip(fast, plain):
         assert_same_render(fast_render, plain_render)
+
+
+def test_compiled_elu_is_the_library_elu_with_its_gradient() -> None:
+    # Large positive inputs too: exp(100) overflows, which must not reach the gradient.
+    values = torch.tensor([-30.0, -2.0, -1e-3, -1e-8, 0.0, 1e-8, 0.5, 100.0], requires_grad=True)
+    compiled = torch.compile(ELU(), dynamic=False)
+    output = compiled(values)
+    (gradient,) = torch.autograd.grad(output.sum(), values)
+    reference = values.detach().clone().requires_grad_(True)
+    expected = torch.nn.functional.elu(reference)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), reference)
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-7)
+    # d ELU / dx: 1 above 0, exp(x) below.
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-6, atol=1e-7)
+    assert torch.isfinite(gradient).all()
