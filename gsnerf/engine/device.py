@@ -5,13 +5,16 @@ import contextlib
 import torch
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an error.
+
+    ``key``: the config key the name came from, for the error message.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use device=auto")
+        raise RuntimeError(f"{key}={name} but no CUDA device is available; use {key}=auto")
     return device
 
 

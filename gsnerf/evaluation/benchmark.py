@@ -328,7 +328,7 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     Unset keys take the device's defaults (:func:`with_device_defaults`); the record's settings
     hold the values used.
     """
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "device")
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"

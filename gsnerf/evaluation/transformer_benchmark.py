@@ -130,7 +130,7 @@ def _variant_call(
 
 def run_transformer_benchmark(cfg: TransformerBenchmarkCfg) -> dict:
     """Time every chosen variant (module doc); returns the JSON-ready record."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "device")
     runnable = VARIANTS if device.type == "cuda" else CPU_VARIANTS
     chosen = cfg.variants or runnable
     skipped = [name for name in chosen if name not in runnable]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gsnerf.engine.device import data_workers, resolve_precision
+from gsnerf.engine.device import data_workers, resolve_device, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -27,3 +27,13 @@ def test_automatic_precision_is_fp32_on_a_cpu() -> None:
     assert resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", CPU)
+
+
+def test_cuda_without_a_gpu_names_the_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == CPU
+    with pytest.raises(RuntimeError, match="train.device=cuda but no CUDA device"):
+        resolve_device("cuda")
+    # The benchmark's key is "device".
+    with pytest.raises(RuntimeError, match="^device=cuda:1 .* use device=auto$"):
+        resolve_device("cuda:1", "device")
