@@ -110,8 +110,8 @@ class BenchmarkCfg:
     # "default", "reduce-overhead" or "max-autotune". Unset: "default", fastest on CPU and CUDA.
     compile: str | None = None
     # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
-    # and cost_volumes (their 3-D U-Nets, in uncached passes only); compile_heads. Unset: all
-    # three on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads on a CPU.
+    # and cost_volumes (their 3-D U-Nets, uncached passes only); compile_heads. Unset: all three
+    # on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads and gather on a CPU.
     compile_parts: list[str] | None = None
     # CUDA inference: the heads' attention in one fused kernel (gsnerf/model/attention_kernel.py).
     fused_attention: bool = False
@@ -192,7 +192,7 @@ DEVICE_DEFAULTS = {
         "height": 60,
         "chunk_samples": 4096,
         "compile": "default",
-        "compile_parts": ["heads"],
+        "compile_parts": ["heads", "gather"],
         "fused_transformer": False,
         "train_rays": 512,
         "train_views": 4,

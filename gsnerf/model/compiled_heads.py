@@ -19,8 +19,10 @@ needs a C++ compiler on the CPU and Triton on CUDA.
 Two more parts can be compiled the same way (``parts``): the gathering of the heads' inputs
 (``GSNeRF.gather``: sampling, projections, grid reads and many element-wise passes, which
 eager code runs as one kernel each) and the cost volumes' 3-D U-Nets (whose GroupNorm +
-LeakyReLU pairs fuse; the convolutions stay the library's). On the CPU neither was faster
-(benchmarks/README.md); on CUDA they are options to measure.
+LeakyReLU pairs fuse; the convolutions stay the library's). On a CPU the gathering's grid reads
+stay the library's kernels (``gsnerf::border_grid_read``), and the compiled gathering is a
+little faster than the eager one; the compiled cost volumes were no faster there
+(benchmarks/README.md). On CUDA all three are the benchmark's default.
 """
 
 import dataclasses
