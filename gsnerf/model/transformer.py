@@ -255,11 +255,13 @@ class ELU(nn.Module):
 
     def forward(self, values: Tensor) -> Tensor:
         if torch.compiler.is_compiling() and values.device.type == "cpu":
-            positive = values > 0
+            # In float32: in bf16, exp(x) - 1 would lose every small negative x to exp(x) = 1.
+            wide = values.float()
+            positive = wide > 0
             # exp of 0 where x > 0: the branch where() discards cannot overflow, so its gradient
             # cannot turn into inf * 0 = NaN; at x = 0 the gradient is exp(0) = 1, as ELU's.
-            negative = torch.where(positive, torch.zeros_like(values), values)
-            return torch.where(positive, values, torch.exp(negative) - 1)
+            negative = torch.where(positive, torch.zeros_like(wide), wide)
+            return torch.where(positive, wide, torch.exp(negative) - 1).to(values.dtype)
         return F.elu(values)
 
 

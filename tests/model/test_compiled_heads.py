@@ -395,3 +395,9 @@ def test_compiled_elu_is_the_library_elu_with_its_gradient() -> None:
     # d ELU / dx: 1 above 0, exp(x) below.
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-6, atol=1e-7)
     assert torch.isfinite(gradient).all()
+    # bf16 (autocast on a CPU): computed in float32, so a small negative input keeps its value
+    # (-1e-3; exp(x) - 1 in bf16 would give 0), up to one bf16 rounding.
+    low = values.detach().to(torch.bfloat16)
+    torch.testing.assert_close(
+        compiled(low).float(), torch.nn.functional.elu(low).float(), atol=1e-7, rtol=2**-8
+    )
