@@ -10,6 +10,7 @@ from gsnerf.model.cost_volume import (
     CostRegularizer,
     CostVolumeCfg,
     CostVolumeLevel,
+    VolumeGroupNorm,
     correlation_volume,
     group_correlation,
 )
@@ -145,6 +146,34 @@ def test_channels_last_regularizer_gives_the_same_volumes(channels_last: bool | 
     assert logits.is_contiguous() and volume.is_contiguous()
     assert torch.allclose(logits, expected[0], atol=1e-5)
     assert torch.allclose(volume, expected[1], atol=1e-5)
+
+
+def test_volume_group_norm_trains_a_channels_last_volume_like_group_norm() -> None:
+    torch.manual_seed(4)
+    plain = torch.nn.GroupNorm(4, 8)
+    torch.nn.init.normal_(plain.weight)
+    torch.nn.init.normal_(plain.bias)
+    norm = VolumeGroupNorm(4, 8)
+    norm.load_state_dict(plain.state_dict())
+    volume = torch.randn(2, 8, 6, 5, 7) * 3 + 1
+    channels_last = volume.contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+    reference = volume.clone().requires_grad_(True)
+    upstream = torch.randn(2, 8, 6, 5, 7)
+
+    output = norm(channels_last)
+    expected = plain(reference)
+    output.backward(upstream)
+    expected.backward(upstream)
+
+    # The layout comes back as it went in: the next convolution still gets channels-last.
+    assert output.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(channels_last.grad, reference.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm.weight.grad, plain.weight.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(norm.bias.grad, plain.bias.grad, atol=1e-4, rtol=1e-5)
+    # Without gradients (inference) the volume is normalised in its own layout.
+    with torch.no_grad():
+        torch.testing.assert_close(norm(channels_last), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_level_depth_is_the_expected_hypothesis_and_mode_independent() -> None:
