@@ -21,7 +21,6 @@ from gsnerf.evaluation.evaluator import EvalCfg
 from gsnerf.losses import LossCfg
 from gsnerf.model import GSNeRF, build_model
 from gsnerf.model.compiled_heads import _with_own_memory, compile_heads
-from gsnerf.model.feature_gather import border_grid_read
 from gsnerf.model.radiance_head import RadianceOutput
 from gsnerf.model.transformer import ELU
 from gsnerf.types import ImageRender
@@ -214,21 +213,6 @@ def test_compiled_gathering_renders_the_plain_image(device: str) -> None:
             names = [event.name for event in recorded.events()]
             reads = names.count("aten::grid_sampler_2d") + names.count("aten::grid_sampler_3d")
             assert reads == 4 * 8
-
-
-def test_border_grid_read_is_grid_sample_with_its_shape() -> None:
-    generator = torch.Generator().manual_seed(0)
-    maps = torch.randn(2, 3, 5, 7, generator=generator)
-    volume = torch.randn(2, 3, 4, 5, 7, generator=generator)
-    grid = torch.rand(2, 6, 4, 2, generator=generator) * 2.4 - 1.2
-    grid_3d = torch.rand(2, 6, 4, 1, 3, generator=generator) * 2.4 - 1.2
-    for values, points in ((maps, grid), (volume, grid_3d)):
-        expected = torch.nn.functional.grid_sample(
-            values, points, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        assert torch.equal(border_grid_read(values, points), expected)
-        # Schema, fake (shape-only) implementation and dispatch agree.
-        torch.library.opcheck(border_grid_read, (values, points))
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ from gsnerf.model.feature_gather import (
     GatherCfg,
     angle_encoding,
     attention_view_mask,
+    border_grid_read,
     gather_features,
     gather_semantic_features,
     project_to_sources,
@@ -195,3 +196,18 @@ def test_selected_samples_project_as_their_points_do() -> None:
     torch.testing.assert_close(selected.depth, expected.depth)
     assert torch.equal(selected.in_frustum, expected.in_frustum)
     assert selected.in_frustum[:, 2].sum() == 0 and selected.in_frustum[:, :2].all()
+
+
+def test_border_grid_read_is_grid_sample_with_its_shape() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 3, 5, 7, generator=generator)
+    volume = torch.randn(2, 3, 4, 5, 7, generator=generator)
+    grid = torch.rand(2, 6, 4, 2, generator=generator) * 2.4 - 1.2
+    grid_3d = torch.rand(2, 6, 4, 1, 3, generator=generator) * 2.4 - 1.2
+    for values, points in ((maps, grid), (volume, grid_3d)):
+        expected = F.grid_sample(
+            values, points, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        assert torch.equal(border_grid_read(values, points), expected)
+        # Schema, fake (shape-only) implementation and dispatch agree.
+        torch.library.opcheck(border_grid_read, (values, points))
