@@ -31,16 +31,15 @@ class StageRecorder:
     """Accumulates a measure per stage name between :meth:`start` and :meth:`stop`.
 
     Stages must not nest: an inner stage's cost would be counted in the outer one too.
-    Subclasses read the measure (:meth:`_read`); ``totals`` holds the sums, ``calls`` the counts.
+    ``read`` returns the measure's running value (a clock, a FLOP count); ``totals`` holds the
+    sums of its increases per stage, ``calls`` the counts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
         self.totals: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._started: dict[str, float] = {}
-
-    def _read(self) -> float:
-        raise NotImplementedError
 
     def reset(self) -> None:
         self.totals.clear()
@@ -83,14 +82,14 @@ class StageTimer(StageRecorder):
     """Wall-clock seconds per stage (module doc); ``seconds`` is ``totals``."""
 
     def __init__(self, device: torch.device) -> None:
-        super().__init__()
+        super().__init__(self._clock)
         self.device = device
 
     @property
     def seconds(self) -> dict[str, float]:
         return self.totals
 
-    def _read(self) -> float:
+    def _clock(self) -> float:
         synchronize(self.device)
         return time.perf_counter()
 
@@ -104,14 +103,8 @@ class StageFlops(StageRecorder):
     """
 
     def __init__(self, *counters: FlopCounterMode) -> None:
-        super().__init__()
-        self._total_flops: Callable[[], int] = lambda: sum(
-            counter.get_total_flops() for counter in counters
-        )
+        super().__init__(lambda: float(sum(counter.get_total_flops() for counter in counters)))
 
     @property
     def flops(self) -> dict[str, float]:
         return self.totals
-
-    def _read(self) -> float:
-        return float(self._total_flops())
