@@ -1,9 +1,12 @@
-"""Test-suite wide settings: small thread pools so parallel workers do not oversubscribe."""
+"""Test-suite wide settings: small thread pools so parallel workers do not oversubscribe, and
+the fused-kernel switches back at their defaults after every test."""
 
 import os
 
 import pytest
 import torch
+
+from gsnerf.model.fused_kernels import current_fused_kernels, set_fused_kernels
 
 # Under pytest-xdist each worker gets one core; without it, torch keeps its default.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -18,3 +21,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def fused_kernel_switches_restored():
+    """Evaluation, render.py and the benchmark set the switches for the whole process."""
+    saved = current_fused_kernels()
+    yield
+    set_fused_kernels(saved)

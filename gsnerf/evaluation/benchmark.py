@@ -117,9 +117,10 @@ class BenchmarkCfg:
     fused_attention: bool = False
     # CUDA inference: whole blocks in two fused kernels each (gsnerf/model/fused_blocks.py).
     fused_blocks: bool = False
-    # CUDA inference: each transformer in one fused kernel (gsnerf/model/fused_transformer.py).
-    # Unset: on CUDA (H100 heads 18.7 against 61.6 ms per frame), off on a CPU (CUDA only).
-    fused_transformer: bool | None = None
+    # Inference: each transformer in one fused kernel, Triton on CUDA
+    # (gsnerf/model/fused_transformer.py), C++ on a CPU (gsnerf/model/cpu_transformer.py).
+    # On by default: H100 heads 18.7 against 61.6 ms per frame (CPU: benchmarks/README.md).
+    fused_transformer: bool = True
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions on CUDA (torch.backends.cudnn.benchmark; the warm-up
@@ -182,7 +183,6 @@ DEVICE_DEFAULTS = {
         "chunk_samples": 0,
         "compile": "default",
         "compile_parts": list(ALL_PARTS),
-        "fused_transformer": True,
         "train_rays": 1024,
         "train_views": 8,
     },
@@ -193,7 +193,6 @@ DEVICE_DEFAULTS = {
         "chunk_samples": 4096,
         "compile": "default",
         "compile_parts": ["heads", "gather"],
-        "fused_transformer": False,
         "train_rays": 512,
         "train_views": 4,
     },

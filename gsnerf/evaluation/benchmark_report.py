@@ -220,6 +220,8 @@ def markdown_report(record: dict) -> str:
             compiled += ", fused Triton attention"
         else:
             compiled += ", plain attention"
+    elif settings.get("fused_transformer", False):
+        compiled += ", C++ transformers"
     title = (
         f"gsnerf benchmark: model={settings['model']} {settings['width']}x{settings['height']}, "
         f"{settings['views']} views, {settings['precision']}, "

@@ -79,9 +79,9 @@ class EvalCfg:
     # CUDA: whole transformer blocks in two fused Triton kernels each (the attention and the
     # rest, gsnerf/model/fused_blocks.py); its CUDA tests pass, not yet timed in a frame: off.
     fused_blocks: bool = False
-    # CUDA: each of the heads' transformers in one fused Triton kernel
-    # (gsnerf/model/fused_transformer.py): the heads 3.3 times faster in an H100 frame, the same
-    # metrics (benchmarks/README.md). A CPU ignores it.
+    # Each of the heads' transformers in one fused kernel: Triton on CUDA
+    # (gsnerf/model/fused_transformer.py; the heads 3.3 times faster in an H100 frame, the same
+    # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py; benchmarks/README.md).
     fused_transformer: bool = True
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True

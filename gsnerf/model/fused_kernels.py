@@ -1,11 +1,12 @@
-"""The switches of the fused Triton kernels for CUDA inference, set together.
+"""The switches of the fused inference kernels, set together.
 
 Three formulations of the heads' transformers can replace the compiled or eager PyTorch one on
 CUDA, each behind its module's ``enabled`` switch: the attention alone
 (:mod:`gsnerf.model.attention_kernel`), every block as two kernels
 (:mod:`gsnerf.model.fused_blocks`) and the whole transformer as one
 (:mod:`gsnerf.model.fused_transformer`). Where several are on, the transformer takes the
-widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`).
+widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The last switch also
+selects the whole transformer in one C++ kernel on a CPU (:mod:`gsnerf.model.cpu_transformer`).
 """
 
 import contextlib
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+from gsnerf.model import attention_kernel, cpu_transformer, fused_blocks, fused_transformer
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,14 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
     """``choice`` less what ``device`` cannot run.
 
     On a CUDA GPU older than :data:`TENSOR_CORE_CAPABILITY` the fused blocks and the
-    one-kernel transformer are switched off, with a warning; a CPU keeps the choice (CPU
-    tensors never take the kernels). Example: on a V100 (7.0) ``FusedKernels(transformer=True)``
-    becomes ``FusedKernels()``.
+    one-kernel transformer are switched off, with a warning; so is the transformer on a CPU
+    where its C++ kernel does not build (no compiler: the warning names the cause). Example: on
+    a V100 (7.0) ``FusedKernels(transformer=True)`` becomes ``FusedKernels()``.
     """
+    if device.type == "cpu" and choice.transformer:
+        # The spec's view-transformer shape stands for all: what fails is the compiler.
+        if not cpu_transformer.kernel_available(32, 4, 32, 9):
+            return dataclasses.replace(choice, transformer=False)
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)

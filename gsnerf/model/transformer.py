@@ -44,6 +44,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gsnerf.model import fused_blocks, fused_transformer
 from gsnerf.model.attention_kernel import fused_attention_applies, fused_sets_last_attention
+from gsnerf.model.cpu_transformer import cpu_transformer, cpu_transformer_applies
 
 
 @dataclass
@@ -225,6 +226,8 @@ class TokenTransformer(nn.Module):
         if fused_transformer.fused_transformer_applies(self.blocks, tokens):
             dtype = fused_blocks.compute_dtype(tokens)
             return fused_transformer.fused_transformer(self.blocks, tokens, key_mask, dtype)
+        if cpu_transformer_applies(self.blocks, tokens):
+            return cpu_transformer(self.blocks, tokens, key_mask)
         if fused_blocks.fused_blocks_apply(self.blocks, tokens):
             dtype = fused_blocks.compute_dtype(tokens)
             bias = None if key_mask is None else key_bias(key_mask, dtype)

@@ -111,8 +111,9 @@ def test_unset_keys_take_the_device_defaults() -> None:
     )
     assert cuda.compile == "default"
     assert cuda.compile_parts == ["heads", "gather", "cost_volumes"]
-    # The one-kernel transformer is CUDA-only: on by default there, off on a CPU.
-    assert cuda.fused_transformer and not cpu.fused_transformer
+    # One kernel per transformer by default on both (Triton on CUDA, C++ on a CPU); off on request.
+    assert cuda.fused_transformer and cpu.fused_transformer
+    assert not parse_overrides(["fused_transformer=false"]).fused_transformer
     # Eager on CUDA: the device's compile parts do not apply, and the heads' default is no error.
     eager = with_device_defaults(parse_overrides(["compile=none"]), torch.device("cuda"))
     assert (eager.compile, eager.compile_parts) == ("none", ["heads"])

@@ -1,0 +1,127 @@
+"""Build a C++ source of this package into a shared library once, load it with ctypes.
+
+For CPU kernels that the compiler should specialise to fixed sizes (``defines``) and to this
+machine's vector instructions (``-march=native``), as ``torch.compile`` does for its own CPU
+code; no torch headers, so a build takes about a second. Libraries are kept in
+``$GSNERF_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/gsnerf/native`` (``~/.cache/gsnerf/native``),
+under a name hashed from the source, the defines, the compiler and its flags, and this CPU's
+feature flags (a library built for another CPU could use instructions this one lacks). A build
+writes a temporary file and renames it, so processes building the same library at once (test
+workers) never load a half-written one.
+
+The compiler is ``$CXX``, else the first of ``c++``, ``g++`` and ``clang++`` found. Without one,
+or when the build fails, :func:`load_native_library` raises :class:`NativeBuildError` naming
+the source, the command and the compiler's message; callers fall back to PyTorch code.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).parent / "csrc"
+
+# -march=native: this CPU's vector width (AVX-512 here). No -ffast-math: the kernels handle
+# masked values with explicit selects, and reassociation would change results between builds.
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-Wno-psabi",
+)
+
+
+class NativeBuildError(RuntimeError):
+    """No C++ compiler, or the source did not build."""
+
+
+def cache_dir() -> Path:
+    if "GSNERF_NATIVE_CACHE" in os.environ:
+        return Path(os.environ["GSNERF_NATIVE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gsnerf" / "native"
+
+
+def find_compiler() -> str:
+    """``$CXX`` or the first C++ compiler on the PATH; :class:`NativeBuildError` if none."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    for name in candidates:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise NativeBuildError(f"no C++ compiler found (tried {', '.join(candidates)}; set CXX)")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity(compiler: str) -> str:
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (Linux), else the machine name: part of a library's key."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
+def library_path(source: Path, defines: dict[str, int], compiler: str) -> Path:
+    """Where the library of ``source`` built with ``defines`` by ``compiler`` is kept."""
+    key = hashlib.sha256()
+    for part in (
+        source.read_text(),
+        repr(sorted(defines.items())),
+        compiler,
+        _compiler_identity(compiler),
+        repr(FLAGS),
+        _cpu_features(),
+    ):
+        key.update(part.encode())
+        key.update(b"\0")
+    return cache_dir() / f"{source.stem}_{key.hexdigest()[:20]}.so"
+
+
+@functools.lru_cache(maxsize=None)
+def _load(source: Path, defines: tuple[tuple[str, int], ...]) -> ctypes.CDLL:
+    compiler = find_compiler()
+    target = library_path(source, dict(defines), compiler)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(handle)
+        command = [compiler, *FLAGS, *(f"-D{name}={value}" for name, value in defines)]
+        command += [str(source), "-o", partial]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            Path(partial).unlink(missing_ok=True)
+            # The first errors explain the later ones: keep the message's head.
+            raise NativeBuildError(
+                f"building {source} failed ({' '.join(command)}):\n{result.stderr[:3000]}"
+            )
+        os.replace(partial, target)
+    return ctypes.CDLL(str(target))
+
+
+def load_native_library(source_name: str, defines: dict[str, int]) -> ctypes.CDLL:
+    """The library of ``csrc/<source_name>`` built with ``-D<name>=<value>`` for ``defines``.
+
+    Built on the first call for these defines (module doc), loaded from the cache after that;
+    the same object for the same arguments within a process.
+    """
+    source = SOURCE_DIR / source_name
+    if not source.is_file():
+        raise NativeBuildError(f"native source {source} does not exist")
+    return _load(source, tuple(sorted(defines.items())))
