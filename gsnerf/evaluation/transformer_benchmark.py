@@ -12,13 +12,15 @@ width 32, 4 heads, 4 blocks, a key mask), in each formulation:
 - ``fused_blocks`` / ``fused_blocks_compiled``: whole blocks in two Triton kernels each
   (:mod:`gsnerf.model.fused_blocks`), eager and compiled;
 - ``fused_transformer`` / ``fused_transformer_compiled``: the whole transformer in one Triton
-  kernel (:mod:`gsnerf.model.fused_transformer`), eager and compiled;
+  kernel (:mod:`gsnerf.model.fused_transformer`), eager and compiled; on a CPU, in one C++
+  kernel (:mod:`gsnerf.model.cpu_transformer`, float32 only: under ``precision=bf16`` the
+  tokens are bf16 and the PyTorch blocks run);
 - ``attention_call_compiled`` / ``attention_call_kernel``: one attention call alone, inductor's
   kernels against the fused kernel (the per-call comparison of the attention kernel's notes).
 
 Each variant is warmed up (compiling), then timed over ``repeats`` CUDA-synchronised calls
 (median), and its output compared with ``plain`` in float32 (largest absolute difference).
-The fused variants need CUDA and Triton; on a CPU only ``plain`` and ``compiled`` run.
+The other fused variants need CUDA and Triton.
 """
 
 import copy
@@ -36,6 +38,7 @@ from gsnerf.engine.device import autocast_context, resolve_device
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
 from gsnerf.evaluation.pass_timing import timed
 from gsnerf.model import attention_kernel
+from gsnerf.model.cpu_transformer import kernel_available
 from gsnerf.model.fused_kernels import (
     FusedKernels,
     current_fused_kernels,
@@ -56,7 +59,7 @@ VARIANTS = [
     "attention_call_compiled",
     "attention_call_kernel",
 ]
-CPU_VARIANTS = ["plain", "compiled"]
+CPU_VARIANTS = ["plain", "compiled", "fused_transformer", "fused_transformer_compiled"]
 
 
 @dataclass
@@ -132,10 +135,17 @@ def run_transformer_benchmark(cfg: TransformerBenchmarkCfg) -> dict:
     """Time every chosen variant (module doc); returns the JSON-ready record."""
     device = resolve_device(cfg.device, "device")
     runnable = VARIANTS if device.type == "cuda" else CPU_VARIANTS
+    if device.type == "cpu" and not kernel_available(
+        cfg.width, cfg.heads, cfg.ffn_width, cfg.tokens
+    ):
+        runnable = CPU_VARIANTS[:2]  # no C++ kernel (the warning says why)
     chosen = cfg.variants or runnable
     skipped = [name for name in chosen if name not in runnable]
     if skipped:
-        raise ValueError(f"transformer benchmark variants {skipped} need CUDA and Triton")
+        raise ValueError(
+            f"transformer benchmark variants {skipped} need CUDA and Triton (a CPU runs "
+            f"{CPU_VARIANTS}, the fused ones where the C++ kernel builds)"
+        )
     torch.manual_seed(cfg.seed)
     transformer_cfg = TransformerCfg(cfg.width, cfg.heads, cfg.layers, cfg.ffn_width)
     transformer = TokenTransformer(transformer_cfg).to(device).eval()

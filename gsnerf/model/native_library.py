@@ -61,6 +61,14 @@ def find_compiler() -> str:
     raise NativeBuildError(f"no C++ compiler found (tried {', '.join(candidates)}; set CXX)")
 
 
+def compiler_present() -> bool:
+    try:
+        find_compiler()
+    except NativeBuildError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def _compiler_identity(compiler: str) -> str:
     result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)

@@ -1,4 +1,5 @@
-"""The transformer benchmark on a CPU: its plain and compiled variants, its record, its errors."""
+"""The transformer benchmark on a CPU: its plain, compiled and C++ variants, its record, its
+errors."""
 
 import json
 
@@ -10,11 +11,17 @@ from gsnerf.evaluation.transformer_benchmark import (
     run_transformer_benchmark,
     write_transformer_record,
 )
+from gsnerf.model.native_library import compiler_present
 
 
 def test_cpu_run_times_plain_and_compiled_and_writes_its_record(tmp_path) -> None:
     cfg = TransformerBenchmarkCfg(
-        sets=64, precision="fp32", device="cpu", repeats=2, output_dir=str(tmp_path)
+        sets=64,
+        precision="fp32",
+        device="cpu",
+        repeats=2,
+        output_dir=str(tmp_path),
+        variants=["plain", "compiled"],
     )
     record = run_transformer_benchmark(cfg)
     assert list(record["results"]) == ["plain", "compiled"]
@@ -27,6 +34,22 @@ def test_cpu_run_times_plain_and_compiled_and_writes_its_record(tmp_path) -> Non
     assert path.parent == tmp_path and path.name.endswith("_transformer_cpu_fp32.json")
     assert json.loads(path.read_text())["settings"]["sets"] == 64
     assert "| compiled |" in markdown_table(record)
+
+
+@pytest.mark.skipif(not compiler_present(), reason="no C++ compiler")
+def test_cpu_kernel_variants_compute_the_plain_numbers(tmp_path) -> None:
+    cfg = TransformerBenchmarkCfg(
+        sets=40, layers=2, precision="fp32", device="cpu", repeats=1, output_dir=str(tmp_path)
+    )
+    record = run_transformer_benchmark(cfg)
+    assert list(record["results"]) == [
+        "plain",
+        "compiled",
+        "fused_transformer",
+        "fused_transformer_compiled",
+    ]
+    for name in ("fused_transformer", "fused_transformer_compiled"):
+        assert 0.0 < record["results"][name]["max_abs_difference"] < 1e-4
 
 
 def test_unknown_and_cuda_only_variants_are_errors() -> None:

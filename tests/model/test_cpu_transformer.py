@@ -11,19 +11,10 @@ from gsnerf.model.cpu_transformer import (
     cpu_transformer_applies,
     set_ranges,
 )
-from gsnerf.model.native_library import NativeBuildError, find_compiler, load_native_library
+from gsnerf.model.native_library import NativeBuildError, compiler_present, load_native_library
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
-
-def _compiler_present() -> bool:
-    try:
-        find_compiler()
-    except NativeBuildError:
-        return False
-    return True
-
-
-needs_compiler = pytest.mark.skipif(not _compiler_present(), reason="no C++ compiler")
+needs_compiler = pytest.mark.skipif(not compiler_present(), reason="no C++ compiler")
 
 
 @pytest.fixture
