@@ -57,8 +57,8 @@ def _kernel(width: int, heads: int, ffn_width: int, tokens: int) -> ctypes._CFun
     )
     function = library.token_transformer
     pointer, count = ctypes.c_void_p, ctypes.c_int64
-    function.argtypes = [pointer, pointer, pointer, count, count, count, pointer, ctypes.c_int]
-    function.argtypes += [ctypes.c_float]
+    # out, in, keep, sets, begin, end, weights, blocks, eps (the C++ signature).
+    function.argtypes = [pointer] * 3 + [count] * 3 + [pointer, ctypes.c_int, ctypes.c_float]
     function.restype = None
     return function
 
