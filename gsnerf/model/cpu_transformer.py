@@ -176,9 +176,11 @@ def cpu_transformer(
 ) -> Float[Tensor, "n t c"]:
     """The blocks on ``tokens`` in the kernel; the numbers of running them one by one."""
     first = blocks[0]
-    keep = None if key_mask is None else key_mask.t().to(tokens.dtype)
+    # Made contiguous here, not in the operator: compiled code then writes these layouts
+    # directly from the kernels that produce the tokens and the mask.
+    keep = None if key_mask is None else key_mask.t().to(tokens.dtype).contiguous()
     columns = cpu_token_transformer(
-        rearrange(tokens, "n t c -> c t n"),
+        rearrange(tokens, "n t c -> c t n").contiguous(),
         keep,
         packed_weights(blocks),
         len(blocks),
