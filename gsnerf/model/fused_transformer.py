@@ -65,8 +65,9 @@ FULL_FLOAT32_NUM_WARPS = 8
 # third of its rows.
 MAX_TOKENS = ROWS // 2
 
-# The module's switch (set_fused_kernels): True makes CUDA inference use the fused transformer;
-# EvalCfg and the benchmark set it, on by default for CUDA.
+# The module's switch (set_fused_kernels): True makes CUDA inference use the fused transformer,
+# and CPU inference the C++ one (gsnerf/model/cpu_transformer.py); EvalCfg and the benchmark
+# set it, on by default.
 enabled = False
 
 
