@@ -39,6 +39,9 @@ FLAGS = (
     "-Wno-psabi",
 )
 
+# A build takes about a second; a compiler that hangs must not hang the render.
+BUILD_TIMEOUT_S = 300
+
 
 class NativeBuildError(RuntimeError):
     """No C++ compiler, or the source did not build."""
@@ -112,7 +115,15 @@ def _load(source: Path, defines: tuple[tuple[str, int], ...]) -> ctypes.CDLL:
         os.close(handle)
         command = [compiler, *FLAGS, *(f"-D{name}={value}" for name, value in defines)]
         command += [str(source), "-o", partial]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as error:
+            Path(partial).unlink(missing_ok=True)
+            raise NativeBuildError(
+                f"building {source} took over {BUILD_TIMEOUT_S} s ({' '.join(command)})"
+            ) from error
         if result.returncode != 0:
             Path(partial).unlink(missing_ok=True)
             # The first errors explain the later ones: keep the message's head.
