@@ -2,7 +2,7 @@
 
 For CPU kernels that the compiler should specialise to fixed sizes (``defines``) and to this
 machine's vector instructions (``-march=native``), as ``torch.compile`` does for its own CPU
-code; no torch headers, so a build takes about a second. Libraries are kept in
+code; no torch headers, so a build takes under a second. Libraries are kept in
 ``$GSNERF_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/gsnerf/native`` (``~/.cache/gsnerf/native``),
 under a name hashed from the source, the defines, the compiler and its flags, and this CPU's
 feature flags (a library built for another CPU could use instructions this one lacks). A build
@@ -39,7 +39,7 @@ FLAGS = (
     "-Wno-psabi",
 )
 
-# A build takes about a second; a compiler that hangs must not hang the render.
+# A build takes under a second; a compiler that hangs must not hang the render.
 BUILD_TIMEOUT_S = 300
 
 
