@@ -148,6 +148,27 @@ def test_channels_last_regularizer_gives_the_same_volumes(channels_last: bool | 
     assert torch.allclose(volume, expected[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_heads_in_one_convolution_give_the_training_heads_numbers(
+    channels_last: bool,
+) -> None:
+    torch.manual_seed(5)
+    regularizer = CostRegularizer(2, dataclasses.replace(TINY, channels_last=channels_last))
+    for parameter in regularizer.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    features = torch.randn(2, TINY.widths[0], 8, 8, 16)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last_3d)
+
+    separate = regularizer.depth_head(features), regularizer.volume_head(features)
+    with torch.no_grad():
+        merged = regularizer.heads(features)
+
+    assert merged[0].shape == (2, 1, 8, 8, 16) and merged[1].shape == (2, 3, 8, 8, 16)
+    torch.testing.assert_close(merged[0], separate[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged[1], separate[1], atol=1e-5, rtol=1e-5)
+
+
 def test_volume_group_norm_trains_a_channels_last_volume_like_group_norm() -> None:
     torch.manual_seed(4)
     plain = torch.nn.GroupNorm(4, 8)
