@@ -25,6 +25,7 @@ Eager and compiled code call it as the operator ``gsnerf::cpu_token_transformer`
 import ctypes
 import functools
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -80,7 +81,9 @@ def kernel_available(width: int, heads: int, ffn_width: int, tokens: int) -> boo
 
 
 @functools.lru_cache(maxsize=None)
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
+def _thread_pool(workers: int, process: int) -> ThreadPoolExecutor:
+    """A pool per worker count and process: a forked child inherits no threads of its parent's
+    pool, so it must not wait on them."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gsnerf-cpu-transformer")
 
 
@@ -120,7 +123,7 @@ def cpu_token_transformer(
         run_range(ranges[0])
     else:
         # ctypes releases the interpreter lock during the call: the ranges run in parallel.
-        list(_thread_pool(len(ranges)).map(run_range, ranges))
+        list(_thread_pool(len(ranges), os.getpid()).map(run_range, ranges))
     return out
 
 
