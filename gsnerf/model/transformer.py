@@ -29,6 +29,9 @@ transformer on a frame's 307200 sets of 9 tokens took 176 ms with the library ke
 (memory-efficient attention) against 68 ms token-major in fp32, 292 against 70 ms in bf16
 (cuDNN attention), and 25 ms (fp32) or 20 ms (bf16) compiled. Training on CUDA calls the
 library with its plain math backend for such short sets (:func:`math_attention_only`).
+Where the fused-transformer switch is on, inference runs whole transformers in one kernel
+instead: Triton on CUDA (:mod:`gsnerf.model.fused_transformer`), C++ on a CPU
+(:mod:`gsnerf.model.cpu_transformer`, 2-4 times the compiled token-major blocks' speed).
 """
 
 import contextlib
