@@ -47,10 +47,6 @@ MAX_TOKENS = 16
 MAX_WIDTH = 64
 
 
-# Whether the missing-kernel warning was logged (once per process).
-_warned: list[bool] = []
-
-
 @functools.lru_cache(maxsize=None)
 def _kernel(width: int, heads: int, ffn_width: int, tokens: int) -> ctypes._CFuncPtr:
     library = load_native_library(
@@ -64,20 +60,26 @@ def _kernel(width: int, heads: int, ffn_width: int, tokens: int) -> ctypes._CFun
     return function
 
 
-@torch.compiler.assume_constant_result
-def kernel_available(width: int, heads: int, ffn_width: int, tokens: int) -> bool:
-    """Whether the kernel for this shape builds (once per shape; a warning if it does not).
-
-    A constant to ``torch.compile``: it runs while tracing, not inside the compiled graph.
-    """
+@functools.lru_cache(maxsize=None)
+def _builds(width: int, heads: int, ffn_width: int, tokens: int) -> bool:
+    """Tried once per shape: a failed build is neither repeated on every call nor warned about
+    more than once."""
     try:
         _kernel(width, heads, ffn_width, tokens)
     except (NativeBuildError, OSError) as error:
-        if not _warned:
-            log.warning("CPU transformer kernel unavailable, using PyTorch blocks: %s", error)
-            _warned.append(True)
+        log.warning("CPU transformer kernel unavailable, using PyTorch blocks: %s", error)
         return False
     return True
+
+
+@torch.compiler.assume_constant_result
+def kernel_available(width: int, heads: int, ffn_width: int, tokens: int) -> bool:
+    """Whether the kernel for this shape builds (a warning if it does not).
+
+    A constant to ``torch.compile``: it runs while tracing, not inside the compiled graph
+    (a cached function of its own, which the compiler would trace into).
+    """
+    return _builds(width, heads, ffn_width, tokens)
 
 
 @functools.lru_cache(maxsize=None)

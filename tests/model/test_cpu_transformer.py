@@ -156,7 +156,7 @@ def test_conditions(kernel_on):
 def test_without_a_compiler_the_blocks_run_in_pytorch(kernel_on, monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cpu_transformer, "_warned", [])
+    cpu_transformer._builds.cache_clear()
     cpu_transformer._kernel.cache_clear()
     native_library._load.cache_clear()
     try:
@@ -171,6 +171,7 @@ def test_without_a_compiler_the_blocks_run_in_pytorch(kernel_on, monkeypatch, ca
         assert "CPU transformer kernel unavailable" in caplog.text
         torch.testing.assert_close(output, expected, atol=2e-5, rtol=1e-5)
     finally:
+        cpu_transformer._builds.cache_clear()
         cpu_transformer._kernel.cache_clear()
         native_library._load.cache_clear()
 
