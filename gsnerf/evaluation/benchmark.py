@@ -71,12 +71,7 @@ from gsnerf.model.compiled_heads import (
     check_compile_parts,
     compile_heads,
 )
-from gsnerf.model.fused_kernels import (
-    FusedKernels,
-    kernels_disabled,
-    set_fused_kernels,
-    supported_on,
-)
+from gsnerf.model.fused_kernels import FusedKernels, kernels_disabled, use_fused_kernels
 from gsnerf.model.gsnerf import GSNeRF, build_model
 from gsnerf.model.stage_timer import StageFlops, StageTimer
 from gsnerf.rendering.chunked import rays_for_samples
@@ -113,14 +108,13 @@ class BenchmarkCfg:
     # and cost_volumes (their 3-D U-Nets, uncached passes only); compile_heads. Unset: all three
     # on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads and gather on a CPU.
     compile_parts: list[str] | None = None
-    # CUDA inference: the heads' attention in one fused kernel (gsnerf/model/attention_kernel.py).
+    # Fused inference kernels (gsnerf/model/fused_kernels.py): on CUDA the attention, whole blocks
+    # or (H100 heads 18.7 against 61.6 ms a frame) each transformer in Triton; on a CPU each
+    # transformer, and (cpu_kernels) the cost volumes' correlation and the grid reads, in C++.
     fused_attention: bool = False
-    # CUDA inference: whole blocks in two fused kernels each (gsnerf/model/fused_blocks.py).
     fused_blocks: bool = False
-    # Inference: each transformer in one fused kernel, Triton on CUDA
-    # (gsnerf/model/fused_transformer.py), C++ on a CPU (gsnerf/model/cpu_transformer.py).
-    # On by default: H100 heads 18.7 against 61.6 ms per frame (CPU: benchmarks/README.md).
     fused_transformer: bool = True
+    cpu_kernels: bool = True
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions on CUDA (torch.backends.cudnn.benchmark; the warm-up
@@ -331,11 +325,14 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
-    wanted = FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer)
-    ran = supported_on(wanted, device)
-    set_fused_kernels(ran)
+    ran = use_fused_kernels(
+        FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer, cfg.cpu_kernels),
+        device,
+    )
     # The record's settings say what ran (an older GPU cannot run some kernels).
-    cfg = dataclasses.replace(cfg, fused_blocks=ran.blocks, fused_transformer=ran.transformer)
+    cfg = dataclasses.replace(
+        cfg, fused_blocks=ran.blocks, fused_transformer=ran.transformer, cpu_kernels=ran.cpu_kernels
+    )
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)

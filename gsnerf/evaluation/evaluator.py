@@ -46,7 +46,7 @@ from gsnerf.model.compiled_heads import (
     check_compile_parts,
     compile_heads,
 )
-from gsnerf.model.fused_kernels import FusedKernels, set_fused_kernels, supported_on
+from gsnerf.model.fused_kernels import FusedKernels, use_fused_kernels
 from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.scene_cache import SceneEncodingCache
 
@@ -83,6 +83,10 @@ class EvalCfg:
     # (gsnerf/model/fused_transformer.py; the heads 3.3 times faster in an H100 frame, the same
     # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py; benchmarks/README.md).
     fused_transformer: bool = True
+    # CPU: C++ kernels for the cost volumes' plane-sweep warp and group correlation
+    # (gsnerf/model/cpu_correlation.py) and the gathering's grid reads
+    # (gsnerf/model/cpu_grid_read.py). No effect on CUDA.
+    cpu_kernels: bool = True
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -108,8 +112,10 @@ def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -
     Shared by test evaluation and render.py, so both render the same way.
     """
     configure_matmul_precision(device, cfg.allow_tf32)
-    wanted = FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer)
-    set_fused_kernels(supported_on(wanted, device))
+    use_fused_kernels(
+        FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer, cfg.cpu_kernels),
+        device,
+    )
     compile_heads(model, cfg.compile, cfg.compile_parts)
 
 

@@ -28,6 +28,20 @@ from torch import Tensor
 from gsnerf.geometry.camera import invert_pose, pixel_grid
 
 
+def reference_to_source_pixels(
+    src_intrinsics: Float[Tensor, "b 3 3"],
+    src_cam_to_world: Float[Tensor, "b 4 4"],
+    ref_intrinsics: Float[Tensor, "b 3 3"],
+    ref_cam_to_world: Float[Tensor, "b 4 4"],
+) -> tuple[Float[Tensor, "b 3 3"], Float[Tensor, "b 3 1"]]:
+    """``(M, t)`` in float64 with ``p = d M x + t`` for reference pixel ``x = (u, v, 1)`` at
+    z-depth ``d`` (module doc): ``M = K_src R K_ref^-1``, ``t = K_src t_ref_to_src``."""
+    ref_to_src = invert_pose(src_cam_to_world.double()) @ ref_cam_to_world.double()
+    src_k = src_intrinsics.double()
+    rotation = src_k @ ref_to_src[:, :3, :3] @ torch.linalg.inv(ref_intrinsics.double())
+    return rotation, src_k @ ref_to_src[:, :3, 3:]
+
+
 def plane_sweep_warp(
     src_features: Float[Tensor, "b c h w"],
     src_intrinsics: Float[Tensor, "b 3 3"],
@@ -59,12 +73,9 @@ def plane_sweep_warp(
     # returns exactly zero at or beyond one pixel outside, so clamping changes no value.
     margin = 2.0
 
-    # Reference-camera -> source-pixel transform, composed in float64.
-    ref_to_src = invert_pose(src_cam_to_world.double()) @ ref_cam_to_world.double()
-    src_k = src_intrinsics.double()
-    rotation = src_k @ ref_to_src[:, :3, :3] @ torch.linalg.inv(ref_intrinsics.double())
-    translation = src_k @ ref_to_src[:, :3, 3:]
-
+    rotation, translation = reference_to_source_pixels(
+        src_intrinsics, src_cam_to_world, ref_intrinsics, ref_cam_to_world
+    )
     pixels = pixel_grid(height, width, device=src_features.device).to(compute_dtype)
     pixels_h = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)
     rays = torch.einsum("bij,hwj->bihw", rotation.to(compute_dtype), pixels_h)

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.geometry.homography import plane_sweep_warp
+from gsnerf.model import cpu_correlation
 
 
 @dataclass
@@ -74,8 +75,21 @@ def correlation_volume(
 
     The correlation is linear in the warped features, so correlating with their mean equals the
     mean of the n correlations. The reference divides the sum of 3 neighbours by V - 1 = 7
-    (spec 7.9); here the divisor is the number of neighbours used.
+    (spec 7.9); here the divisor is the number of neighbours used. CPU inference computes the
+    same in one C++ kernel that stores no warped volume (:mod:`gsnerf.model.cpu_correlation`).
     """
+    fused = cpu_correlation.cpu_correlation_applies
+    if fused(ref_features, neighbour_features, hypotheses, groups):
+        return cpu_correlation.cpu_correlation_volume(
+            ref_features,
+            neighbour_features,
+            ref_intrinsics,
+            ref_cam_to_world,
+            neighbour_intrinsics,
+            neighbour_cam_to_world,
+            hypotheses,
+            groups,
+        )
     num_neighbours = neighbour_features.shape[1]
     warped_sum = torch.zeros_like(ref_features)[:, :, None]
     # One neighbour at a time keeps a single warped volume in memory, not n of them.

@@ -25,8 +25,6 @@ Eager and compiled code call it as the operator ``gsnerf::cpu_token_transformer`
 import ctypes
 import functools
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from einops import rearrange
@@ -34,7 +32,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from gsnerf.model import fused_transformer
-from gsnerf.model.native_library import NativeBuildError, load_native_library
+from gsnerf.model.native_library import (
+    NativeBuildError,
+    load_native_library,
+    run_ranges,
+    split_range,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +85,10 @@ def kernel_available(width: int, heads: int, ffn_width: int, tokens: int) -> boo
     return _builds(width, heads, ffn_width, tokens)
 
 
-@functools.lru_cache(maxsize=None)
-def _thread_pool(workers: int, process: int) -> ThreadPoolExecutor:
-    """A pool per worker count and process: a forked child inherits no threads of its parent's
-    pool, so it must not wait on them."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gsnerf-cpu-transformer")
-
-
 def set_ranges(sets: int, threads: int) -> list[tuple[int, int]]:
     """``[begin, end)`` ranges covering ``sets``, at most ``threads``, starting at multiples of
     :data:`LANES`. Example: 40 sets, 2 threads -> (0, 32), (32, 40)."""
-    tiles = -(-sets // LANES)
-    per_range = -(-tiles // max(threads, 1)) * LANES
-    return [(begin, min(begin + per_range, sets)) for begin in range(0, sets, per_range)]
+    return split_range(sets, threads, LANES)
 
 
 @torch.library.custom_op("gsnerf::cpu_token_transformer", mutates_args=())
@@ -115,17 +109,12 @@ def cpu_token_transformer(
     keep = None if keep is None else keep.contiguous()
     out = columns.new_empty(columns.shape)
     keep_pointer = None if keep is None else keep.data_ptr()
-    ranges = set_ranges(sets, torch.get_num_threads())
     arguments = (weights.data_ptr(), blocks, eps)
 
-    def run_range(span: tuple[int, int]) -> None:
-        kernel(out.data_ptr(), columns.data_ptr(), keep_pointer, sets, *span, *arguments)
+    def run_range(begin: int, end: int) -> None:
+        kernel(out.data_ptr(), columns.data_ptr(), keep_pointer, sets, begin, end, *arguments)
 
-    if len(ranges) == 1:
-        run_range(ranges[0])
-    else:
-        # ctypes releases the interpreter lock during the call: the ranges run in parallel.
-        list(_thread_pool(len(ranges), os.getpid()).map(run_range, ranges))
+    run_ranges(run_range, set_ranges(sets, torch.get_num_threads()))
     return out
 
 

@@ -24,6 +24,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from gsnerf.geometry.camera import camera_centers, project_points
+from gsnerf.model import cpu_grid_read
 from gsnerf.types import SourceGeometry, Views
 
 
@@ -149,6 +150,14 @@ def _library_grid_read(values: Tensor, grid: Tensor) -> Tensor:
     return F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _inference_grid_read(values: Tensor, grid: Tensor) -> Tensor:
+    """The C++ read where it applies (:mod:`gsnerf.model.cpu_grid_read`), else the
+    library's."""
+    if cpu_grid_read.cpu_grid_read_applies(values, grid):
+        return cpu_grid_read.cpu_grid_read(values, grid)
+    return _library_grid_read(values, grid)
+
+
 @torch.library.custom_op("gsnerf::border_grid_read", mutates_args=())
 def border_grid_read(values: Tensor, grid: Tensor) -> Tensor:
     """``F.grid_sample`` bilinear (trilinear for 5-D ``values``), border-padded, align_corners
@@ -160,7 +169,7 @@ def border_grid_read(values: Tensor, grid: Tensor) -> Tensor:
     compiler fuses only the arithmetic around the reads (79 against 85 ms, benchmarks/). No
     autograd formula: training calls the library.
     """
-    return _library_grid_read(values, grid)
+    return _inference_grid_read(values, grid)
 
 
 @border_grid_read.register_fake
@@ -169,12 +178,14 @@ def _border_grid_read_shape(values: Tensor, grid: Tensor) -> Tensor:
 
 
 def grid_read(values: Tensor, grid: Tensor) -> Tensor:
-    """:func:`border_grid_read`'s numbers; the operator in compiled CPU inference, else the
-    library call (CUDA keeps inductor's own lowering, which is what was timed there)."""
-    opaque = torch.compiler.is_compiling() and values.device.type == "cpu"
-    if opaque and not torch.is_grad_enabled():
+    """:func:`border_grid_read`'s numbers. CPU inference: that operator in compiled code, and
+    the C++ reads where they apply; CUDA keeps inductor's own lowering (what was timed
+    there), training the library's call."""
+    if values.device.type != "cpu" or torch.is_grad_enabled():
+        return _library_grid_read(values, grid)
+    if torch.compiler.is_compiling():
         return border_grid_read(values, grid)
-    return _library_grid_read(values, grid)
+    return _inference_grid_read(values, grid)
 
 
 def sample_maps(

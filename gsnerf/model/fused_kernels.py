@@ -5,8 +5,11 @@ CUDA, each behind its module's ``enabled`` switch: the attention alone
 (:mod:`gsnerf.model.attention_kernel`), every block as two kernels
 (:mod:`gsnerf.model.fused_blocks`) and the whole transformer as one
 (:mod:`gsnerf.model.fused_transformer`). Where several are on, the transformer takes the
-widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The last switch also
-selects the whole transformer in one C++ kernel on a CPU (:mod:`gsnerf.model.cpu_transformer`).
+widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The transformer's switch
+also selects the whole transformer in one C++ kernel on a CPU
+(:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
+for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
+and for the gathering's grid reads (:mod:`gsnerf.model.cpu_grid_read`).
 """
 
 import contextlib
@@ -17,7 +20,14 @@ from dataclasses import dataclass
 
 import torch
 
-from gsnerf.model import attention_kernel, cpu_transformer, fused_blocks, fused_transformer
+from gsnerf.model import (
+    attention_kernel,
+    cpu_correlation,
+    cpu_grid_read,
+    cpu_transformer,
+    fused_blocks,
+    fused_transformer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +41,29 @@ class FusedKernels:
     attention: bool = False
     blocks: bool = False
     transformer: bool = False
+    # CPU inference only (the correlation and volume-read kernels); no effect on CUDA.
+    cpu_kernels: bool = False
 
 
 def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
     """``choice`` less what ``device`` cannot run.
 
     On a CUDA GPU older than :data:`TENSOR_CORE_CAPABILITY` the fused blocks and the
-    one-kernel transformer are switched off, with a warning; so is the transformer on a CPU
-    where its C++ kernel does not build (no compiler: the warning names the cause). Example: on
-    a V100 (7.0) ``FusedKernels(transformer=True)`` becomes ``FusedKernels()``.
+    one-kernel transformer are switched off, with a warning; so are the transformer and the
+    other C++ kernels on a CPU where they do not build (no compiler: the warning names the
+    cause). Example: on a V100 (7.0) ``FusedKernels(transformer=True)`` becomes
+    ``FusedKernels()``.
     """
-    if device.type == "cpu" and choice.transformer:
-        # The spec's view-transformer shape stands for all: what fails is the compiler.
-        if not cpu_transformer.kernel_available(32, 4, 32, 9):
-            return dataclasses.replace(choice, transformer=False)
+    if device.type == "cpu":
+        # The spec's shapes stand for all: what fails is the compiler.
+        if choice.transformer and not cpu_transformer.kernel_available(32, 4, 32, 9):
+            choice = dataclasses.replace(choice, transformer=False)
+        builds = cpu_correlation.kernel_available(8, 8, 3) and cpu_grid_read.kernel_available(5, 8)
+        if choice.cpu_kernels and not builds:
+            choice = dataclasses.replace(choice, cpu_kernels=False)
+    else:
+        # CPU kernels only: the switch does nothing elsewhere, and records should say so.
+        choice = dataclasses.replace(choice, cpu_kernels=False)
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)
@@ -60,7 +79,12 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
 
 
 def current_fused_kernels() -> FusedKernels:
-    return FusedKernels(attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled)
+    return FusedKernels(
+        attention_kernel.enabled,
+        fused_blocks.enabled,
+        fused_transformer.enabled,
+        cpu_correlation.enabled and cpu_grid_read.enabled,
+    )
 
 
 def set_fused_kernels(choice: FusedKernels) -> None:
@@ -68,6 +92,15 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     attention_kernel.enabled = choice.attention
     fused_blocks.enabled = choice.blocks
     fused_transformer.enabled = choice.transformer
+    cpu_correlation.enabled = choice.cpu_kernels
+    cpu_grid_read.enabled = choice.cpu_kernels
+
+
+def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:
+    """Switch on what ``device`` can run of ``wanted`` (:func:`supported_on`); returns that."""
+    chosen = supported_on(wanted, device)
+    set_fused_kernels(chosen)
+    return chosen
 
 
 @contextlib.contextmanager

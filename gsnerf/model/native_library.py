@@ -17,14 +17,22 @@ the source, the command and the compiler's message; callers fall back to PyTorch
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 SOURCE_DIR = Path(__file__).parent / "csrc"
+
+# Argument types of the kernels' C signatures: a tensor's data pointer, a size or index.
+POINTER, INT64 = ctypes.c_void_p, ctypes.c_int64
 
 # -march=native: this CPU's vector width (AVX-512 here). No -ffast-math: the kernels handle
 # masked values with explicit selects, and reassociation would change results between builds.
@@ -144,3 +152,55 @@ def load_native_library(source_name: str, defines: dict[str, int]) -> ctypes.CDL
     if not source.is_file():
         raise NativeBuildError(f"native source {source} does not exist")
     return _load(source, tuple(sorted(defines.items())))
+
+
+def split_range(total: int, parts: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``[begin, end)`` ranges covering ``[0, total)``, at most ``parts``, each starting at a
+    multiple of ``multiple``. Example: ``split_range(40, 2, 16)`` -> (0, 32), (32, 40)."""
+    blocks = -(-total // multiple)
+    per_range = -(-blocks // max(parts, 1)) * multiple
+    return [(begin, min(begin + per_range, total)) for begin in range(0, total, per_range)]
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool(workers: int, process: int) -> ThreadPoolExecutor:
+    """A pool per worker count and process: a forked child inherits no threads of its parent's
+    pool, so it must not wait on them."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gsnerf-native")
+
+
+def run_ranges(task: Callable[[int, int], None], ranges: list[tuple[int, int]]) -> None:
+    """``task(begin, end)`` for every range, in parallel threads when there are several: a
+    ctypes call releases the interpreter lock, so the kernels' ranges run at once."""
+    if len(ranges) == 1:
+        task(*ranges[0])
+    else:
+        list(_thread_pool(len(ranges), os.getpid()).map(lambda span: task(*span), ranges))
+
+
+Defines = tuple[tuple[str, int], ...]
+
+
+@functools.lru_cache(maxsize=None)
+def native_function(
+    source_name: str, function_name: str, argtypes: tuple, defines: Defines
+) -> ctypes._CFuncPtr:
+    """``function_name`` of the library built from ``csrc/<source_name>`` with ``defines``
+    (``(("NAME", value), ...)``), taking ``argtypes`` and returning nothing."""
+    function = getattr(load_native_library(source_name, dict(defines)), function_name)
+    function.argtypes = list(argtypes)
+    function.restype = None
+    return function
+
+
+@functools.lru_cache(maxsize=None)
+def native_function_builds(
+    source_name: str, function_name: str, argtypes: tuple, defines: Defines
+) -> bool:
+    """Whether :func:`native_function` loads; a failed build is tried and warned about once."""
+    try:
+        native_function(source_name, function_name, argtypes, defines)
+    except (NativeBuildError, OSError) as error:
+        log.warning("C++ kernel %s unavailable, using the PyTorch code: %s", function_name, error)
+        return False
+    return True

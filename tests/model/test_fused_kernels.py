@@ -7,7 +7,13 @@ from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
-from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+from gsnerf.model import (
+    attention_kernel,
+    cpu_correlation,
+    cpu_grid_read,
+    fused_blocks,
+    fused_transformer,
+)
 from gsnerf.model.fused_kernels import (
     FusedKernels,
     current_fused_kernels,
@@ -16,6 +22,7 @@ from gsnerf.model.fused_kernels import (
     supported_on,
 )
 from gsnerf.model.gsnerf import build_model
+from gsnerf.model.native_library import compiler_present
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 # A small model's whole image (view and semantic transformers of width 16 with key masks, a
@@ -75,8 +82,10 @@ def restored_switches():
     set_fused_kernels(saved)
 
 
-def switches() -> tuple[bool, bool, bool]:
-    return attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled
+def switches() -> tuple[bool, bool, bool, bool]:
+    kernels = (attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled)
+    assert cpu_correlation.enabled == cpu_grid_read.enabled  # one switch for both
+    return (*kernels, cpu_correlation.enabled)
 
 
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
@@ -85,7 +94,7 @@ def test_renders_with_each_fused_kernel_match_the_plain_render_in_the_interprete
 
 
 def test_enabled_kernels_still_never_serve_cpu_tensors(restored_switches) -> None:
-    set_fused_kernels(FusedKernels(True, True, True))
+    set_fused_kernels(FusedKernels(True, True, True, True))
     paper = TokenTransformer(TransformerCfg())
     tokens = torch.zeros(4, 9, 32)
     with torch.no_grad():
@@ -95,31 +104,34 @@ def test_enabled_kernels_still_never_serve_cpu_tensors(restored_switches) -> Non
 
 
 def test_switches_are_set_together_and_read_back(restored_switches) -> None:
-    assert switches() == (False, False, False)  # every kernel off by default
+    assert switches() == (False, False, False, False)  # every kernel off by default
     set_fused_kernels(FusedKernels(attention=True, transformer=True))
-    assert switches() == (True, False, True)
+    assert switches() == (True, False, True, False)
     assert current_fused_kernels() == FusedKernels(True, False, True)
+    set_fused_kernels(FusedKernels(cpu_kernels=True))
+    assert switches() == (False, False, False, True)
 
 
 def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_switches) -> None:
-    set_fused_kernels(FusedKernels(True, True, True))
+    set_fused_kernels(FusedKernels(True, True, True, True))
     with kernels_disabled():
-        assert switches() == (False, False, False)
-    assert switches() == (True, True, True)
+        assert switches() == (False, False, False, False)
+    assert switches() == (True, True, True, True)
 
 
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
     model = build_model(load_model_cfg("tiny", 4), num_classes=3)  # eval.compile stays none
     cpu = torch.device("cpu")
-    # By default the one-kernel transformer (CUDA inference only; CPU tensors never take it).
+    # By default the one-kernel transformer and (where they build) the CPU kernels.
+    builds = compiler_present()
     apply_inference_options(model, EvalCfg(), cpu)
-    assert switches() == (False, False, True)
+    assert switches() == (False, False, builds, builds)
     apply_inference_options(model, EvalCfg(fused_blocks=True, fused_transformer=False), cpu)
-    assert switches() == (False, True, False)
+    assert switches() == (False, True, False, builds)
     apply_inference_options(model, EvalCfg(fused_attention=True, fused_transformer=False), cpu)
-    assert switches() == (True, False, False)
-    apply_inference_options(model, EvalCfg(fused_transformer=False), cpu)
-    assert switches() == (False, False, False)
+    assert switches() == (True, False, False, builds)
+    apply_inference_options(model, EvalCfg(fused_transformer=False, cpu_kernels=False), cpu)
+    assert switches() == (False, False, False, False)
 
 
 def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, caplog) -> None:
@@ -128,7 +140,11 @@ def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, capl
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability["value"])
     cuda = torch.device("cuda")
     assert supported_on(everything, cuda) == everything
-    assert supported_on(FusedKernels(True, True, True), torch.device("cpu")) == everything
+    # The CPU kernels' switch does nothing on CUDA, and a record says so.
+    assert supported_on(FusedKernels(True, True, True, True), cuda) == everything
+    cpu_choice = FusedKernels(True, True, True, True)
+    if compiler_present():
+        assert supported_on(cpu_choice, torch.device("cpu")) == cpu_choice
     # A V100 (7.0): tl.dot has no bf16 / TF32 there; the attention kernel needs no tl.dot.
     capability["value"] = (7, 0)
     assert supported_on(everything, cuda) == FusedKernels(True, False, False)

@@ -1,0 +1,106 @@
+"""The cost volumes' plane-sweep warp and group correlation in one C++ kernel, for CPU inference.
+
+:func:`gsnerf.model.cost_volume.correlation_volume` warps each MVS neighbour's features onto every
+depth hypothesis of the reference view (a ``[b, c, d, h, w]`` volume per neighbour, written by
+``grid_sample``), sums them and correlates the mean with the reference, channel group by channel
+group. ``csrc/group_correlation.cpp`` does the same per reference pixel and hypothesis without
+storing a warped volume: it projects the pixel into each neighbour, reads the neighbour's
+channels bilinearly (channels-last, so one pixel's channels are contiguous), accumulates their
+mean in registers and writes the ``g`` correlations. The numbers are the PyTorch formulation's
+up to float32 rounding (the same projection matrices, composed in float64 by
+:func:`gsnerf.geometry.homography.reference_to_source_pixels`).
+
+Conditions (:func:`cpu_correlation_applies`): :data:`enabled` (``eval.cpu_kernels``, the
+benchmark's ``cpu_kernels``), float32 CPU tensors, no gradient wanted, and a library that
+builds for the level's shape (:mod:`gsnerf.model.native_library`; without a C++ compiler, a
+warning and the PyTorch formulation). Rows of the ``(b, d, h)`` axis are split among
+``torch.get_num_threads()`` threads.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+from gsnerf.geometry.homography import reference_to_source_pixels
+from gsnerf.model.native_library import (
+    INT64,
+    POINTER,
+    native_function,
+    native_function_builds,
+    run_ranges,
+    split_range,
+)
+
+SOURCE = "group_correlation.cpp"
+# cost, reference, neighbours, hypotheses, projections, depths, height, width, begin, end.
+ARGUMENTS = (POINTER,) * 5 + (INT64,) * 5
+
+# Set by gsnerf.model.fused_kernels.set_fused_kernels (evaluation, render.py, the benchmark).
+enabled = False
+
+
+def _defines(channels: int, groups: int, neighbours: int) -> tuple[tuple[str, int], ...]:
+    return (("CHANNELS", channels), ("GROUPS", groups), ("NEIGHBOURS", neighbours))
+
+
+def kernel_available(channels: int, groups: int, neighbours: int) -> bool:
+    """Whether the kernel for this shape builds; tried (and warned about) once per shape."""
+    defines = _defines(channels, groups, neighbours)
+    return native_function_builds(SOURCE, "group_correlation", ARGUMENTS, defines)
+
+
+def cpu_correlation_applies(
+    ref_features: Tensor, neighbour_features: Tensor, hypotheses: Tensor, groups: int
+) -> bool:
+    """Whether :func:`cpu_correlation_volume` computes this level (module doc)."""
+    tensors = (ref_features, neighbour_features, hypotheses)
+    if not (
+        enabled
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.is_grad_enabled()
+        and ref_features.shape[1] % groups == 0
+    ):
+        return False
+    return kernel_available(ref_features.shape[1], groups, neighbour_features.shape[1])
+
+
+def cpu_correlation_volume(
+    ref_features: Float[Tensor, "b c h w"],
+    neighbour_features: Float[Tensor, "b n c h w"],
+    ref_intrinsics: Float[Tensor, "b 3 3"],
+    ref_cam_to_world: Float[Tensor, "b 4 4"],
+    neighbour_intrinsics: Float[Tensor, "b n 3 3"],
+    neighbour_cam_to_world: Float[Tensor, "b n 4 4"],
+    hypotheses: Float[Tensor, "b d h w"],
+    groups: int,
+) -> Float[Tensor, "b g d h w"]:
+    """:func:`gsnerf.model.cost_volume.correlation_volume` in the kernel; the result is stored
+    channels-last (``torch.channels_last_3d``), the layout the CPU regulariser reads."""
+    batch, num_neighbours, channels, height, width = neighbour_features.shape
+    depths = hypotheses.shape[1]
+    # Every (reference, neighbour) pair's p = z M x + t, flattened over b and n.
+    rotation, translation = reference_to_source_pixels(
+        rearrange(neighbour_intrinsics, "b n i j -> (b n) i j"),
+        rearrange(neighbour_cam_to_world, "b n i j -> (b n) i j"),
+        ref_intrinsics.repeat_interleave(num_neighbours, dim=0),
+        ref_cam_to_world.repeat_interleave(num_neighbours, dim=0),
+    )
+    projections = torch.cat([rotation.flatten(1), translation.flatten(1)], dim=1).float()
+    reference = rearrange(ref_features, "b c h w -> b h w c").contiguous()
+    # A one-pixel border of zeros: the kernel reads the corners of points near the edge unchecked.
+    neighbours = rearrange(neighbour_features, "b n c h w -> b n h w c")
+    neighbours = F.pad(neighbours, (0, 0, 1, 1, 1, 1)).contiguous()
+    hypotheses = hypotheses.contiguous()
+    cost = ref_features.new_empty(batch, depths, height, width, groups)
+    kernel = native_function(
+        SOURCE, "group_correlation", ARGUMENTS, _defines(channels, groups, num_neighbours)
+    )
+    pointers = [t.data_ptr() for t in (cost, reference, neighbours, hypotheses, projections)]
+
+    def run_rows(begin: int, end: int) -> None:
+        kernel(*pointers, depths, height, width, begin, end)
+
+    run_ranges(run_rows, split_range(batch * depths * height, torch.get_num_threads()))
+    return rearrange(cost, "b d h w g -> b g d h w")

@@ -1,0 +1,86 @@
+// Bilinear and trilinear, border-padded reads of maps and volumes at normalised points
+// (F.grid_sample with align_corners=False, padding_mode="border"), for CPU inference. Built
+// and loaded by gsnerf/model/cpu_grid_read.py; see its module doc.
+//
+// Layouts (float32, contiguous): maps[n][c][h][w] or volumes[n][c][d][h][w], points[n][p][2]
+// or [n][p][3] (x, y, z in [-1, 1] spanning the width, height and depth), out[n][c][p]. Each
+// point's corner offsets and weights are computed once and serve all CHANNELS channels.
+
+#include <cstdint>
+
+#ifndef CHANNELS
+#error "define CHANNELS (volume channels)"
+#endif
+
+// The sample position along an axis of `size` cells: unnormalised as grid_sample does with
+// align_corners=False, then clamped to the border ([0, size - 1]); NaN goes to 0.
+static inline float border_position(float normalised, int64_t size) {
+    const float position = ((normalised + 1.0f) * size - 1.0f) * 0.5f;
+    const float upper = (float)(size - 1);
+    return position > 0.0f ? (position < upper ? position : upper) : 0.0f;
+}
+
+// The lower corner, its weight's complement (the fraction) and the offset to the upper corner
+// along one axis; the upper corner is the lower one at the last cell (its weight is then 0).
+static inline void axis_corners(float position, int64_t size, int64_t stride, int64_t &lower,
+                                int64_t &step, float &fraction) {
+    const int64_t index = (int64_t)position;  // position >= 0: truncation is the floor
+    fraction = position - (float)index;
+    lower = index * stride;
+    step = index + 1 < size ? stride : 0;
+}
+
+// Points [point_begin, point_end) of the flattened (n, p) axis.
+extern "C" void volume_read(float *out, const float *volumes, const float *points,
+                            int64_t points_per_volume, int64_t depth, int64_t height,
+                            int64_t width, int64_t point_begin, int64_t point_end) {
+    const int64_t plane = height * width, channel_stride = depth * plane;
+    for (int64_t flat = point_begin; flat < point_end; flat++) {
+        const int64_t n = flat / points_per_volume, p = flat % points_per_volume;
+        const float *point = points + flat * 3;
+        int64_t x0, dx, y0, dy, z0, dz;
+        float fx, fy, fz;
+        axis_corners(border_position(point[0], width), width, 1, x0, dx, fx);
+        axis_corners(border_position(point[1], height), height, width, y0, dy, fy);
+        axis_corners(border_position(point[2], depth), depth, plane, z0, dz, fz);
+        const float gx = 1.0f - fx, gy = 1.0f - fy, gz = 1.0f - fz;
+        const float weights[8] = {gz * gy * gx, gz * gy * fx, gz * fy * gx, gz * fy * fx,
+                                  fz * gy * gx, fz * gy * fx, fz * fy * gx, fz * fy * fx};
+        const int64_t base = z0 + y0 + x0;
+        const int64_t offsets[8] = {base,           base + dx,           base + dy,
+                                    base + dy + dx, base + dz,           base + dz + dx,
+                                    base + dz + dy, base + dz + dy + dx};
+        const float *volume = volumes + n * CHANNELS * channel_stride;
+        float *result = out + n * CHANNELS * points_per_volume + p;
+        for (int c = 0; c < CHANNELS; c++) {
+            const float *channel = volume + c * channel_stride;
+            float sum = 0.0f;
+            for (int k = 0; k < 8; k++) sum += weights[k] * channel[offsets[k]];
+            result[c * points_per_volume] = sum;
+        }
+    }
+}
+
+// Points [point_begin, point_end) of the flattened (n, p) axis.
+extern "C" void map_read(float *out, const float *maps, const float *points,
+                         int64_t points_per_map, int64_t height, int64_t width,
+                         int64_t point_begin, int64_t point_end) {
+    const int64_t channel_stride = height * width;
+    for (int64_t flat = point_begin; flat < point_end; flat++) {
+        const int64_t n = flat / points_per_map, p = flat % points_per_map;
+        const float *point = points + flat * 2;
+        int64_t x0, dx, y0, dy;
+        float fx, fy;
+        axis_corners(border_position(point[0], width), width, 1, x0, dx, fx);
+        axis_corners(border_position(point[1], height), height, width, y0, dy, fy);
+        const float gx = 1.0f - fx, gy = 1.0f - fy;
+        const float w00 = gy * gx, w01 = gy * fx, w10 = fy * gx, w11 = fy * fx;
+        const float *corner = maps + n * CHANNELS * channel_stride + y0 + x0;
+        float *result = out + n * CHANNELS * points_per_map + p;
+        for (int c = 0; c < CHANNELS; c++) {
+            const float *channel = corner + c * channel_stride;
+            result[c * points_per_map] = w00 * channel[0] + w01 * channel[dx] +
+                                         w10 * channel[dy] + w11 * channel[dy + dx];
+        }
+    }
+}

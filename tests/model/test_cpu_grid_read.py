@@ -1,0 +1,170 @@
+"""The C++ bilinear / trilinear reads against ``grid_sample``, known values, and in renders."""
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from small_models import small_gsnerf_cfg
+
+from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.model import cpu_grid_read, native_library
+from gsnerf.model.compiled_heads import compile_heads
+from gsnerf.model.cpu_grid_read import cpu_grid_read_applies
+from gsnerf.model.feature_gather import grid_read
+from gsnerf.model.gsnerf import GSNeRF
+from gsnerf.model.native_library import NativeBuildError, compiler_present
+
+needs_compiler = pytest.mark.skipif(not compiler_present(), reason="no C++ compiler")
+
+
+@pytest.fixture
+def kernel_on():
+    saved = cpu_grid_read.enabled
+    cpu_grid_read.enabled = True
+    yield
+    cpu_grid_read.enabled = saved
+
+
+def _library(values, grid):
+    return F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("values_shape", "grid_shape"),
+    [
+        ((3, 4, 6, 9, 11), (3, 7, 5, 1, 3)),  # volumes: sizes that are no powers of two
+        ((2, 5, 1, 4, 1), (2, 3, 4, 2, 3)),  # one hypothesis, one column
+        ((3, 20, 12, 16), (3, 9, 13, 2)),  # maps: 20 channels, as the semantic patch reads
+        ((2, 3, 1, 5), (2, 6, 2, 2)),  # one row
+    ],
+)
+def test_reads_equal_grid_sample(kernel_on, values_shape, grid_shape):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(values_shape, generator=generator)
+    # Points up to 30 % beyond the edges, where the border is read.
+    grid = torch.rand(grid_shape, generator=generator) * 2.6 - 1.3
+    with torch.no_grad():
+        assert cpu_grid_read_applies(values, grid)
+        read = cpu_grid_read.cpu_grid_read(values, grid)
+    expected = _library(values, grid)
+    assert read.shape == expected.shape
+    # Float32 corner weights: positions of up to ~16 cells carry ~1e-6 of rounding.
+    assert (read - expected).abs().max() < 2e-5
+
+
+@needs_compiler
+def test_known_values_at_centres_midpoints_and_beyond_the_border(kernel_on):
+    # Sizes of powers of two: a pixel centre's normalised coordinate (2i + 1) / W - 1 is exact.
+    depth, height, width = 2, 4, 8
+    volume = torch.arange(depth * height * width, dtype=torch.float32)
+    volume = volume.view(1, 1, depth, height, width).repeat(1, 2, 1, 1, 1)
+    volume[:, 1] *= -1.0
+
+    def normalised(index: float, size: int) -> float:
+        return (2 * index + 1) / size - 1
+
+    # (x, y, z) in cells -> value: a centre, midpoints along x and z, beyond the -x border
+    # (column 0), beyond the +y border (last row), and beyond both ends of the depth.
+    cases = [
+        ((3, 2, 1), 32 + 16 + 3),
+        ((3.5, 2, 1), 32 + 16 + 3.5),
+        ((5, 1, 0.5), 16 + 8 + 5),
+        ((-4, 1, 0), 8),
+        ((6, 9, 1), 32 + 24 + 6),
+        ((2, 0, -3), 2),
+        ((2, 0, 7), 32 + 2),
+    ]
+    grid = torch.tensor(
+        [
+            [normalised(x, width), normalised(y, height), normalised(z, depth)]
+            for (x, y, z), _ in cases
+        ]
+    ).view(1, len(cases), 1, 1, 3)
+    with torch.no_grad():
+        read = cpu_grid_read.cpu_grid_read(volume, grid)[:, :, :, 0, 0]
+    expected = torch.tensor([value for _, value in cases])
+    assert torch.equal(read[0, 0], expected)
+    assert torch.equal(read[0, 1], -expected)
+    # The same points on the z = 1 slice as a map (bilinear read).
+    with torch.no_grad():
+        map_read = cpu_grid_read.cpu_grid_read(volume[:, :, 1], grid[:, :, 0, :, :2])
+    assert torch.equal(map_read[0, 0, :3, 0], torch.tensor([51.0, 51.5, 45.0]))
+
+
+@needs_compiler
+def test_threads_split_the_points_alike(kernel_on):
+    generator = torch.Generator().manual_seed(1)
+    volume = torch.randn(3, 4, 5, 9, 13, generator=generator)
+    grid = torch.rand(3, 50, 7, 1, 3, generator=generator) * 2 - 1
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu_grid_read.cpu_grid_read(volume, grid)
+        torch.set_num_threads(3)
+        three = cpu_grid_read.cpu_grid_read(volume, grid)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one, three)
+
+
+@needs_compiler
+@pytest.mark.parametrize("compiled", [False, True])
+def test_renders_with_the_kernel_match_the_library_reads(kernel_on, monkeypatch, compiled):
+    torch.manual_seed(0)
+    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
+    example = plane_example(3, 16, 24, 5, seed=0)
+    reads = []
+    original = cpu_grid_read.cpu_grid_read
+    monkeypatch.setattr(cpu_grid_read, "cpu_grid_read", lambda *a: reads.append(1) or original(*a))
+    with torch.no_grad():
+        geometry = model.encode_sources(example)
+        cpu_grid_read.enabled = False
+        plain = model.render_image(example, geometry, 96)
+        cpu_grid_read.enabled = True
+        if compiled:
+            compile_heads(model, "default", ["gather"])
+        render = model.render_image(example, geometry, 96)
+    # Per chunk: three levels' maps and volumes, the full-resolution maps, the semantic patch.
+    assert len(reads) >= 8 * (16 * 24 // 96)
+    for name in ("rgb", "depth", "semantic_logits", "opacity"):
+        error = (getattr(render, name) - getattr(plain, name)).abs().max()
+        assert error < 1e-4, (name, error)
+
+
+def test_conditions(kernel_on):
+    volume, grid = torch.zeros(1, 4, 2, 3, 5), torch.zeros(1, 2, 2, 1, 3)
+    with torch.no_grad():
+        assert cpu_grid_read_applies(volume, grid) == compiler_present()
+        assert not cpu_grid_read_applies(volume.bfloat16(), grid)
+        assert not cpu_grid_read_applies(volume, grid.double())
+        assert not cpu_grid_read_applies(torch.zeros(1, 65, 3, 5), torch.zeros(1, 2, 2, 2))
+        assert not cpu_grid_read_applies(torch.zeros(1, 4, 5), torch.zeros(1, 2, 1))  # 1-D
+        cpu_grid_read.enabled = False
+        assert not cpu_grid_read_applies(volume, grid)
+    cpu_grid_read.enabled = True
+    assert not cpu_grid_read_applies(volume, grid)  # gradients wanted
+
+
+def test_without_a_compiler_grid_sample_reads(kernel_on, monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    caches = (native_library._load, native_library.native_function)
+    caches += (native_library.native_function_builds,)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        generator = torch.Generator().manual_seed(2)
+        volume = torch.randn(2, 4, 3, 5, 6, generator=generator)
+        grid = torch.rand(2, 4, 3, 1, 3, generator=generator) * 2 - 1
+        with pytest.raises(NativeBuildError, match="no-such-compiler"):
+            native_library.load_native_library(cpu_grid_read.SOURCE, {"CHANNELS": 4})
+        with torch.no_grad(), caplog.at_level(logging.WARNING):
+            assert not cpu_grid_read_applies(volume, grid)
+            read = grid_read(volume, grid)
+        assert "C++ kernel volume_read unavailable" in caplog.text
+        assert torch.equal(read, _library(volume, grid))
+    finally:
+        for cache in caches:
+            cache.cache_clear()
