@@ -84,8 +84,8 @@ class EvalCfg:
     # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py; benchmarks/README.md).
     fused_transformer: bool = True
     # CPU: C++ kernels for the cost volumes' plane-sweep warp and group correlation
-    # (gsnerf/model/cpu_correlation.py) and the gathering's grid reads
-    # (gsnerf/model/cpu_grid_read.py). No effect on CUDA.
+    # (gsnerf/model/cpu_correlation.py) and the gathering's volume reads
+    # (gsnerf/model/cpu_volume_read.py). No effect on CUDA.
     cpu_kernels: bool = True
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True

@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from gsnerf.geometry.camera import camera_centers, project_points
-from gsnerf.model import cpu_grid_read
+from gsnerf.model import cpu_volume_read
 from gsnerf.types import SourceGeometry, Views
 
 
@@ -151,10 +151,10 @@ def _library_grid_read(values: Tensor, grid: Tensor) -> Tensor:
 
 
 def _inference_grid_read(values: Tensor, grid: Tensor) -> Tensor:
-    """The C++ read where it applies (:mod:`gsnerf.model.cpu_grid_read`), else the
+    """The C++ volume read where it applies (:mod:`gsnerf.model.cpu_volume_read`), else the
     library's."""
-    if cpu_grid_read.cpu_grid_read_applies(values, grid):
-        return cpu_grid_read.cpu_grid_read(values, grid)
+    if cpu_volume_read.cpu_volume_read_applies(values, grid):
+        return cpu_volume_read.cpu_volume_read(values, grid)
     return _library_grid_read(values, grid)
 
 
@@ -179,7 +179,7 @@ def _border_grid_read_shape(values: Tensor, grid: Tensor) -> Tensor:
 
 def grid_read(values: Tensor, grid: Tensor) -> Tensor:
     """:func:`border_grid_read`'s numbers. CPU inference: that operator in compiled code, and
-    the C++ reads where they apply; CUDA keeps inductor's own lowering (what was timed
+    the C++ volume reads where they apply; CUDA keeps inductor's own lowering (what was timed
     there), training the library's call."""
     if values.device.type != "cpu" or torch.is_grad_enabled():
         return _library_grid_read(values, grid)

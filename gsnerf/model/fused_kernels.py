@@ -9,7 +9,7 @@ widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The trans
 also selects the whole transformer in one C++ kernel on a CPU
 (:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
 for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
-and for the gathering's grid reads (:mod:`gsnerf.model.cpu_grid_read`).
+and for the gathering's volume reads (:mod:`gsnerf.model.cpu_volume_read`).
 """
 
 import contextlib
@@ -23,8 +23,8 @@ import torch
 from gsnerf.model import (
     attention_kernel,
     cpu_correlation,
-    cpu_grid_read,
     cpu_transformer,
+    cpu_volume_read,
     fused_blocks,
     fused_transformer,
 )
@@ -58,7 +58,7 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
         # The spec's shapes stand for all: what fails is the compiler.
         if choice.transformer and not cpu_transformer.kernel_available(32, 4, 32, 9):
             choice = dataclasses.replace(choice, transformer=False)
-        builds = cpu_correlation.kernel_available(8, 8, 3) and cpu_grid_read.kernel_available(5, 8)
+        builds = cpu_correlation.kernel_available(8, 8, 3) and cpu_volume_read.kernel_available(8)
         if choice.cpu_kernels and not builds:
             choice = dataclasses.replace(choice, cpu_kernels=False)
     else:
@@ -83,7 +83,7 @@ def current_fused_kernels() -> FusedKernels:
         attention_kernel.enabled,
         fused_blocks.enabled,
         fused_transformer.enabled,
-        cpu_correlation.enabled and cpu_grid_read.enabled,
+        cpu_correlation.enabled and cpu_volume_read.enabled,
     )
 
 
@@ -93,7 +93,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     fused_blocks.enabled = choice.blocks
     fused_transformer.enabled = choice.transformer
     cpu_correlation.enabled = choice.cpu_kernels
-    cpu_grid_read.enabled = choice.cpu_kernels
+    cpu_volume_read.enabled = choice.cpu_kernels
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

@@ -10,7 +10,7 @@ from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
 from gsnerf.model import (
     attention_kernel,
     cpu_correlation,
-    cpu_grid_read,
+    cpu_volume_read,
     fused_blocks,
     fused_transformer,
 )
@@ -84,7 +84,7 @@ def restored_switches():
 
 def switches() -> tuple[bool, bool, bool, bool]:
     kernels = (attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled)
-    assert cpu_correlation.enabled == cpu_grid_read.enabled  # one switch for both
+    assert cpu_correlation.enabled == cpu_volume_read.enabled  # one switch for both
     return (*kernels, cpu_correlation.enabled)
 
 

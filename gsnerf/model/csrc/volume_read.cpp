@@ -1,10 +1,10 @@
-// Bilinear and trilinear, border-padded reads of maps and volumes at normalised points
-// (F.grid_sample with align_corners=False, padding_mode="border"), for CPU inference. Built
-// and loaded by gsnerf/model/cpu_grid_read.py; see its module doc.
+// Trilinear, border-padded reads of volumes at normalised points (F.grid_sample with
+// align_corners=False, padding_mode="border"), for CPU inference. Built and loaded by
+// gsnerf/model/cpu_volume_read.py; see its module doc.
 //
-// Layouts (float32, contiguous): maps[n][c][h][w] or volumes[n][c][d][h][w], points[n][p][2]
-// or [n][p][3] (x, y, z in [-1, 1] spanning the width, height and depth), out[n][c][p]. Each
-// point's corner offsets and weights are computed once and serve all CHANNELS channels.
+// Layouts (float32, contiguous): volumes[n][c][d][h][w], points[n][p][3] (x, y, z in [-1, 1]
+// spanning the width, height and depth), out[n][c][p]. Each point's eight corner offsets and
+// weights are computed once and serve all CHANNELS channels.
 
 #include <cstdint>
 
@@ -61,26 +61,3 @@ extern "C" void volume_read(float *out, const float *volumes, const float *point
     }
 }
 
-// Points [point_begin, point_end) of the flattened (n, p) axis.
-extern "C" void map_read(float *out, const float *maps, const float *points,
-                         int64_t points_per_map, int64_t height, int64_t width,
-                         int64_t point_begin, int64_t point_end) {
-    const int64_t channel_stride = height * width;
-    for (int64_t flat = point_begin; flat < point_end; flat++) {
-        const int64_t n = flat / points_per_map, p = flat % points_per_map;
-        const float *point = points + flat * 2;
-        int64_t x0, dx, y0, dy;
-        float fx, fy;
-        axis_corners(border_position(point[0], width), width, 1, x0, dx, fx);
-        axis_corners(border_position(point[1], height), height, width, y0, dy, fy);
-        const float gx = 1.0f - fx, gy = 1.0f - fy;
-        const float w00 = gy * gx, w01 = gy * fx, w10 = fy * gx, w11 = fy * fx;
-        const float *corner = maps + n * CHANNELS * channel_stride + y0 + x0;
-        float *result = out + n * CHANNELS * points_per_map + p;
-        for (int c = 0; c < CHANNELS; c++) {
-            const float *channel = corner + c * channel_stride;
-            result[c * points_per_map] = w00 * channel[0] + w01 * channel[dx] +
-                                         w10 * channel[dy] + w11 * channel[dy + dx];
-        }
-    }
-}

@@ -1,4 +1,4 @@
-"""The C++ bilinear / trilinear reads against ``grid_sample``, known values, and in renders."""
+"""The C++ trilinear volume read against ``grid_sample``, known values, and in renders."""
 
 import logging
 
@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from small_models import small_gsnerf_cfg
 
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.model import cpu_grid_read, native_library
+from gsnerf.model import cpu_volume_read, native_library
 from gsnerf.model.compiled_heads import compile_heads
-from gsnerf.model.cpu_grid_read import cpu_grid_read_applies
+from gsnerf.model.cpu_volume_read import cpu_volume_read_applies
 from gsnerf.model.feature_gather import grid_read
 from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.native_library import NativeBuildError, compiler_present
@@ -20,10 +20,10 @@ needs_compiler = pytest.mark.skipif(not compiler_present(), reason="no C++ compi
 
 @pytest.fixture
 def kernel_on():
-    saved = cpu_grid_read.enabled
-    cpu_grid_read.enabled = True
+    saved = cpu_volume_read.enabled
+    cpu_volume_read.enabled = True
     yield
-    cpu_grid_read.enabled = saved
+    cpu_volume_read.enabled = saved
 
 
 def _library(values, grid):
@@ -34,10 +34,9 @@ def _library(values, grid):
 @pytest.mark.parametrize(
     ("values_shape", "grid_shape"),
     [
-        ((3, 4, 6, 9, 11), (3, 7, 5, 1, 3)),  # volumes: sizes that are no powers of two
+        ((3, 4, 6, 9, 11), (3, 7, 5, 1, 3)),  # sizes that are no powers of two
         ((2, 5, 1, 4, 1), (2, 3, 4, 2, 3)),  # one hypothesis, one column
-        ((3, 20, 12, 16), (3, 9, 13, 2)),  # maps: 20 channels, as the semantic patch reads
-        ((2, 3, 1, 5), (2, 6, 2, 2)),  # one row
+        ((1, 8, 3, 1, 6), (1, 40, 1, 1, 3)),  # one row, the paper's 8 channels
     ],
 )
 def test_reads_equal_grid_sample(kernel_on, values_shape, grid_shape):
@@ -46,8 +45,8 @@ def test_reads_equal_grid_sample(kernel_on, values_shape, grid_shape):
     # Points up to 30 % beyond the edges, where the border is read.
     grid = torch.rand(grid_shape, generator=generator) * 2.6 - 1.3
     with torch.no_grad():
-        assert cpu_grid_read_applies(values, grid)
-        read = cpu_grid_read.cpu_grid_read(values, grid)
+        assert cpu_volume_read_applies(values, grid)
+        read = cpu_volume_read.cpu_volume_read(values, grid)
     expected = _library(values, grid)
     assert read.shape == expected.shape
     # Float32 corner weights: positions of up to ~16 cells carry ~1e-6 of rounding.
@@ -83,14 +82,10 @@ def test_known_values_at_centres_midpoints_and_beyond_the_border(kernel_on):
         ]
     ).view(1, len(cases), 1, 1, 3)
     with torch.no_grad():
-        read = cpu_grid_read.cpu_grid_read(volume, grid)[:, :, :, 0, 0]
+        read = cpu_volume_read.cpu_volume_read(volume, grid)[:, :, :, 0, 0]
     expected = torch.tensor([value for _, value in cases])
     assert torch.equal(read[0, 0], expected)
     assert torch.equal(read[0, 1], -expected)
-    # The same points on the z = 1 slice as a map (bilinear read).
-    with torch.no_grad():
-        map_read = cpu_grid_read.cpu_grid_read(volume[:, :, 1], grid[:, :, 0, :, :2])
-    assert torch.equal(map_read[0, 0, :3, 0], torch.tensor([51.0, 51.5, 45.0]))
 
 
 @needs_compiler
@@ -101,9 +96,9 @@ def test_threads_split_the_points_alike(kernel_on):
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = cpu_grid_read.cpu_grid_read(volume, grid)
+        one = cpu_volume_read.cpu_volume_read(volume, grid)
         torch.set_num_threads(3)
-        three = cpu_grid_read.cpu_grid_read(volume, grid)
+        three = cpu_volume_read.cpu_volume_read(volume, grid)
     finally:
         torch.set_num_threads(saved)
     assert torch.equal(one, three)
@@ -116,18 +111,20 @@ def test_renders_with_the_kernel_match_the_library_reads(kernel_on, monkeypatch,
     model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
     example = plane_example(3, 16, 24, 5, seed=0)
     reads = []
-    original = cpu_grid_read.cpu_grid_read
-    monkeypatch.setattr(cpu_grid_read, "cpu_grid_read", lambda *a: reads.append(1) or original(*a))
+    original = cpu_volume_read.cpu_volume_read
+    monkeypatch.setattr(
+        cpu_volume_read, "cpu_volume_read", lambda *a: reads.append(1) or original(*a)
+    )
     with torch.no_grad():
         geometry = model.encode_sources(example)
-        cpu_grid_read.enabled = False
+        cpu_volume_read.enabled = False
         plain = model.render_image(example, geometry, 96)
-        cpu_grid_read.enabled = True
+        cpu_volume_read.enabled = True
         if compiled:
             compile_heads(model, "default", ["gather"])
         render = model.render_image(example, geometry, 96)
-    # Per chunk: three levels' maps and volumes, the full-resolution maps, the semantic patch.
-    assert len(reads) >= 8 * (16 * 24 // 96)
+    # Per chunk, one read of each of the three levels' volumes.
+    assert len(reads) == 3 * (16 * 24 // 96)
     for name in ("rgb", "depth", "semantic_logits", "opacity"):
         error = (getattr(render, name) - getattr(plain, name)).abs().max()
         assert error < 1e-4, (name, error)
@@ -136,15 +133,15 @@ def test_renders_with_the_kernel_match_the_library_reads(kernel_on, monkeypatch,
 def test_conditions(kernel_on):
     volume, grid = torch.zeros(1, 4, 2, 3, 5), torch.zeros(1, 2, 2, 1, 3)
     with torch.no_grad():
-        assert cpu_grid_read_applies(volume, grid) == compiler_present()
-        assert not cpu_grid_read_applies(volume.bfloat16(), grid)
-        assert not cpu_grid_read_applies(volume, grid.double())
-        assert not cpu_grid_read_applies(torch.zeros(1, 65, 3, 5), torch.zeros(1, 2, 2, 2))
-        assert not cpu_grid_read_applies(torch.zeros(1, 4, 5), torch.zeros(1, 2, 1))  # 1-D
-        cpu_grid_read.enabled = False
-        assert not cpu_grid_read_applies(volume, grid)
-    cpu_grid_read.enabled = True
-    assert not cpu_grid_read_applies(volume, grid)  # gradients wanted
+        assert cpu_volume_read_applies(volume, grid) == compiler_present()
+        assert not cpu_volume_read_applies(volume.bfloat16(), grid)
+        assert not cpu_volume_read_applies(volume, grid.double())
+        assert not cpu_volume_read_applies(torch.zeros(1, 65, 2, 3, 5), grid)
+        assert not cpu_volume_read_applies(torch.zeros(1, 4, 3, 5), torch.zeros(1, 2, 2, 2))
+        cpu_volume_read.enabled = False
+        assert not cpu_volume_read_applies(volume, grid)
+    cpu_volume_read.enabled = True
+    assert not cpu_volume_read_applies(volume, grid)  # gradients wanted
 
 
 def test_without_a_compiler_grid_sample_reads(kernel_on, monkeypatch, caplog, tmp_path):
@@ -159,9 +156,9 @@ def test_without_a_compiler_grid_sample_reads(kernel_on, monkeypatch, caplog, tm
         volume = torch.randn(2, 4, 3, 5, 6, generator=generator)
         grid = torch.rand(2, 4, 3, 1, 3, generator=generator) * 2 - 1
         with pytest.raises(NativeBuildError, match="no-such-compiler"):
-            native_library.load_native_library(cpu_grid_read.SOURCE, {"CHANNELS": 4})
+            native_library.load_native_library(cpu_volume_read.SOURCE, {"CHANNELS": 4})
         with torch.no_grad(), caplog.at_level(logging.WARNING):
-            assert not cpu_grid_read_applies(volume, grid)
+            assert not cpu_volume_read_applies(volume, grid)
             read = grid_read(volume, grid)
         assert "C++ kernel volume_read unavailable" in caplog.text
         assert torch.equal(read, _library(volume, grid))
