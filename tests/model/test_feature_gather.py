@@ -165,6 +165,26 @@ def test_angle_encoding_of_known_angles() -> None:
         assert torch.allclose(encoding[view], torch.tensor(expected), atol=1e-6)
 
 
+def test_angle_encoding_equals_atan2_then_sine_and_cosine_of_its_multiples() -> None:
+    generator = torch.Generator().manual_seed(0)
+    directions = F.normalize(torch.randn(2, 50, 3, generator=generator), dim=-1)
+    points = 3 * torch.randn(2, 50, 4, 3, generator=generator)
+    centres = torch.randn(2, 5, 3, generator=generator)
+    centres[0, 1] = points[0, 0, 0]  # a point at a source centre: theta = 0
+    encoding = angle_encoding(directions, points, centres, frequencies=4).double()
+    offsets = points.double()[:, :, :, None] - centres.double()[:, None, None]
+    unit = F.normalize(offsets, dim=-1)
+    direction = directions.double()[:, :, None, None].expand_as(unit)
+    theta = torch.atan2(
+        torch.linalg.cross(direction, unit, dim=-1).norm(dim=-1), (direction * unit).sum(-1)
+    )
+    for k in range(4):
+        expected = torch.stack([(2**k * theta).sin(), (2**k * theta).cos()], dim=-1)
+        # Float32 rounding of the directions, amplified 2^k times by the multiple.
+        assert (encoding[..., 2 * k : 2 * k + 2] - expected).abs().max() < 2**k * 1e-6
+    assert torch.equal(encoding[0, 0, 0, 1], torch.tensor([0.0, 1.0] * 4, dtype=torch.float64))
+
+
 def test_view_mask_falls_back_to_in_frustum_then_to_all_views() -> None:
     in_frustum = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
     visible = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.bool)
