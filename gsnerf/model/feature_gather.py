@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from gsnerf.geometry.camera import camera_centers, project_points
-from gsnerf.model import cpu_volume_read
+from gsnerf.model import cpu_patch_read, cpu_volume_read
 from gsnerf.types import SourceGeometry, Views
 
 
@@ -320,9 +320,20 @@ def gather_semantic_features(
     """Semantic features on a ``p x p`` patch around each projection, ``p^2 c_sem`` channels.
 
     Patch offsets are ``spacing * (-1, 0, 1)`` full-resolution pixels, rows major, then columns,
-    one block of ``c_sem`` channels each (spec 2.5). One ``grid_sample`` reads every offset.
+    one block of ``c_sem`` channels each (spec 2.5). One ``grid_sample`` reads every offset; in
+    CPU inference a 3 x 3 patch of one-pixel spacing is read by a C++ kernel
+    (:mod:`gsnerf.model.cpu_patch_read`).
     """
     height, width = projection.image_size
+    maps = rearrange(semantic_features, "b v c h w -> (b v) c h w")
+    one_pixel_patch = cfg.semantic_patch == 3 and cfg.semantic_patch_spacing == 1.0
+    if one_pixel_patch and cpu_patch_read.cpu_patch_read_applies(maps, projection.grid):
+        # Semantic maps at full resolution, as the patch's one-pixel offsets assume.
+        if maps.shape[-2:] == (height, width):
+            patches = cpu_patch_read.cpu_patch_read(maps, projection.grid)
+            return rearrange(
+                patches, "(b v) c r (s p) -> b r s v (p c)", v=projection.num_views, p=9
+            )
     half = cfg.semantic_patch // 2
     steps = torch.arange(
         -half, half + 1, device=projection.grid.device, dtype=projection.grid.dtype

@@ -9,7 +9,8 @@ widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The trans
 also selects the whole transformer in one C++ kernel on a CPU
 (:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
 for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
-and for the gathering's volume reads (:mod:`gsnerf.model.cpu_volume_read`).
+and for the gathering's volume reads and semantic patches (:mod:`gsnerf.model.cpu_volume_read`,
+:mod:`gsnerf.model.cpu_patch_read`).
 """
 
 import contextlib
@@ -23,6 +24,7 @@ import torch
 from gsnerf.model import (
     attention_kernel,
     cpu_correlation,
+    cpu_patch_read,
     cpu_transformer,
     cpu_volume_read,
     fused_blocks,
@@ -55,11 +57,11 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
     ``FusedKernels()``.
     """
     if device.type == "cpu":
-        # The spec's shapes stand for all: what fails is the compiler.
+        # One shape stands for all: what fails is the compiler (a kernel that does not build
+        # for some shape falls back on its own, with a warning).
         if choice.transformer and not cpu_transformer.kernel_available(32, 4, 32, 9):
             choice = dataclasses.replace(choice, transformer=False)
-        builds = cpu_correlation.kernel_available(8, 8, 3) and cpu_volume_read.kernel_available(8)
-        if choice.cpu_kernels and not builds:
+        if choice.cpu_kernels and not cpu_correlation.kernel_available(8, 8, 3):
             choice = dataclasses.replace(choice, cpu_kernels=False)
     else:
         # CPU kernels only: the switch does nothing elsewhere, and records should say so.
@@ -83,7 +85,7 @@ def current_fused_kernels() -> FusedKernels:
         attention_kernel.enabled,
         fused_blocks.enabled,
         fused_transformer.enabled,
-        cpu_correlation.enabled and cpu_volume_read.enabled,
+        cpu_correlation.enabled and cpu_volume_read.enabled and cpu_patch_read.enabled,
     )
 
 
@@ -94,6 +96,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     fused_transformer.enabled = choice.transformer
     cpu_correlation.enabled = choice.cpu_kernels
     cpu_volume_read.enabled = choice.cpu_kernels
+    cpu_patch_read.enabled = choice.cpu_kernels
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:
