@@ -31,8 +31,8 @@ from gsnerf.model.native_library import (
 )
 
 SOURCE = "patch_read.cpp"
-# out, maps, points, points per map, height, width, begin, end.
-ARGUMENTS = (POINTER,) * 3 + (INT64,) * 5
+# out, maps, points, points per map, views, height, width, begin, end.
+ARGUMENTS = (POINTER,) * 3 + (INT64,) * 6
 # Points per patch: 3 x 3, rows major.
 PATCH_POINTS = 9
 # Widest maps with a library of their own (one per channel count).
@@ -65,27 +65,30 @@ def cpu_patch_read_applies(maps: Tensor, grid: Tensor) -> bool:
 
 
 @torch.library.custom_op("gsnerf::cpu_patch_read", mutates_args=())
-def cpu_patch_read(maps: Tensor, grid: Tensor) -> Tensor:
+def cpu_patch_read(maps: Tensor, grid: Tensor, views: int) -> Tensor:
     """``grid_sample(maps, ...)`` (bilinear, border, align_corners=False) at every point of
-    ``grid`` and at one pixel's offset in each direction. ``maps`` ``(n, c, h, w)``, ``grid``
-    ``(n, rows, points, 2)``; returns ``(n, c, rows, points * 9)``, each point's 3 x 3 patch
-    rows major. (Plain ``Tensor`` annotations: an operator's schema takes no others.)"""
-    batch, channels, height, width = maps.shape
-    points = grid.reshape(batch, -1, 2).contiguous()
-    per_map = points.shape[1]
+    ``grid`` and at one pixel's offset in each direction. ``maps`` ``(b * views, c, h, w)``,
+    ``grid`` ``(b * views, rows, points, 2)``; returns ``(b, rows, points, views, 9 * c)``: the
+    3 x 3 patch of each point rows major, each patch point's ``c`` channels together (the
+    semantic head's layout). Plain ``Tensor`` annotations: an operator's schema takes no others.
+    """
+    batch_views, channels, height, width = maps.shape
+    _, rows, per_row, _ = grid.shape
+    points = grid.reshape(batch_views, -1, 2).contiguous()
     maps = maps.contiguous()
-    out = maps.new_empty(batch, channels, per_map * PATCH_POINTS)
+    shape = (batch_views // views, rows, per_row, views, PATCH_POINTS * channels)
+    out = maps.new_empty(shape)
     kernel = native_function(SOURCE, "patch_read", ARGUMENTS, (("CHANNELS", channels),))
     pointers = (out.data_ptr(), maps.data_ptr(), points.data_ptr())
 
     def run_points(begin: int, end: int) -> None:
-        kernel(*pointers, per_map, height, width, begin, end)
+        kernel(*pointers, rows * per_row, views, height, width, begin, end)
 
-    run_ranges(run_points, split_range(batch * per_map, torch.get_num_threads()))
-    return out.view(batch, channels, grid.shape[1], grid.shape[2] * PATCH_POINTS)
+    run_ranges(run_points, split_range(batch_views * rows * per_row, torch.get_num_threads()))
+    return out
 
 
 @cpu_patch_read.register_fake
-def _cpu_patch_read_shape(maps: Tensor, grid: Tensor) -> Tensor:
-    shape = (maps.shape[0], maps.shape[1], grid.shape[1], grid.shape[2] * PATCH_POINTS)
-    return maps.new_empty(shape)
+def _cpu_patch_read_shape(maps: Tensor, grid: Tensor, views: int) -> Tensor:
+    channels, (rows, per_row) = maps.shape[1], grid.shape[1:3]
+    return maps.new_empty((maps.shape[0] // views, rows, per_row, views, PATCH_POINTS * channels))

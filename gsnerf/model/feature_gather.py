@@ -330,10 +330,7 @@ def gather_semantic_features(
     if one_pixel_patch and cpu_patch_read.cpu_patch_read_applies(maps, projection.grid):
         # Semantic maps at full resolution, as the patch's one-pixel offsets assume.
         if maps.shape[-2:] == (height, width):
-            patches = cpu_patch_read.cpu_patch_read(maps, projection.grid)
-            return rearrange(
-                patches, "(b v) c r (s p) -> b r s v (p c)", v=projection.num_views, p=9
-            )
+            return cpu_patch_read.cpu_patch_read(maps, projection.grid, projection.num_views)
     half = cfg.semantic_patch // 2
     steps = torch.arange(
         -half, half + 1, device=projection.grid.device, dtype=projection.grid.dtype

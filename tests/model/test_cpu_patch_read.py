@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from gsnerf.model import cpu_patch_read
 from gsnerf.model.cpu_patch_read import cpu_patch_read_applies
@@ -20,22 +21,26 @@ def kernel_on():
     cpu_patch_read.enabled = saved
 
 
-def _library_patches(maps, grid):
+def _library_patches(maps, grid, views):
     """The nine points of every patch through ``grid_sample``, in the kernel's layout."""
     height, width = maps.shape[-2:]
     steps = torch.tensor([-1.0, 0.0, 1.0])
     rows, cols = torch.meshgrid(steps, steps, indexing="ij")
     offsets = torch.stack([cols.flatten() * 2 / width, rows.flatten() * 2 / height], dim=-1)
-    points = (grid[:, :, :, None] + offsets).flatten(2, 3)
-    return F.grid_sample(maps, points, mode="bilinear", padding_mode="border", align_corners=False)
+    points = grid[:, :, :, None] + offsets
+    read = F.grid_sample(
+        maps, points.flatten(2, 3), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return rearrange(read, "(b v) c r (s p) -> b r s v (p c)", v=views, p=9)
 
 
 @needs_compiler
 @pytest.mark.parametrize(
     ("maps_shape", "grid_shape"),
-    [((3, 20, 12, 16), (3, 40, 4)), ((2, 5, 7, 3), (2, 9, 2)), ((1, 1, 2, 2), (1, 8, 1))],
+    [((6, 20, 12, 16), (6, 40, 4)), ((2, 5, 7, 3), (2, 9, 2)), ((1, 1, 2, 2), (1, 8, 1))],
 )
 def test_patches_equal_grid_sample_of_their_nine_points(kernel_on, maps_shape, grid_shape):
+    views = 3 if maps_shape[0] == 6 else 1  # a batch of two scenes of three views
     # Maps of 2 to 16 pixels a side with points up to 30 % beyond the edges: windows inside,
     # across and beyond the border (3 and 2 pixel wide maps have no inside window at all).
     generator = torch.Generator().manual_seed(0)
@@ -43,8 +48,8 @@ def test_patches_equal_grid_sample_of_their_nine_points(kernel_on, maps_shape, g
     grid = torch.rand(*grid_shape, 2, generator=generator) * 2.6 - 1.3
     with torch.no_grad():
         assert cpu_patch_read_applies(maps, grid)
-        patches = cpu_patch_read.cpu_patch_read(maps, grid)
-    expected = _library_patches(maps, grid)
+        patches = cpu_patch_read.cpu_patch_read(maps, grid, views)
+    expected = _library_patches(maps, grid, views)
     assert patches.shape == expected.shape
     # Float32 rounding of positions of up to 16 pixels (the kernel adds whole pixels to the
     # centre, grid_sample unnormalises each point's own coordinate).
@@ -60,7 +65,7 @@ def test_a_patch_inside_reads_the_pixels_it_covers(kernel_on):
     maps = (100.0 * ys + xs).float()[None, None]
     grid = torch.tensor([[[[(2 * 5.25 + 1) / width - 1, (2 * 3.5 + 1) / height - 1]]]])
     with torch.no_grad():
-        patch = cpu_patch_read.cpu_patch_read(maps, grid)[0, 0, 0]
+        patch = cpu_patch_read.cpu_patch_read(maps, grid, 1)[0, 0, 0, 0]
     expected = torch.tensor([100 * (3.5 + j) + 5.25 + i for j in (-1, 0, 1) for i in (-1, 0, 1)])
     assert torch.allclose(patch, expected, rtol=0, atol=1e-4)
 
@@ -100,6 +105,6 @@ def test_conditions(kernel_on):
 @needs_compiler
 def test_operator_schema_and_fake_shape(kernel_on):
     generator = torch.Generator().manual_seed(2)
-    maps = torch.randn(2, 3, 6, 7, generator=generator)
-    grid = torch.rand(2, 4, 3, 2, generator=generator) * 2 - 1
-    torch.library.opcheck(cpu_patch_read.cpu_patch_read, (maps, grid))
+    maps = torch.randn(4, 3, 6, 7, generator=generator)
+    grid = torch.rand(4, 4, 3, 2, generator=generator) * 2 - 1
+    torch.library.opcheck(cpu_patch_read.cpu_patch_read, (maps, grid, 2))

@@ -3,8 +3,10 @@
 // pixel's offset in each direction), for CPU inference. Built and loaded by
 // gsnerf/model/cpu_patch_read.py; see its module doc.
 //
-// Layouts (float32, contiguous): maps[n][c][h][w], points[n][p][2] (x, y in [-1, 1] spanning
-// the width and height), out[n][c][p][9] (the patch rows major, then columns).
+// Layouts (float32, contiguous): maps[n][c][h][w] and points[n][p][2] (x, y in [-1, 1]
+// spanning the width and height) with n = b * views + v, and
+// out[b][p][v][k][c] for the k-th point of the patch (rows major, then columns): the layout
+// in which the semantic head reads them, one row of 9 * CHANNELS features per sample and view.
 //
 // The nine reads of a patch share their fractional offsets, and together touch a 4x4 window of
 // pixels: where the window lies inside the map (no border clamp), each channel's window rows
@@ -29,9 +31,9 @@ static inline float clamp_to_border(float position, int64_t size) {
     return position > 0.0f ? (position < upper ? position : upper) : 0.0f;
 }
 
-// One bilinear read of every channel at (x, y) after the border clamp.
-static void read_point(float *out, int64_t out_stride, const float *map, int64_t height,
-                       int64_t width, float x, float y) {
+// One bilinear read of every channel at (x, y) after the border clamp, into out[0..CHANNELS).
+static void read_point(float *out, const float *map, int64_t height, int64_t width, float x,
+                       float y) {
     x = clamp_to_border(x, width);
     y = clamp_to_border(y, height);
     const int64_t x0 = (int64_t)x, y0 = (int64_t)y;  // x, y >= 0: truncation is the floor
@@ -43,14 +45,13 @@ static void read_point(float *out, int64_t out_stride, const float *map, int64_t
     const float *corner = map + y0 * width + x0;
     for (int c = 0; c < CHANNELS; c++) {
         const float *channel = corner + c * plane;
-        out[c * out_stride] =
-            w00 * channel[0] + w01 * channel[dx] + w10 * channel[dy] + w11 * channel[dy + dx];
+        out[c] = w00 * channel[0] + w01 * channel[dx] + w10 * channel[dy] + w11 * channel[dy + dx];
     }
 }
 
 // Points [point_begin, point_end) of the flattened (n, p) axis.
 extern "C" void patch_read(float *out, const float *maps, const float *points,
-                           int64_t points_per_map, int64_t height, int64_t width,
+                           int64_t points_per_map, int64_t views, int64_t height, int64_t width,
                            int64_t point_begin, int64_t point_end) {
     const int64_t plane = height * width;
     for (int64_t flat = point_begin; flat < point_end; flat++) {
@@ -58,9 +59,8 @@ extern "C" void patch_read(float *out, const float *maps, const float *points,
         const float x = unnormalised(points[flat * 2], width);
         const float y = unnormalised(points[flat * 2 + 1], height);
         const float *map = maps + n * CHANNELS * plane;
-        // out[n][c][p][k]: channel stride points_per_map * 9.
-        float *result = out + (n * CHANNELS * points_per_map + p) * 9;
-        const int64_t channel_stride = points_per_map * 9;
+        const int64_t b = n / views, v = n % views;
+        float *result = out + ((b * points_per_map + p) * views + v) * 9 * CHANNELS;
         // The window's first column and row: the floor of the patch's first point.
         const float first_x = x - 1.0f, first_y = y - 1.0f;
         const bool inside = first_x >= 0.0f && first_y >= 0.0f && first_x + 3.0f < (float)width &&
@@ -68,7 +68,7 @@ extern "C" void patch_read(float *out, const float *maps, const float *points,
         if (!inside) {
             for (int row = 0; row < 3; row++)
                 for (int column = 0; column < 3; column++)
-                    read_point(result + row * 3 + column, channel_stride, map, height, width,
+                    read_point(result + (row * 3 + column) * CHANNELS, map, height, width,
                                x + (float)(column - 1), y + (float)(row - 1));
             continue;
         }
@@ -84,10 +84,9 @@ extern "C" void patch_read(float *out, const float *maps, const float *points,
                 for (int column = 0; column < 3; column++)
                     along_x[row][column] = gx * line[column] + fx * line[column + 1];
             }
-            float *patch = result + c * channel_stride;
             for (int row = 0; row < 3; row++)
                 for (int column = 0; column < 3; column++)
-                    patch[row * 3 + column] =
+                    result[(row * 3 + column) * CHANNELS + c] =
                         gy * along_x[row][column] + fy * along_x[row + 1][column];
         }
     }
