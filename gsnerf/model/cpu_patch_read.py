@@ -73,6 +73,8 @@ def cpu_patch_read(maps: Tensor, grid: Tensor, views: int) -> Tensor:
     semantic head's layout). Plain ``Tensor`` annotations: an operator's schema takes no others.
     """
     batch_views, channels, height, width = maps.shape
+    if views < 1 or batch_views % views:
+        raise ValueError(f"cpu_patch_read: {batch_views} maps are not a batch of {views} views")
     _, rows, per_row, _ = grid.shape
     points = grid.reshape(batch_views, -1, 2).contiguous()
     maps = maps.contiguous()
