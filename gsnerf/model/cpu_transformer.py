@@ -135,7 +135,7 @@ def packed_weights(blocks: nn.ModuleList) -> Float[Tensor, " floats"]:
     return torch.cat([part.detach().reshape(-1).float() for part in parts])
 
 
-def _shape_fits(blocks: nn.ModuleList, tokens: int) -> bool:
+def blocks_fit(blocks: nn.ModuleList, tokens: int) -> bool:
     """Blocks the kernel computes exactly: plain ReLU feed-forward layers, one epsilon."""
     if not len(blocks) or not 1 <= tokens <= MAX_TOKENS:
         return False
@@ -156,7 +156,7 @@ def cpu_transformer_applies(blocks: nn.ModuleList, tokens: Tensor) -> bool:
         and tokens.device.type == "cpu"
         and tokens.dtype == torch.float32
         and not torch.is_grad_enabled()
-        and _shape_fits(blocks, tokens.shape[1])
+        and blocks_fit(blocks, tokens.shape[1])
     ):
         return False
     first = blocks[0]

@@ -4,10 +4,10 @@ For CPU kernels that the compiler should specialise to fixed sizes (``defines``)
 machine's vector instructions (``-march=native``), as ``torch.compile`` does for its own CPU
 code; no torch headers, so a build takes under a second. Libraries are kept in
 ``$GSNERF_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/gsnerf/native`` (``~/.cache/gsnerf/native``),
-under a name hashed from the source, the defines, the compiler and its flags, and this CPU's
-feature flags (a library built for another CPU could use instructions this one lacks). A build
-writes a temporary file and renames it, so processes building the same library at once (test
-workers) never load a half-written one.
+under a name hashed from the source and the headers beside it (``csrc/*.h``), the defines, the
+compiler and its flags, and this CPU's feature flags (a library built for another CPU could use
+instructions this one lacks). A build writes a temporary file and renames it, so processes
+building the same library at once (test workers) never load a half-written one.
 
 The compiler is ``$CXX``, else the first of ``c++``, ``g++`` and ``clang++`` found. Without one,
 or when the build fails, :func:`load_native_library` raises :class:`NativeBuildError` naming
@@ -100,8 +100,11 @@ def _cpu_features() -> str:
 def library_path(source: Path, defines: dict[str, int], compiler: str) -> Path:
     """Where the library of ``source`` built with ``defines`` by ``compiler`` is kept."""
     key = hashlib.sha256()
+    # The headers next to the source too: a changed header must build the library again.
+    headers = [header.read_text() for header in sorted(source.parent.glob("*.h"))]
     for part in (
         source.read_text(),
+        *headers,
         repr(sorted(defines.items())),
         compiler,
         _compiler_identity(compiler),
@@ -122,6 +125,7 @@ def _load(source: Path, defines: tuple[tuple[str, int], ...]) -> ctypes.CDLL:
         handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(handle)
         command = [compiler, *FLAGS, *(f"-D{name}={value}" for name, value in defines)]
+        command += [f"-I{source.parent}"]
         command += [str(source), "-o", partial]
         try:
             result = subprocess.run(

@@ -28,6 +28,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from gsnerf.model.cpu_token_heads import cpu_radiance_applies, cpu_radiance_views
 from gsnerf.model.feature_gather import GatheredFeatures
 from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
 
@@ -111,13 +112,16 @@ class RadianceHead(nn.Module):
         self.density = mlp([width, *cfg.density_hidden, 1])
         self.blend = mlp([width + angle_channels, *cfg.blend_hidden, 1])
 
-    def forward(
-        self,
-        gathered: GatheredFeatures,
-        view_mask: Bool[Tensor, "b rays samples v"],
-        positions: Float[Tensor, "b rays samples"],
-    ) -> RadianceOutput:
-        """``view_mask`` from :func:`attention_view_mask`; ``positions`` in [0, 1], near to far."""
+    def view_stage(
+        self, gathered: GatheredFeatures, view_mask: Bool[Tensor, "b rays samples v"]
+    ) -> tuple[
+        Float[Tensor, "b rays samples c"],
+        Float[Tensor, "b rays samples v"],
+        Float[Tensor, "b rays samples 3"],
+    ]:
+        """Per sample: the global token after the view transformer, the blending weights and
+        the blended colour (on a CPU in inference, one kernel computes the same:
+        :mod:`gsnerf.model.cpu_token_heads`)."""
         batch, rays = view_mask.shape[:2]
         features = torch.cat([gathered.volume, gathered.image, gathered.colours], dim=-1)
         flags = torch.stack([gathered.in_frustum, gathered.visible], dim=-1).to(features.dtype)
@@ -137,7 +141,27 @@ class RadianceHead(nn.Module):
         tokens = self.view_transformer(tokens, key_mask)
 
         unfold = {"b": batch, "r": rays}
-        ray_tokens = rearrange(tokens[:, 0], "(b r s) c -> (b r) s c", **unfold)
+        view_out = rearrange(tokens[:, 1:], "(b r s) v c -> b r s v c", **unfold)
+        logits = self.blend(torch.cat([view_out, gathered.angle.to(view_out.dtype)], dim=-1))
+        logits = logits[..., 0].masked_fill(~view_mask, -torch.inf)
+        blend_weights = logits.softmax(dim=-1)
+        rgb = (blend_weights[..., None] * gathered.colours.to(blend_weights.dtype)).sum(dim=-2)
+        ray_tokens = rearrange(tokens[:, 0], "(b r s) c -> b r s c", **unfold)
+        return ray_tokens, blend_weights, rgb
+
+    def forward(
+        self,
+        gathered: GatheredFeatures,
+        view_mask: Bool[Tensor, "b rays samples v"],
+        positions: Float[Tensor, "b rays samples"],
+    ) -> RadianceOutput:
+        """``view_mask`` from :func:`attention_view_mask`; ``positions`` in [0, 1], near to far."""
+        batch, rays = view_mask.shape[:2]
+        if cpu_radiance_applies(self, gathered):
+            ray_tokens, blend_weights, rgb = cpu_radiance_views(self, gathered, view_mask)
+        else:
+            ray_tokens, blend_weights, rgb = self.view_stage(gathered, view_mask)
+        ray_tokens = rearrange(ray_tokens, "b r s c -> (b r) s c")
         if RayMixer(self.cfg.ray_mixer) is RayMixer.ATTENTION:
             encoding = position_encoding(positions, self.cfg.position_frequencies)
             ray_tokens = ray_tokens + self.position_embed(
@@ -145,14 +169,8 @@ class RadianceHead(nn.Module):
             )
             ray_tokens = self.ray_transformer(ray_tokens)
         density = F.softplus(self.density(ray_tokens)[..., 0])
-
-        view_out = rearrange(tokens[:, 1:], "(b r s) v c -> b r s v c", **unfold)
-        logits = self.blend(torch.cat([view_out, gathered.angle.to(view_out.dtype)], dim=-1))
-        logits = logits[..., 0].masked_fill(~view_mask, -torch.inf)
-        blend_weights = logits.softmax(dim=-1)
-        rgb = (blend_weights[..., None] * gathered.colours.to(blend_weights.dtype)).sum(dim=-2)
         return RadianceOutput(
-            density=rearrange(density, "(b r) s -> b r s", **unfold),
+            density=rearrange(density, "(b r) s -> b r s", b=batch, r=rays),
             rgb=rgb,
             blend_weights=blend_weights,
         )

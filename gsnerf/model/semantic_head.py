@@ -22,6 +22,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from gsnerf.model.cpu_token_heads import cpu_semantic_applies, cpu_semantic_logits
 from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
 
 
@@ -89,6 +90,9 @@ class SemanticHead(nn.Module):
         visible: Bool[Tensor, "b rays samples v"],
         view_mask: Bool[Tensor, "b rays samples v"],
     ) -> Float[Tensor, "b rays samples classes"]:
+        if cpu_semantic_applies(self, features):
+            # The same numbers from one kernel on a CPU in inference (its module doc).
+            return cpu_semantic_logits(self, features, in_frustum, visible, view_mask)
         batch, rays = view_mask.shape[:2]
         flags = torch.stack([in_frustum, visible], dim=-1).to(features.dtype)
         view_tokens = rearrange(

@@ -2,152 +2,10 @@
 // CPU inference. Built and loaded by gsnerf/model/cpu_transformer.py; see its module doc.
 //
 // Layout: the tokens come channel-major, in[c][t][n] for channel c, token t and set n, so that
-// LANES consecutive sets form one vector. Each tile of LANES sets is loaded once, goes through
-// every block in a few kilobytes of local arrays (the first-level cache), and is written once:
-// every product, the attention, the residuals and the LayerNorms work on whole vectors of sets.
-// Sizes are compile-time constants (one library per transformer shape), so that the compiler
-// keeps the accumulators of a product in registers.
+// LANES consecutive sets form one vector (token_blocks.h). Each tile of LANES sets is loaded
+// once, goes through every block, and is written once.
 
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-
-#ifndef WIDTH
-#error "define WIDTH (token channels), HEADS, FFN (feed-forward width) and TOKENS"
-#endif
-#define HEAD_WIDTH (WIDTH / HEADS)
-static_assert(WIDTH % HEADS == 0, "HEADS must divide WIDTH");
-
-// Sets per vector: 16 float32 lanes, one AVX-512 register (two AVX2 ones). 8 and 32 lanes were
-// slower on this project's CPU (18.0 and 80 against 16.3 ms for 4096 sets of 9 tokens).
-#define LANES 16
-
-typedef float Vec __attribute__((vector_size(LANES * sizeof(float))));
-typedef int32_t IntVec __attribute__((vector_size(LANES * sizeof(int32_t))));
-
-static inline Vec splat(float value) { return Vec{} + value; }
-static inline Vec max(Vec a, Vec b) { return a > b ? a : b; }
-static inline Vec min(Vec a, Vec b) { return a < b ? a : b; }
-
-// exp(x) for x <= 0 (larger x are clamped to 0, smaller to -87): x = n ln 2 + r with
-// |r| <= ln(2) / 2, exp(r) from a degree-7 polynomial (the Cephes single-precision
-// coefficients), times 2^n built in the exponent bits. Relative error about 1e-7.
-static inline Vec exp_nonpositive(Vec x) {
-    x = min(max(x, splat(-87.0f)), splat(0.0f));
-    // Round x / ln 2 to the nearest integer: adding 1.5 * 2^23 leaves no fraction bits.
-    Vec n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    // ln 2 in two parts, so that n ln 2 loses no bits of r.
-    Vec r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    Vec poly = splat(1.9875691500e-4f);
-    poly = poly * r + 1.3981999507e-3f;
-    poly = poly * r + 8.3334519073e-3f;
-    poly = poly * r + 4.1665795894e-2f;
-    poly = poly * r + 1.6666665459e-1f;
-    poly = poly * r + 5.0000001201e-1f;
-    poly = poly * r * r + r + 1.0f;
-    IntVec exponent_bits = (__builtin_convertvector(n, IntVec) + 127) << 23;
-    return poly * (Vec)exponent_bits;  // the same bits read as floats
-}
-
-static inline Vec inverse_sqrt(Vec x) {
-    Vec result;
-    for (int lane = 0; lane < LANES; lane++) result[lane] = 1.0f / __builtin_sqrtf(x[lane]);
-    return result;
-}
-
-// One block's parameters, row-major as in torch (weights are (out, in)).
-struct Block {
-    const float *qkv, *out, *attention_norm_weight, *attention_norm_bias;
-    const float *ffn_in, *ffn_in_bias, *ffn_out, *ffn_out_bias, *ffn_norm_weight, *ffn_norm_bias;
-};
-
-// out[r][t] = bias[r] + sum_k weight[r][k] in[k][t] for r < ROWS: one weight broadcast feeds
-// TOKENS independent accumulators.
-template <int ROWS, int DEPTH>
-static inline void product(Vec out[][TOKENS], const float *weight, const Vec in[][TOKENS],
-                           const float *bias) {
-    for (int r = 0; r < ROWS; r++) {
-        Vec sums[TOKENS];
-        for (int t = 0; t < TOKENS; t++) sums[t] = splat(bias ? bias[r] : 0.0f);
-        for (int k = 0; k < DEPTH; k++) {
-            const float w = weight[r * DEPTH + k];
-            for (int t = 0; t < TOKENS; t++) sums[t] += w * in[k][t];
-        }
-        for (int t = 0; t < TOKENS; t++) out[r][t] = sums[t];
-    }
-}
-
-// LayerNorm over the channels of every token (population variance, as torch).
-static void layer_norm(Vec x[WIDTH][TOKENS], const float *weight, const float *bias, float eps) {
-    for (int t = 0; t < TOKENS; t++) {
-        Vec mean = splat(0.0f);
-        for (int c = 0; c < WIDTH; c++) mean += x[c][t];
-        mean *= 1.0f / WIDTH;
-        Vec variance = splat(0.0f);
-        for (int c = 0; c < WIDTH; c++) {
-            Vec centred = x[c][t] - mean;
-            variance += centred * centred;
-        }
-        Vec scale = inverse_sqrt(variance * (1.0f / WIDTH) + eps);
-        for (int c = 0; c < WIDTH; c++) x[c][t] = (x[c][t] - mean) * scale * weight[c] + bias[c];
-    }
-}
-
-// Softmax attention of every head, masked over the keys: keep[t] is 1 for an attended key and
-// 0 for one no query may attend to (every set keeps at least one key).
-static void attention(Vec attended[WIDTH][TOKENS], const Vec x[WIDTH][TOKENS], const float *qkv,
-                      const Vec keep[TOKENS]) {
-    const float scale = 1.0f / __builtin_sqrtf(static_cast<float>(HEAD_WIDTH));
-    Vec query[HEAD_WIDTH][TOKENS], key[HEAD_WIDTH][TOKENS], value[HEAD_WIDTH][TOKENS];
-    for (int h = 0; h < HEADS; h++) {
-        product<HEAD_WIDTH, WIDTH>(query, qkv + (h * HEAD_WIDTH) * WIDTH, x, nullptr);
-        product<HEAD_WIDTH, WIDTH>(key, qkv + (WIDTH + h * HEAD_WIDTH) * WIDTH, x, nullptr);
-        product<HEAD_WIDTH, WIDTH>(value, qkv + (2 * WIDTH + h * HEAD_WIDTH) * WIDTH, x, nullptr);
-        for (int tq = 0; tq < TOKENS; tq++) {
-            Vec weights[TOKENS];
-            Vec highest = splat(-3.0e38f);
-            for (int tk = 0; tk < TOKENS; tk++) {
-                Vec score = splat(0.0f);
-                for (int c = 0; c < HEAD_WIDTH; c++) score += query[c][tq] * key[c][tk];
-                weights[tk] = score * scale;
-                highest = keep[tk] != 0.0f ? max(highest, weights[tk]) : highest;
-            }
-            Vec total = splat(0.0f);
-            for (int tk = 0; tk < TOKENS; tk++) {
-                weights[tk] = exp_nonpositive(weights[tk] - highest) * keep[tk];
-                total += weights[tk];
-            }
-            const Vec inverse_total = 1.0f / total;
-            for (int c = 0; c < HEAD_WIDTH; c++) {
-                Vec sum = splat(0.0f);
-                for (int tk = 0; tk < TOKENS; tk++) sum += weights[tk] * value[c][tk];
-                attended[h * HEAD_WIDTH + c][tq] = sum * inverse_total;
-            }
-        }
-    }
-}
-
-// Post-norm block: x = LN(x + out(attention(x))); x = LN(x + ffn(x)).
-static void run_block(Vec x[WIDTH][TOKENS], const Block &block, const Vec keep[TOKENS],
-                      float eps) {
-    Vec attended[WIDTH][TOKENS], update[WIDTH][TOKENS], hidden[FFN][TOKENS];
-    attention(attended, x, block.qkv, keep);
-    product<WIDTH, WIDTH>(update, block.out, attended, nullptr);
-    for (int c = 0; c < WIDTH; c++)
-        for (int t = 0; t < TOKENS; t++) x[c][t] += update[c][t];
-    layer_norm(x, block.attention_norm_weight, block.attention_norm_bias, eps);
-    product<FFN, WIDTH>(hidden, block.ffn_in, x, block.ffn_in_bias);
-    for (int f = 0; f < FFN; f++)
-        for (int t = 0; t < TOKENS; t++) hidden[f][t] = max(hidden[f][t], splat(0.0f));
-    product<WIDTH, FFN>(update, block.ffn_out, hidden, block.ffn_out_bias);
-    for (int c = 0; c < WIDTH; c++)
-        for (int t = 0; t < TOKENS; t++) x[c][t] += update[c][t];
-    layer_norm(x, block.ffn_norm_weight, block.ffn_norm_bias, eps);
-}
-
-// Floats of one block in `weights`, in the order of struct Block.
-constexpr int64_t BLOCK_FLOATS =
-    4 * WIDTH * WIDTH + 2 * WIDTH + FFN * WIDTH + FFN + WIDTH * FFN + 3 * WIDTH;
+#include "token_blocks.h"
 
 // Sets [begin, end) of `sets`: out[c][t][n] = transformer(in)[c][t][n]. keep: [TOKENS][sets]
 // of 1 and 0, or null (every key attended). weights: `blocks` blocks of BLOCK_FLOATS each.
@@ -167,21 +25,7 @@ extern "C" void token_transformer(float *out, const float *in, const float *keep
             keep_tile[t] = splat(1.0f);
             if (keep) std::memcpy(&keep_tile[t], keep + t * sets + first, lanes * sizeof(float));
         }
-        for (int b = 0; b < blocks; b++) {
-            const float *p = weights + b * BLOCK_FLOATS;
-            Block block;
-            block.qkv = p, p += 3 * WIDTH * WIDTH;
-            block.out = p, p += WIDTH * WIDTH;
-            block.attention_norm_weight = p, p += WIDTH;
-            block.attention_norm_bias = p, p += WIDTH;
-            block.ffn_in = p, p += FFN * WIDTH;
-            block.ffn_in_bias = p, p += FFN;
-            block.ffn_out = p, p += WIDTH * FFN;
-            block.ffn_out_bias = p, p += WIDTH;
-            block.ffn_norm_weight = p, p += WIDTH;
-            block.ffn_norm_bias = p;
-            run_block(x, block, keep_tile, eps);
-        }
+        run_blocks(x, weights, blocks, keep_tile, eps);
         for (int c = 0; c < WIDTH; c++)
             for (int t = 0; t < TOKENS; t++)
                 std::memcpy(out + c * plane + t * sets + first, &x[c][t], lanes * sizeof(float));
