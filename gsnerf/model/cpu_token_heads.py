@@ -27,6 +27,7 @@ the semantic head's default tokens (``views_and_global``), and a library built f
 """
 
 import ctypes
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Bool, Float
@@ -56,34 +57,42 @@ RADIANCE, SEMANTIC = 1, 2
 Defines = tuple[tuple[str, int], ...]
 
 
-# The kernel's compile-time sizes, in the order of a head's ``shape`` list; ENDING is the angle
-# encoding's width for the radiance head, the class count for the semantic one.
-SHAPE_FIELDS = (
-    "VIEWS", "WIDTH", "HEADS", "FFN", "PART0", "PART1", "PART2", "HIDDEN1", "HIDDEN2",
-    "EPILOGUE", "ENDING",
-)  # fmt: skip
+class HeadShape(NamedTuple):
+    """The kernel's compile-time sizes for one head (a library is built per shape)."""
 
+    views: int
+    width: int  # tokens' channels
+    heads: int
+    ffn: int  # feed-forward width of the blocks
+    part0: int  # channels of the per-view input parts (0: no such part)
+    part1: int
+    part2: int
+    hidden1: int  # hidden widths of the ending MLP
+    hidden2: int
+    epilogue: int  # RADIANCE or SEMANTIC
+    ending: int  # the angle encoding's width (radiance) or the class count (semantic)
 
-def shape_defines(shape: list[int]) -> Defines:
-    """The ``-D`` values of a head's ``shape`` (:data:`SHAPE_FIELDS`)."""
-    values = dict(zip(SHAPE_FIELDS, shape, strict=True))
-    ending = values.pop("ENDING")
-    if values["EPILOGUE"] == RADIANCE:
-        # The colours are the last part of the radiance features.
-        values.update(ANGLE=ending, COLOURS_AT=values["PART0"] + values["PART1"])
-    else:
-        values["CLASSES"] = ending
-    return tuple(sorted(values.items()))
+    def defines(self) -> Defines:
+        values = {name.upper(): value for name, value in self._asdict().items()}
+        ending = values.pop("ENDING")
+        if self.epilogue == RADIANCE:
+            # The colours are the last part of the radiance features.
+            values.update(ANGLE=ending, COLOURS_AT=self.part0 + self.part1)
+        else:
+            values["CLASSES"] = ending
+        return tuple(sorted(values.items()))
 
 
 @torch.compiler.assume_constant_result
-def kernel_available(shape: tuple[int, ...]) -> bool:
+def kernel_available(shape: HeadShape) -> bool:
     """Whether the kernel for ``shape`` builds; tried (and warned about) once per shape. A
     constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
-    return native_function_builds(SOURCE, "token_head", ARGUMENTS, shape_defines(list(shape)))
+    return native_function_builds(SOURCE, "token_head", ARGUMENTS, shape.defines())
 
 
-def _linear_layers(sequential: nn.Sequential) -> list[nn.Linear]:
+def _linear_layers(sequential: nn.Sequential) -> list:
+    """Its ``nn.Linear`` layers. (A bare ``list`` hint: the tests' runtime type checks draw a
+    random item of a ``list[...]``, which ``torch.compile`` cannot trace.)"""
     return [layer for layer in sequential if isinstance(layer, nn.Linear)]
 
 
@@ -95,8 +104,8 @@ def head_shape(
     ending: nn.Sequential,
     epilogue: int,
     ending_size: int,
-) -> tuple[int, ...] | None:
-    """A head's ``shape`` (:data:`SHAPE_FIELDS`), or None where the kernel cannot run it."""
+) -> HeadShape | None:
+    """A head's shape, or None where the kernel cannot run it."""
     blocks = transformer.blocks
     hidden = _linear_layers(ending)
     if not blocks:
@@ -119,10 +128,10 @@ def head_shape(
     ):
         return None
     sizes = (hidden[0].out_features, hidden[1].out_features)
-    return (views, width, heads, ffn, *parts, *sizes, epilogue, ending_size)
+    return HeadShape(views, width, heads, ffn, *parts, *sizes, epilogue, ending_size)
 
 
-def _usable(tensor: Tensor, shape: tuple[int, ...] | None) -> bool:
+def _usable(tensor: Tensor, shape: HeadShape | None) -> bool:
     return (
         shape is not None
         and fused_transformer.enabled
@@ -155,7 +164,7 @@ def _run(
     outputs: list[Tensor],
 ) -> None:
     """The kernel on every sample, split among threads at multiples of its 16 lanes."""
-    kernel = native_function(SOURCE, "token_head", ARGUMENTS, shape_defines(shape))
+    kernel = native_function(SOURCE, "token_head", ARGUMENTS, HeadShape(*shape).defines())
     inputs = [None if tensor is None else tensor.contiguous() for tensor in inputs]
     pointers = [None if tensor is None else tensor.data_ptr() for tensor in inputs]
     out_pointers = [tensor.data_ptr() for tensor in outputs]
@@ -232,7 +241,7 @@ def _flat(tensor: Tensor, views: int) -> Tensor:
     return tensor.reshape(-1, views, *tensor.shape[4:])
 
 
-def radiance_shape(head: nn.Module, gathered: GatheredFeatures) -> tuple[int, ...] | None:
+def radiance_shape(head: nn.Module, gathered: GatheredFeatures) -> HeadShape | None:
     views = gathered.in_frustum.shape[-1]
     parts = (gathered.volume.shape[-1], gathered.image.shape[-1], gathered.colours.shape[-1])
     if parts[2] != 3:
@@ -281,7 +290,7 @@ def cpu_radiance_views(
     )
 
 
-def semantic_shape(head: nn.Module, features: Tensor) -> tuple[int, ...] | None:
+def semantic_shape(head: nn.Module, features: Tensor) -> HeadShape | None:
     if not hasattr(head, "global_embed") or head.tokens.value != "views_and_global":
         return None
     classes = _linear_layers(head.classifier)[-1].out_features

@@ -179,8 +179,9 @@ def test_without_a_compiler_the_blocks_run_in_pytorch(kernel_on, monkeypatch, ca
 @needs_compiler
 def test_build_errors_name_the_source(monkeypatch, tmp_path):
     monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path))
-    # Without its size definitions the source stops at its #error line.
-    with pytest.raises(NativeBuildError, match="token_transformer.cpp.*define WIDTH"):
+    # Without its size definitions the source stops at the #error line of its header; the
+    # message names the source, then gives the compiler's.
+    with pytest.raises(NativeBuildError, match="(?s)token_transformer.cpp.*define WIDTH"):
         load_native_library("token_transformer.cpp", {"HEADS": 4})
     with pytest.raises(NativeBuildError, match="does not exist"):
         load_native_library("missing.cpp", {})
