@@ -73,21 +73,32 @@ class HeadShape(NamedTuple):
     ending: int  # the angle encoding's width (radiance) or the class count (semantic)
 
     def defines(self) -> Defines:
-        values = {name.upper(): value for name, value in self._asdict().items()}
-        ending = values.pop("ENDING")
+        """The ``-D`` values of the kernel's source."""
+        values = [
+            ("VIEWS", self.views),
+            ("WIDTH", self.width),
+            ("HEADS", self.heads),
+            ("FFN", self.ffn),
+            ("PART0", self.part0),
+            ("PART1", self.part1),
+            ("PART2", self.part2),
+            ("HIDDEN1", self.hidden1),
+            ("HIDDEN2", self.hidden2),
+            ("EPILOGUE", self.epilogue),
+        ]
         if self.epilogue == RADIANCE:
             # The colours are the last part of the radiance features.
-            values.update(ANGLE=ending, COLOURS_AT=self.part0 + self.part1)
+            values += [("ANGLE", self.ending), ("COLOURS_AT", self.part0 + self.part1)]
         else:
-            values["CLASSES"] = ending
-        return tuple(sorted(values.items()))
+            values.append(("CLASSES", self.ending))
+        return tuple(sorted(values))
 
 
 @torch.compiler.assume_constant_result
-def kernel_available(shape: HeadShape) -> bool:
+def kernel_available(*shape: int) -> bool:
     """Whether the kernel for ``shape`` builds; tried (and warned about) once per shape. A
     constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
-    return native_function_builds(SOURCE, "token_head", ARGUMENTS, shape.defines())
+    return native_function_builds(SOURCE, "token_head", ARGUMENTS, HeadShape(*shape).defines())
 
 
 def _linear_layers(sequential: nn.Sequential) -> list:
@@ -138,7 +149,8 @@ def _usable(tensor: Tensor, shape: HeadShape | None) -> bool:
         and tensor.device.type == "cpu"
         and tensor.dtype == torch.float32
         and not torch.is_grad_enabled()
-        and kernel_available(shape)
+        # As plain integers: torch.compile passes a named tuple to it as an empty tuple.
+        and kernel_available(*shape)
     )
 
 

@@ -263,3 +263,34 @@ def test_without_a_compiler_the_heads_run_in_pytorch(kernel_on, monkeypatch, cap
     finally:
         for cache in caches:
             cache.cache_clear()
+
+
+@needs_compiler
+def test_compiled_heads_call_the_kernel(kernel_on, monkeypatch):
+    # Traced with the kernel on: its conditions run while torch.compile traces the heads.
+    head = _radiance_head()
+    gathered = _gathered(4, 4, 8)
+    mask = attention_view_mask(gathered.in_frustum, gathered.visible)
+    positions = torch.linspace(0.1, 0.9, 4).expand(1, 4, 4)
+    semantic = _spread(SemanticHead(SemanticHeadCfg(), 9, CLASSES))
+    inputs = _semantic_inputs(16, 8, 9)
+    calls = []
+    run = cpu_token_heads._run
+
+    def counted(shape, *arguments):
+        calls.append(shape[-2])  # the epilogue
+        return run(shape, *arguments)
+
+    with torch.inference_mode():
+        expected = head(gathered, mask, positions)
+        expected_logits = semantic(*inputs)
+        torch._dynamo.reset()
+        compiled = torch.compile(head.forward)
+        compiled_semantic = torch.compile(semantic.forward)
+        monkeypatch.setattr(cpu_token_heads, "_run", counted)
+        output = compiled(gathered, mask, positions)
+        logits = compiled_semantic(*inputs)
+    assert calls == [cpu_token_heads.RADIANCE, cpu_token_heads.SEMANTIC]
+    torch.testing.assert_close(output.rgb, expected.rgb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.density, expected.density, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
