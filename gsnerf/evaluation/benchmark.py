@@ -110,7 +110,8 @@ class BenchmarkCfg:
     compile_parts: list[str] | None = None
     # Fused inference kernels (gsnerf/model/fused_kernels.py): on CUDA the attention, whole blocks
     # or (H100 heads 18.7 against 61.6 ms a frame) each transformer in Triton; on a CPU each
-    # transformer, and (cpu_kernels) the cost volumes' correlation and the volume reads, in C++.
+    # transformer with the heads' view-token stage around it, and (cpu_kernels) the cost volumes'
+    # correlation and the volume reads, in C++.
     fused_attention: bool = False
     fused_blocks: bool = False
     fused_transformer: bool = True

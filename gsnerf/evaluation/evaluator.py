@@ -81,7 +81,8 @@ class EvalCfg:
     fused_blocks: bool = False
     # Each of the heads' transformers in one fused kernel: Triton on CUDA
     # (gsnerf/model/fused_transformer.py; the heads 3.3 times faster in an H100 frame, the same
-    # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py; benchmarks/README.md).
+    # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py, and the heads' whole view-token
+    # stage around the view and semantic transformers: cpu_token_heads.py; benchmarks/README.md).
     fused_transformer: bool = True
     # CPU: C++ kernels for the cost volumes' plane-sweep warp and group correlation
     # (gsnerf/model/cpu_correlation.py) and the gathering's volume reads

@@ -19,7 +19,10 @@ fused_transformer``, the benchmark's ``fused_transformer``: one kernel per trans
 on CUDA, this one on a CPU), a float32 CPU tensor, no gradient wanted, 1 to ``MAX_TOKENS``
 tokens per set, widths of at most ``MAX_WIDTH``, and a library built for the shape
 (:mod:`gsnerf.model.native_library`; without a C++ compiler, a warning and the PyTorch blocks).
-Eager and compiled code call it as the operator ``gsnerf::cpu_token_transformer``.
+Eager and compiled code call it as the operator ``gsnerf::cpu_token_transformer``. In the heads'
+inference the view and semantic transformers run inside a larger kernel with the same blocks
+(``csrc/token_blocks.h``), which also embeds the tokens and reads them
+(:mod:`gsnerf.model.cpu_token_heads`); this one runs the ray transformer.
 """
 
 import ctypes
