@@ -30,10 +30,8 @@ VOLUME, IMAGE, ANGLE, CLASSES = 12, 16, 8, 20
 
 @pytest.fixture
 def kernel_on():
-    saved = fused_transformer.enabled
+    # tests/conftest.py restores every kernel switch after each test.
     fused_transformer.enabled = True
-    yield
-    fused_transformer.enabled = saved
 
 
 def _spread(module: torch.nn.Module) -> torch.nn.Module:
