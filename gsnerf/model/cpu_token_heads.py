@@ -18,12 +18,12 @@ The numbers are those of the heads' PyTorch code up to float32 rounding: the sam
 LayerNorms; the ELU and softmax exponentials from a polynomial with about 1e-7 relative error.
 Conditions (:func:`cpu_radiance_applies`, :func:`cpu_semantic_applies`): the switch of the
 one-kernel transformer (``eval.fused_transformer``, the benchmark's ``fused_transformer``), a
-float32 CPU input, no gradient wanted, at most ``MAX_TOKENS - 1`` views, transformers the
-kernel computes (:func:`gsnerf.model.cpu_transformer.blocks_fit`), MLPs with two hidden layers,
-the semantic head's default tokens (``views_and_global``), and a library built for the shapes
-(without a C++ compiler, a warning and the PyTorch code). Samples are split among
-``torch.get_num_threads()`` threads; eager and compiled code call the kernel as the operators
-``gsnerf::cpu_radiance_views`` and ``gsnerf::cpu_semantic_logits``.
+float32 CPU input outside autocast, no gradient wanted, at most ``MAX_TOKENS - 1`` views,
+transformers the kernel computes (:func:`gsnerf.model.cpu_transformer.blocks_fit`), MLPs with
+two hidden layers, the semantic head's default tokens (``views_and_global``), and a library
+built for the shapes (without a C++ compiler, a warning and the PyTorch code). Samples are
+split among ``torch.get_num_threads()`` threads; eager and compiled code call the kernel as the
+operators ``gsnerf::cpu_radiance_views`` and ``gsnerf::cpu_semantic_logits``.
 """
 
 import ctypes
@@ -148,6 +148,8 @@ def _usable(tensor: Tensor, shape: HeadShape | None) -> bool:
         and fused_transformer.enabled
         and tensor.device.type == "cpu"
         and tensor.dtype == torch.float32
+        # Under bf16 autocast the heads' products run in bf16; the kernel computes in float32.
+        and not torch.is_autocast_enabled("cpu")
         and not torch.is_grad_enabled()
         # As plain integers: torch.compile passes a named tuple to it as an empty tuple.
         and kernel_available(*shape)

@@ -178,6 +178,8 @@ def test_conditions(kernel_on):
     with torch.inference_mode():
         assert cpu_radiance_applies(head, gathered)
         assert not cpu_radiance_applies(head, _float64(gathered))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not cpu_radiance_applies(head, gathered)
         assert not cpu_radiance_applies(head, _gathered(2, 4, 16))  # 17 tokens
         assert not cpu_radiance_applies(_radiance_head(layers=0), gathered)
         deeper = copy.deepcopy(head)
