@@ -33,20 +33,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from gsnerf.model import fused_transformer
+from gsnerf.model import fused_transformer, native_library
 from gsnerf.model.cpu_transformer import LANES, MAX_TOKENS, MAX_WIDTH, blocks_fit, packed_weights
 from gsnerf.model.feature_gather import GatheredFeatures
-from gsnerf.model.native_library import (
-    INT64,
-    POINTER,
-    native_function,
-    native_function_builds,
-    run_ranges,
-    split_range,
-)
 
 SOURCE = "token_heads.cpp"
 # part0..part2, in_frustum, visible, mask, angle, weights, blocks, eps, out0..out2, begin, end.
+POINTER, INT64 = native_library.POINTER, native_library.INT64
 ARGUMENTS = (POINTER,) * 8 + (ctypes.c_int, ctypes.c_float) + (POINTER,) * 3 + (INT64,) * 2
 # Widest per-view inputs (the tile keeps (features + 2) x views vectors of 64 bytes on the
 # stack: 93 KB for the tiny model's 180 semantic channels and 8 views).
@@ -98,7 +91,8 @@ class HeadShape(NamedTuple):
 def kernel_available(*shape: int) -> bool:
     """Whether the kernel for ``shape`` builds; tried (and warned about) once per shape. A
     constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
-    return native_function_builds(SOURCE, "token_head", ARGUMENTS, HeadShape(*shape).defines())
+    defines = HeadShape(*shape).defines()
+    return native_library.native_function_builds(SOURCE, "token_head", ARGUMENTS, defines)
 
 
 def _linear_layers(sequential: nn.Sequential) -> list:
@@ -178,7 +172,8 @@ def _run(
     outputs: list[Tensor],
 ) -> None:
     """The kernel on every sample, split among threads at multiples of its 16 lanes."""
-    kernel = native_function(SOURCE, "token_head", ARGUMENTS, HeadShape(*shape).defines())
+    defines = HeadShape(*shape).defines()
+    kernel = native_library.native_function(SOURCE, "token_head", ARGUMENTS, defines)
     inputs = [None if tensor is None else tensor.contiguous() for tensor in inputs]
     pointers = [None if tensor is None else tensor.data_ptr() for tensor in inputs]
     out_pointers = [tensor.data_ptr() for tensor in outputs]
@@ -188,7 +183,8 @@ def _run(
         kernel(*pointers, weights.data_ptr(), blocks, eps, *out_pointers, begin, end)
 
     samples = outputs[0].shape[0]
-    run_ranges(run_range, split_range(samples, torch.get_num_threads(), LANES))
+    ranges = native_library.split_range(samples, torch.get_num_threads(), LANES)
+    native_library.run_ranges(run_range, ranges)
 
 
 def _radiance_outputs(volume: Tensor, shape: list[int]) -> tuple[Tensor, Tensor, Tensor]:
