@@ -153,7 +153,7 @@ def _usable(tensor: Tensor, shape: HeadShape | None) -> bool:
 def head_weights(
     embed: nn.Sequential, global_embed: nn.Sequential, blocks: nn.ModuleList, ending: nn.Sequential
 ) -> Float[Tensor, " floats"]:
-    """The kernel's ``weights``: embeddings, blocks, ending MLP (its ``*_FLOATS`` order)."""
+    """The kernel's ``weights``: embeddings, blocks, ending MLP (the order of its ``weights``)."""
     parts = []
     for linear in [*_linear_layers(embed), *_linear_layers(global_embed)]:
         parts += [linear.weight, linear.bias]

@@ -125,7 +125,6 @@ def _load(source: Path, defines: tuple[tuple[str, int], ...]) -> ctypes.CDLL:
         handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(handle)
         command = [compiler, *FLAGS, *(f"-D{name}={value}" for name, value in defines)]
-        command += [f"-I{source.parent}"]
         command += [str(source), "-o", partial]
         try:
             result = subprocess.run(
