@@ -179,10 +179,14 @@ def test_compiled_cost_volumes_train_with_the_plain_loss_and_gradients(device: s
     assert "forward" in vars(fast.geo_reasoner.cost_volumes[0].regularizer)
     assert fast_gradients.keys() == plain_gradients.keys()
     assert any("regularizer" in name for name in fast_gradients)
-    # Float32 rounding of the fused normalisation (gradients up to 0.15; measured 6e-6 apart).
+    # Float32 rounding of the fused normalisation: losses measured 6e-6 apart; gradients, whose
+    # rounding grows through the whole backward pass, up to 3e-3 of each tensor's largest entry
+    # (1.2e-4 of 0.13; the reduction order depends on the CPU's vector width). A wrong gradient
+    # formula is off by the order of the gradient itself.
     torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
     for name, gradient in fast_gradients.items():
-        torch.testing.assert_close(gradient, plain_gradients[name], atol=1e-4, rtol=0)
+        scale = max(plain_gradients[name].abs().max().item(), 1e-4)  # some are zero up to 1e-10
+        torch.testing.assert_close(gradient, plain_gradients[name], atol=1e-2 * scale, rtol=0)
 
 
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
