@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.geometry.homography import plane_sweep_warp
-from gsnerf.model import cpu_correlation
+from gsnerf.model import cpu_correlation, cpu_volume_norm
 
 
 @dataclass
@@ -131,22 +131,43 @@ class VolumeGroupNorm(nn.GroupNorm):
         return super().forward(volume)
 
 
+class ConvNormAct(nn.Sequential):
+    """A 3-D convolution, its GroupNorm and a LeakyReLU: ``[conv, norm, activation]``.
+
+    In CPU inference the norm and the activation run as one C++ kernel
+    (:mod:`gsnerf.model.cpu_volume_norm`) where it applies; the same parameters and state-dict
+    keys as a plain ``nn.Sequential`` of the three.
+    """
+
+    def forward(self, volume: Tensor) -> Tensor:
+        return self.norm_act(self[0](volume))
+
+    def norm_act(self, volume: Tensor) -> Tensor:
+        """The norm and the activation of ``volume`` (the convolution's output)."""
+        norm, activation = self[1], self[2]
+        if cpu_volume_norm.cpu_volume_norm_applies(volume, norm):
+            return cpu_volume_norm.cpu_volume_norm_act(
+                volume, norm.weight, norm.bias, norm.num_groups, norm.eps, activation.negative_slope
+            )
+        return activation(norm(volume))
+
+
 def conv3d_norm_act(
     in_channels: int, out_channels: int, stride: int, cfg: CostVolumeCfg
-) -> nn.Sequential:
+) -> ConvNormAct:
     """3x3x3 conv (no bias: the norm removes it) + GroupNorm + LeakyReLU."""
     groups = out_channels // math.gcd(cfg.norm_channels_per_group, out_channels)
-    return nn.Sequential(
+    return ConvNormAct(
         nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         VolumeGroupNorm(groups, out_channels),
         nn.LeakyReLU(cfg.leaky_slope),
     )
 
 
-def up3d_norm_act(in_channels: int, out_channels: int, cfg: CostVolumeCfg) -> nn.Sequential:
+def up3d_norm_act(in_channels: int, out_channels: int, cfg: CostVolumeCfg) -> ConvNormAct:
     """x2 transposed 3x3x3 conv + GroupNorm + LeakyReLU (spec 2.2 conv7/9/11)."""
     groups = out_channels // math.gcd(cfg.norm_channels_per_group, out_channels)
-    return nn.Sequential(
+    return ConvNormAct(
         nn.ConvTranspose3d(
             in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False
         ),
@@ -230,8 +251,8 @@ class CostRegularizer(nn.Module):
         kernels = torch.cat([depth_conv.weight, volume_conv.weight])
         both = F.conv3d(features, kernels, padding=1)
         split = depth_conv.out_channels
-        hidden = self.depth_head[0][1:](both[:, :split])
-        return self.depth_head[1](hidden), self.volume_head[1:](both[:, split:])
+        hidden = self.depth_head[0].norm_act(both[:, :split])
+        return self.depth_head[1](hidden), self.volume_head.norm_act(both[:, split:])
 
 
 class CostVolumeLevel(nn.Module):

@@ -10,7 +10,8 @@ also selects the whole transformer in one C++ kernel on a CPU
 (:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
 for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
 and for the gathering's volume reads and semantic patches (:mod:`gsnerf.model.cpu_volume_read`,
-:mod:`gsnerf.model.cpu_patch_read`).
+:mod:`gsnerf.model.cpu_patch_read`), and the cost volumes' GroupNorm + LeakyReLU pairs
+(:mod:`gsnerf.model.cpu_volume_norm`).
 """
 
 import contextlib
@@ -26,6 +27,7 @@ from gsnerf.model import (
     cpu_correlation,
     cpu_patch_read,
     cpu_transformer,
+    cpu_volume_norm,
     cpu_volume_read,
     fused_blocks,
     fused_transformer,
@@ -85,7 +87,10 @@ def current_fused_kernels() -> FusedKernels:
         attention_kernel.enabled,
         fused_blocks.enabled,
         fused_transformer.enabled,
-        cpu_correlation.enabled and cpu_volume_read.enabled and cpu_patch_read.enabled,
+        all(
+            module.enabled
+            for module in (cpu_correlation, cpu_volume_read, cpu_patch_read, cpu_volume_norm)
+        ),
     )
 
 
@@ -97,6 +102,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     cpu_correlation.enabled = choice.cpu_kernels
     cpu_volume_read.enabled = choice.cpu_kernels
     cpu_patch_read.enabled = choice.cpu_kernels
+    cpu_volume_norm.enabled = choice.cpu_kernels
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:
