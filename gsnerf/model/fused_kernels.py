@@ -9,9 +9,9 @@ widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The trans
 also selects the whole transformer in one C++ kernel on a CPU
 (:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
 for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
-and for the gathering's volume reads and semantic patches (:mod:`gsnerf.model.cpu_volume_read`,
-:mod:`gsnerf.model.cpu_patch_read`), and the cost volumes' GroupNorm + LeakyReLU pairs
-(:mod:`gsnerf.model.cpu_volume_norm`).
+and their GroupNorm + LeakyReLU pairs (:mod:`gsnerf.model.cpu_volume_norm`), and for the
+gathering's volume reads and semantic patches (:mod:`gsnerf.model.cpu_volume_read`,
+:mod:`gsnerf.model.cpu_patch_read`).
 """
 
 import contextlib
@@ -34,6 +34,14 @@ from gsnerf.model import (
 )
 
 log = logging.getLogger(__name__)
+
+# The modules of the CPU inference kernels behind FusedKernels.cpu_kernels.
+CPU_KERNEL_MODULES = (
+    cpu_correlation,
+    cpu_volume_read,
+    cpu_patch_read,
+    cpu_volume_norm,
+)
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
 # which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
@@ -87,10 +95,7 @@ def current_fused_kernels() -> FusedKernels:
         attention_kernel.enabled,
         fused_blocks.enabled,
         fused_transformer.enabled,
-        all(
-            module.enabled
-            for module in (cpu_correlation, cpu_volume_read, cpu_patch_read, cpu_volume_norm)
-        ),
+        all(module.enabled for module in CPU_KERNEL_MODULES),
     )
 
 
@@ -99,10 +104,8 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     attention_kernel.enabled = choice.attention
     fused_blocks.enabled = choice.blocks
     fused_transformer.enabled = choice.transformer
-    cpu_correlation.enabled = choice.cpu_kernels
-    cpu_volume_read.enabled = choice.cpu_kernels
-    cpu_patch_read.enabled = choice.cpu_kernels
-    cpu_volume_norm.enabled = choice.cpu_kernels
+    for module in CPU_KERNEL_MODULES:
+        module.enabled = choice.cpu_kernels
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:
