@@ -21,6 +21,8 @@ from gsnerf.engine import trainer as trainer_module
 from gsnerf.engine.checkpoint import load_checkpoint
 from gsnerf.engine.runs import run_evaluation, run_training
 from gsnerf.engine.trainer import Trainer
+from gsnerf.model import cpu_volume_norm
+from gsnerf.model.native_library import compiler_present
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT / "configs"
@@ -214,6 +216,18 @@ def test_train_compile_compiles_the_chosen_parts_for_the_steps(
     )
     plain.close()
     assert "forward" not in vars(plain.model.geo_reasoner.cost_volumes[0].regularizer)
+
+
+def test_train_cpu_kernels_switches_the_cpu_kernels(data_root: Path, tmp_path: Path) -> None:
+    # Their numbers and gradients: tests/model/test_cpu_volume_norm.py and the other kernels'.
+    for wanted in (True, False):
+        run_dir = tmp_path / str(wanted)
+        overrides = ["train.steps=1", f"train.cpu_kernels={str(wanted).lower()}"]
+        trainer = Trainer(
+            _compose("train", _synthetic_overrides(data_root) + overrides, run_dir), run_dir
+        )
+        trainer.close()
+        assert cpu_volume_norm.enabled == (wanted and compiler_present())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")

@@ -117,7 +117,8 @@ class VolumeGroupNorm(nn.GroupNorm):
     volumes (CostVolumeCfg.channels_last), but torch's CPU GroupNorm backward is slow on them:
     forward and backward of one [4, 8, 8, 64, 80] volume took 12.6 ms channels-last against
     6.9 ms converted to contiguous and back (2.7 ms on a contiguous input; one thread), and a
-    training step of the quickstart 564 instead of 611 ms. Without gradients the conversions
+    training step of the quickstart 564 instead of 611 ms (with the CPU kernels on, the default,
+    ConvNormAct runs neither this nor torch's norm). Without gradients the conversions
     cost more than they save (an uncached 8-view frame 631 against 602 ms), and CUDA volumes are
     not timed this way, so both keep their layout.
     """
@@ -134,9 +135,9 @@ class VolumeGroupNorm(nn.GroupNorm):
 class ConvNormAct(nn.Sequential):
     """A 3-D convolution, its GroupNorm and a LeakyReLU: ``[conv, norm, activation]``.
 
-    In CPU inference the norm and the activation run as one C++ kernel
-    (:mod:`gsnerf.model.cpu_volume_norm`) where it applies; the same parameters and state-dict
-    keys as a plain ``nn.Sequential`` of the three.
+    On a CPU the norm and the activation run as one C++ kernel, forward and backward
+    (:mod:`gsnerf.model.cpu_volume_norm`), where it applies; the same parameters and
+    state-dict keys as a plain ``nn.Sequential`` of the three.
     """
 
     def forward(self, volume: Tensor) -> Tensor:

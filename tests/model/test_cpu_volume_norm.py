@@ -74,16 +74,32 @@ def test_reads_a_channel_slice_of_a_wider_volume() -> None:
 def test_conditions(kernel_on) -> None:
     norm = torch.nn.GroupNorm(8, 8)
     volume = channels_last(torch.randn(2, 8, 3, 4, 5))
-    with torch.no_grad():
-        assert cpu_volume_norm_applies(volume, norm)
-        assert not cpu_volume_norm_applies(volume.contiguous(), norm)  # channels apart
-        assert not cpu_volume_norm_applies(volume.double(), norm)
-        cpu_volume_norm.enabled = False
-        assert not cpu_volume_norm_applies(volume, norm)
-        cpu_volume_norm.enabled = True
-    assert not cpu_volume_norm_applies(volume, norm)  # gradients wanted
+    assert cpu_volume_norm_applies(volume, norm)  # with gradients too
+    assert not cpu_volume_norm_applies(volume.contiguous(), norm)  # channels apart
+    assert not cpu_volume_norm_applies(volume.double(), norm)
+    cpu_volume_norm.enabled = False
+    assert not cpu_volume_norm_applies(volume, norm)
     with pytest.raises(ValueError, match="3 groups"):
         cpu_volume_norm_act(volume, norm.weight, norm.bias, 3, 1e-5, 0.01)
+
+
+@needs_compiler
+@pytest.mark.parametrize(("shape", "groups"), [((3, 8, 6, 10, 12), 8), ((2, 16, 4, 5, 7), 4)])
+def test_gradients_match_float64_autograd(shape, groups) -> None:
+    generator = torch.Generator().manual_seed(4)
+    offsets = torch.randn(1, shape[1], 1, 1, 1, generator=generator) * 5
+    volume = channels_last(torch.randn(shape, generator=generator) * 3 + offsets)
+    weight = torch.randn(shape[1], generator=generator)
+    bias = torch.randn(shape[1], generator=generator)
+    grad_out = torch.randn(shape, generator=generator)
+    inputs = [tensor.clone().requires_grad_() for tensor in (volume, weight, bias)]
+    cpu_volume_norm_act(*inputs, groups, 1e-5, 0.1).backward(grad_out)
+    exact = [tensor.double().detach().requires_grad_() for tensor in (volume, weight, bias)]
+    reference(*exact, groups, 0.1).backward(grad_out.double())
+    assert inputs[0].grad.is_contiguous(memory_format=torch.channels_last_3d)
+    for ours, theirs in zip(inputs, exact):
+        scale = theirs.grad.abs().max().item()  # weight and bias gradients sum many terms
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, atol=1e-5 * scale, rtol=0)
 
 
 @needs_compiler
@@ -131,3 +147,24 @@ def test_compiled_regularizer_calls_the_kernel(kernel_on) -> None:
         plain_logits, plain_volume = regularizer(cost)
     torch.testing.assert_close(logits, plain_logits, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(volume, plain_volume, atol=1e-4, rtol=1e-5)
+
+
+@needs_compiler
+def test_compiled_training_block_has_the_eager_gradients(kernel_on) -> None:
+    # train.compile with the kernel: the operator's autograd formula inside compiled code.
+    torch.manual_seed(5)
+    block = conv3d_norm_act(4, 8, 1, CostVolumeCfg(channels_last=True))
+    for parameter in block[1].parameters():
+        torch.nn.init.normal_(parameter)
+    volume = channels_last(torch.randn(2, 4, 4, 6, 8))
+    grad_out = torch.randn(2, 8, 4, 6, 8)
+
+    def gradients(module) -> list[torch.Tensor]:
+        block.zero_grad()
+        module(volume).backward(grad_out)
+        return [parameter.grad.clone() for parameter in block.parameters()]
+
+    with runtime_type_checks_off():
+        compiled = gradients(torch.compile(block, fullgraph=True))
+    for ours, eager in zip(compiled, gradients(block)):
+        torch.testing.assert_close(ours, eager, atol=1e-5, rtol=1e-5)
