@@ -30,6 +30,15 @@ def channels_last(volume: torch.Tensor) -> torch.Tensor:
     return volume.contiguous(memory_format=torch.channels_last_3d)
 
 
+def random_inputs(shape, generator, offset: float):
+    """A channels-last volume with an offset and a spread per channel (its statistics must not
+    cancel), and a weight and a bias."""
+    offsets = torch.randn(1, shape[1], 1, 1, 1, generator=generator) * offset
+    volume = channels_last(torch.randn(shape, generator=generator) * 3 + offsets)
+    weight = torch.randn(shape[1], generator=generator)
+    return volume, weight, torch.randn(shape[1], generator=generator)
+
+
 def reference(volume, weight, bias, groups, slope):
     """The library's norm and activation in float64."""
     normalised = F.group_norm(volume.double(), groups, weight.double(), bias.double(), eps=1e-5)
@@ -42,12 +51,7 @@ def reference(volume, weight, bias, groups, slope):
     [((3, 8, 6, 10, 12), 8), ((2, 16, 4, 5, 7), 4), ((1, 6, 1, 1, 1), 3), ((2, 64, 3, 4, 5), 64)],
 )
 def test_matches_float64_group_norm_and_leaky_relu(shape, groups) -> None:
-    generator = torch.Generator().manual_seed(0)
-    # An offset and spread per channel: the statistics must not cancel.
-    offsets = torch.randn(1, shape[1], 1, 1, 1, generator=generator) * 20
-    volume = channels_last(torch.randn(shape, generator=generator) * 3 + offsets)
-    weight = torch.randn(shape[1], generator=generator)
-    bias = torch.randn(shape[1], generator=generator)
+    volume, weight, bias = random_inputs(shape, torch.Generator().manual_seed(0), offset=20)
     out = cpu_volume_norm_act(volume, weight, bias, groups, 1e-5, 0.01)
     assert out.is_contiguous(memory_format=torch.channels_last_3d)
     expected = reference(volume, weight, bias, groups, 0.01)
@@ -87,10 +91,7 @@ def test_conditions(kernel_on) -> None:
 @pytest.mark.parametrize(("shape", "groups"), [((3, 8, 6, 10, 12), 8), ((2, 16, 4, 5, 7), 4)])
 def test_gradients_match_float64_autograd(shape, groups) -> None:
     generator = torch.Generator().manual_seed(4)
-    offsets = torch.randn(1, shape[1], 1, 1, 1, generator=generator) * 5
-    volume = channels_last(torch.randn(shape, generator=generator) * 3 + offsets)
-    weight = torch.randn(shape[1], generator=generator)
-    bias = torch.randn(shape[1], generator=generator)
+    volume, weight, bias = random_inputs(shape, generator, offset=5)
     grad_out = torch.randn(shape, generator=generator)
     inputs = [tensor.clone().requires_grad_() for tensor in (volume, weight, bias)]
     cpu_volume_norm_act(*inputs, groups, 1e-5, 0.1).backward(grad_out)
