@@ -184,6 +184,9 @@ def _backward_shapes(grad_out: Tensor, volume: Tensor, statistics: Tensor, weigh
 
 def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
     volume, weight, bias, groups, _, slope = inputs
+    # The statistics serve the backward pass only: no gradient for them, none made of zeros.
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(volume, output[1], weight, bias)
     ctx.groups, ctx.slope = groups, slope
 
