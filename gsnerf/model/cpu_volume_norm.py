@@ -191,7 +191,7 @@ def _save_for_backward(ctx, inputs: tuple, output: tuple) -> None:
     ctx.groups, ctx.slope = groups, slope
 
 
-def _backward(ctx, grad_out: Tensor, _grad_statistics: Tensor) -> tuple:
+def _backward(ctx, grad_out: Tensor, _grad_statistics: Tensor | None) -> tuple:
     volume, statistics, weight, bias = ctx.saved_tensors
     grads = volume_norm_act_backward(
         grad_out, volume, statistics, weight, bias, ctx.groups, ctx.slope
