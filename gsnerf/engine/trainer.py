@@ -102,11 +102,12 @@ class TrainCfg:
     compile: str = "none"
     # What train.compile compiles: some of heads, gather, cost_volumes (eval.compile_parts).
     compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
-    # C++ kernels on a CPU: in the training steps the cost volumes' GroupNorm + LeakyReLU pairs
-    # (forward and backward, gsnerf.model.cpu_volume_norm; a tiny-model step of 512 rays with 4
-    # views 419 against 456 ms, one thread), in
-    # the validation renders all of eval.cpu_kernels. The same numbers up to float32 rounding;
-    # no effect on CUDA. Without a C++ compiler, a warning and the PyTorch code.
+    # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
+    # (gsnerf.model.cpu_correlation) and their GroupNorm + LeakyReLU pairs
+    # (gsnerf.model.cpu_volume_norm), forward and backward (a tiny-model step of 512 rays with
+    # 4 views 373 against 477 ms, one thread), in the validation renders all of
+    # eval.cpu_kernels. The same numbers up to float32 rounding; no effect on CUDA. Without a
+    # C++ compiler, a warning and the PyTorch code.
     cpu_kernels: bool = True
 
     def __post_init__(self) -> None:

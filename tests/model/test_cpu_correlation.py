@@ -193,7 +193,31 @@ def test_conditions(kernel_on):
         cpu_correlation.enabled = False
         assert not cpu_correlation_applies(ref, nbr, hypotheses, 4)
     cpu_correlation.enabled = True
-    assert not cpu_correlation_applies(ref, nbr, hypotheses, 4)  # gradients wanted
+    # Gradients flow to the features, not to the hypotheses (detached upstream).
+    assert cpu_correlation_applies(ref.requires_grad_(), nbr, hypotheses, 4) == compiler_present()
+    assert not cpu_correlation_applies(ref, nbr, hypotheses.requires_grad_(), 4)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("batch", "neighbours", "channels", "groups", "depths", "height", "width"),
+    [(2, 3, 8, 4, 6, 15, 20), (3, 1, 4, 1, 3, 4, 3)],
+)
+def test_gradients_equal_float64_autograd_of_the_pytorch_warp(
+    kernel_on, batch, neighbours, channels, groups, depths, height, width
+):
+    ref, nbr, *cameras, hypotheses = _level(batch, neighbours, channels, depths, height, width)
+    grad_cost = torch.randn(batch, groups, depths, height, width)
+    features = [tensor.clone().requires_grad_() for tensor in (ref, nbr)]
+    cpu_correlation_volume(*features, *cameras, hypotheses, groups).backward(grad_cost)
+    cpu_correlation.enabled = False
+    exact = [tensor.double().requires_grad_() for tensor in (ref, nbr)]
+    cameras64 = [tensor.double() for tensor in (*cameras, hypotheses)]
+    correlation_volume(*exact, *cameras64, groups).backward(grad_cost.double())
+    for ours, theirs in zip(features, exact):
+        assert theirs.grad.abs().max() > 0.1  # the reads and the splats reach the features
+        # Float32 rounding of the projections and the sums (random features are steep).
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, atol=1e-4, rtol=1e-4)
 
 
 def test_without_a_compiler_the_pytorch_warp_runs(kernel_on, monkeypatch, caplog, tmp_path):

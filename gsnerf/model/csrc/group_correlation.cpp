@@ -1,5 +1,5 @@
 // The plane-sweep warp and group correlation of one cascade level (gsnerf/model/cost_volume.py)
-// in one pass, for CPU inference. Built and loaded by gsnerf/model/cpu_correlation.py; see its
+// in one pass, and its backward pass, for the CPU. Built and loaded by gsnerf/model/cpu_correlation.py; see its
 // module doc.
 //
 // For every reference pixel and depth hypothesis, each neighbour's feature vector is read
@@ -104,6 +104,73 @@ extern "C" void group_correlation(float *cost, const float *reference, const flo
                     for (int c = g * GROUP_CHANNELS; c < (g + 1) * GROUP_CHANNELS; c++)
                         dot += ref[c] * sum[lane][c];
                     row_cost[(x_begin + lane) * GROUPS + g] = dot * scale;
+                }
+            }
+        }
+    }
+}
+
+// The gradients of group_correlation for items [item_begin, item_end) of the batch (one item's
+// writes never meet another's, so items can run in parallel): of the reference features,
+// grad_reference[b][y][x][c], and of the bordered neighbour images, grad_neighbours in the
+// layout of `neighbours` (their border cells collect what fell on the zero padding), both
+// zeroed by the caller. With s = 1 / (NEIGHBOURS * GROUP_CHANNELS) and m_c the neighbours'
+// summed bilinear reads at a pixel and hypothesis,
+//   d reference_c += s * d cost_g(c) * m_c,
+//   d neighbour_n at each read corner += s * d cost_g(c) * reference_c * corner weight.
+extern "C" void group_correlation_backward(float *grad_reference, float *grad_neighbours,
+                                           const float *grad_cost, const float *reference,
+                                           const float *neighbours, const float *hypotheses,
+                                           const float *projections, int64_t depths,
+                                           int64_t height, int64_t width, int64_t item_begin,
+                                           int64_t item_end) {
+    const int64_t pixels = height * width;
+    const int64_t padded_width = width + 2, padded_pixels = (height + 2) * (width + 2);
+    const float scale = 1.0f / (NEIGHBOURS * GROUP_CHANNELS);
+    for (int64_t b = item_begin; b < item_end; b++) {
+        for (int64_t d = 0; d < depths; d++) {
+            for (int64_t y = 0; y < height; y++) {
+                for (int64_t x = 0; x < width; x++) {
+                    const float z = hypotheses[(b * depths + d) * pixels + y * width + x];
+                    const float *g_cost = grad_cost + ((b * depths + d) * pixels + y * width + x) * GROUPS;
+                    const float *ref = reference + (b * pixels + y * width + x) * CHANNELS;
+                    float *g_ref = grad_reference + (b * pixels + y * width + x) * CHANNELS;
+                    float g_channel[CHANNELS], splat_value[CHANNELS];
+                    for (int c = 0; c < CHANNELS; c++) {
+                        g_channel[c] = g_cost[c / GROUP_CHANNELS] * scale;
+                        splat_value[c] = g_channel[c] * ref[c];
+                    }
+                    for (int n = 0; n < NEIGHBOURS; n++) {
+                        const float *m = projections + (b * NEIGHBOURS + n) * 12;
+                        const float fx_ = (float)x, fy_ = (float)y;
+                        const float ray_x = m[0] * fx_ + (m[1] * fy_ + m[2]);
+                        const float ray_y = m[3] * fx_ + (m[4] * fy_ + m[5]);
+                        const float ray_z = m[6] * fx_ + (m[7] * fy_ + m[8]);
+                        const float p_z = ray_z * z + m[11];
+                        if (!(p_z > 0.0f)) continue;
+                        const float u = (ray_x * z + m[9]) / p_z, v = (ray_y * z + m[10]) / p_z;
+                        if (!(u > -1.0f && v > -1.0f && u < (float)width && v < (float)height))
+                            continue;
+                        const int64_t column = (int64_t)(u + 1.0f), line = (int64_t)(v + 1.0f);
+                        const float fx = (u + 1.0f) - (float)column, fy = (v + 1.0f) - (float)line;
+                        const float w00 = (1.0f - fx) * (1.0f - fy), w01 = fx * (1.0f - fy);
+                        const float w10 = (1.0f - fx) * fy, w11 = fx * fy;
+                        const int64_t image_offset = (b * NEIGHBOURS + n) * padded_pixels * CHANNELS;
+                        const int64_t corner = (line * padded_width + column) * CHANNELS;
+                        const float *top = neighbours + image_offset + corner;
+                        const float *bottom = top + padded_width * CHANNELS;
+                        float *g_top = grad_neighbours + image_offset + corner;
+                        float *g_bottom = g_top + padded_width * CHANNELS;
+                        for (int c = 0; c < CHANNELS; c++) {
+                            const float read = w00 * top[c] + w01 * top[CHANNELS + c] +
+                                               w10 * bottom[c] + w11 * bottom[CHANNELS + c];
+                            g_ref[c] += g_channel[c] * read;
+                            g_top[c] += w00 * splat_value[c];
+                            g_top[CHANNELS + c] += w01 * splat_value[c];
+                            g_bottom[c] += w10 * splat_value[c];
+                            g_bottom[CHANNELS + c] += w11 * splat_value[c];
+                        }
+                    }
                 }
             }
         }
