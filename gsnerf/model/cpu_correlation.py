@@ -41,15 +41,13 @@ from gsnerf.model.native_library import (
     POINTER,
     native_function,
     native_function_builds,
-    run_ranges,
-    split_range,
 )
 
 SOURCE = "group_correlation.cpp"
-# cost, reference, neighbours, hypotheses, projections, depths, height, width, begin, end.
+# cost, reference, neighbours, hypotheses, projections, depths, height, width, rows, threads.
 ARGUMENTS = (POINTER,) * 5 + (INT64,) * 5
 # grad reference, grad neighbours, grad cost, reference, neighbours, hypotheses, projections,
-# depths, height, width, begin, end.
+# depths, height, width, items, threads.
 BACKWARD_ARGUMENTS = (POINTER,) * 7 + (INT64,) * 5
 
 # Set by gsnerf.model.fused_kernels.set_fused_kernels (evaluation, render.py, the benchmark,
@@ -134,10 +132,7 @@ class _Correlation(torch.autograd.Function):
         kernel = _kernel("group_correlation", channels, groups, num_neighbours)
         pointers = [t.data_ptr() for t in (cost, reference, neighbours, hypotheses, projections)]
 
-        def run_rows(begin: int, end: int) -> None:
-            kernel(*pointers, depths, height, width, begin, end)
-
-        run_ranges(run_rows, split_range(batch * depths * height, torch.get_num_threads()))
+        kernel(*pointers, depths, height, width, batch * depths * height, torch.get_num_threads())
         ctx.save_for_backward(reference, neighbours, hypotheses, projections)
         ctx.groups = groups
         return rearrange(cost, "b d h w g -> b g d h w")
@@ -154,10 +149,7 @@ class _Correlation(torch.autograd.Function):
         tensors = (grad_reference, grad_neighbours, grad_cost, reference, neighbours)
         pointers = [t.data_ptr() for t in (*tensors, hypotheses, projections)]
 
-        def run_items(begin: int, end: int) -> None:
-            kernel(*pointers, depths, height, width, begin, end)
-
         # Split by item: the neighbours' gradients of different items never overlap.
-        run_ranges(run_items, split_range(batch, torch.get_num_threads()))
+        kernel(*pointers, depths, height, width, batch, torch.get_num_threads())
         grad_neighbours = rearrange(grad_neighbours[:, :, 1:-1, 1:-1], "b n h w c -> b n c h w")
         return rearrange(grad_reference, "b h w c -> b c h w"), grad_neighbours, None, None, None

@@ -26,12 +26,10 @@ from gsnerf.model.native_library import (
     POINTER,
     native_function,
     native_function_builds,
-    run_ranges,
-    split_range,
 )
 
 SOURCE = "patch_read.cpp"
-# out, maps, points, points per map, views, height, width, begin, end.
+# out, maps, points, points per map, views, height, width, point count, threads.
 ARGUMENTS = (POINTER,) * 3 + (INT64,) * 6
 # Points per patch: 3 x 3, rows major.
 PATCH_POINTS = 9
@@ -83,10 +81,8 @@ def cpu_patch_read(maps: Tensor, grid: Tensor, views: int) -> Tensor:
     kernel = native_function(SOURCE, "patch_read", ARGUMENTS, (("CHANNELS", channels),))
     pointers = (out.data_ptr(), maps.data_ptr(), points.data_ptr())
 
-    def run_points(begin: int, end: int) -> None:
-        kernel(*pointers, rows * per_row, views, height, width, begin, end)
-
-    run_ranges(run_points, split_range(batch_views * rows * per_row, torch.get_num_threads()))
+    points = batch_views * rows * per_row
+    kernel(*pointers, rows * per_row, views, height, width, points, torch.get_num_threads())
     return out
 
 

@@ -34,11 +34,12 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from gsnerf.model import fused_transformer, native_library
-from gsnerf.model.cpu_transformer import LANES, MAX_TOKENS, MAX_WIDTH, blocks_fit, packed_weights
+from gsnerf.model.cpu_transformer import MAX_TOKENS, MAX_WIDTH, blocks_fit, packed_weights
 from gsnerf.model.feature_gather import GatheredFeatures
 
 SOURCE = "token_heads.cpp"
-# part0..part2, in_frustum, visible, mask, angle, weights, blocks, eps, out0..out2, begin, end.
+# part0..part2, in_frustum, visible, mask, angle, weights, blocks, eps, out0..out2, samples,
+# threads.
 POINTER, INT64 = native_library.POINTER, native_library.INT64
 ARGUMENTS = (POINTER,) * 8 + (ctypes.c_int, ctypes.c_float) + (POINTER,) * 3 + (INT64,) * 2
 # Widest per-view inputs (the tile keeps (features + 2) x views vectors of 64 bytes on the
@@ -179,12 +180,8 @@ def _run(
     out_pointers = [tensor.data_ptr() for tensor in outputs]
     out_pointers += [None] * (3 - len(out_pointers))
 
-    def run_range(begin: int, end: int) -> None:
-        kernel(*pointers, weights.data_ptr(), blocks, eps, *out_pointers, begin, end)
-
-    samples = outputs[0].shape[0]
-    ranges = native_library.split_range(samples, torch.get_num_threads(), LANES)
-    native_library.run_ranges(run_range, ranges)
+    samples, threads = outputs[0].shape[0], torch.get_num_threads()
+    kernel(*pointers, weights.data_ptr(), blocks, eps, *out_pointers, samples, threads)
 
 
 def _radiance_outputs(volume: Tensor, shape: list[int]) -> tuple[Tensor, Tensor, Tensor]:

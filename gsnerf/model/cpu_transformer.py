@@ -38,8 +38,6 @@ from gsnerf.model import fused_transformer
 from gsnerf.model.native_library import (
     NativeBuildError,
     load_native_library,
-    run_ranges,
-    split_range,
 )
 
 log = logging.getLogger(__name__)
@@ -60,8 +58,8 @@ def _kernel(width: int, heads: int, ffn_width: int, tokens: int) -> ctypes._CFun
     )
     function = library.token_transformer
     pointer, count = ctypes.c_void_p, ctypes.c_int64
-    # out, in, keep, sets, begin, end, weights, blocks, eps (the C++ signature).
-    function.argtypes = [pointer] * 3 + [count] * 3 + [pointer, ctypes.c_int, ctypes.c_float]
+    # out, in, keep, sets, threads, weights, blocks, eps (the C++ signature).
+    function.argtypes = [pointer] * 3 + [count] * 2 + [pointer, ctypes.c_int, ctypes.c_float]
     function.restype = None
     return function
 
@@ -88,12 +86,6 @@ def kernel_available(width: int, heads: int, ffn_width: int, tokens: int) -> boo
     return _builds(width, heads, ffn_width, tokens)
 
 
-def set_ranges(sets: int, threads: int) -> list[tuple[int, int]]:
-    """``[begin, end)`` ranges covering ``sets``, at most ``threads``, starting at multiples of
-    :data:`LANES`. Example: 40 sets, 2 threads -> (0, 32), (32, 40)."""
-    return split_range(sets, threads, LANES)
-
-
 @torch.library.custom_op("gsnerf::cpu_token_transformer", mutates_args=())
 def cpu_token_transformer(
     columns: Tensor,
@@ -114,10 +106,8 @@ def cpu_token_transformer(
     keep_pointer = None if keep is None else keep.data_ptr()
     arguments = (weights.data_ptr(), blocks, eps)
 
-    def run_range(begin: int, end: int) -> None:
-        kernel(out.data_ptr(), columns.data_ptr(), keep_pointer, sets, begin, end, *arguments)
-
-    run_ranges(run_range, set_ranges(sets, torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    kernel(out.data_ptr(), columns.data_ptr(), keep_pointer, sets, threads, *arguments)
     return out
 
 

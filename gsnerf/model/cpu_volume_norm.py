@@ -31,16 +31,14 @@ from gsnerf.model.native_library import (
     POINTER,
     native_function,
     native_function_builds,
-    run_ranges,
-    split_range,
 )
 
 SOURCE = "volume_norm.cpp"
 # out, statistics, in, weight, bias, positions, in stride, channels per group, eps, slope,
-# begin, end.
+# items, threads.
 FORWARD_ARGUMENTS = (POINTER,) * 5 + (INT64,) * 3 + (ctypes.c_float,) * 2 + (INT64,) * 2
 # grad in, weight parts, bias parts, grad out, in, statistics, weight, bias, positions,
-# channels per group, slope, begin, end.
+# channels per group, slope, items, threads.
 BACKWARD_ARGUMENTS = (POINTER,) * 8 + (INT64,) * 2 + (ctypes.c_float,) + (INT64,) * 2
 # Widest volumes with a library of their own (one per channel count); the U-Nets' reach 64.
 MAX_CHANNELS = 64
@@ -131,10 +129,7 @@ def volume_norm_act_forward(
     pointers = (out, statistics, volume, weight, bias)
     sizes = (depth * height * width, stride, channels // groups, eps, slope)
 
-    def run_items(begin: int, end: int) -> None:
-        kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, begin, end)
-
-    run_ranges(run_items, split_range(batch, torch.get_num_threads()))
+    kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, batch, torch.get_num_threads())
     return out, statistics
 
 
@@ -169,10 +164,7 @@ def volume_norm_act_backward(
     pointers = (grad_in, weight_parts, bias_parts, grad_out, volume, statistics, weight, bias)
     sizes = (depth * height * width, channels // groups, slope)
 
-    def run_items(begin: int, end: int) -> None:
-        kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, begin, end)
-
-    run_ranges(run_items, split_range(batch, torch.get_num_threads()))
+    kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, batch, torch.get_num_threads())
     return grad_in, weight_parts.sum(0), bias_parts.sum(0)
 
 

@@ -27,12 +27,10 @@ from gsnerf.model.native_library import (
     POINTER,
     native_function,
     native_function_builds,
-    run_ranges,
-    split_range,
 )
 
 SOURCE = "volume_read.cpp"
-# out, volumes, points, points per volume, depth, height, width, begin, end.
+# out, volumes, points, points per volume, depth, height, width, point count, threads.
 ARGUMENTS = (POINTER,) * 3 + (INT64,) * 6
 # Widest volumes with a library of their own (one per channel count); the paper's have 8.
 MAX_CHANNELS = 64
@@ -72,8 +70,6 @@ def cpu_volume_read(
     kernel = native_function(SOURCE, "volume_read", ARGUMENTS, (("CHANNELS", channels),))
     pointers = (out.data_ptr(), values.data_ptr(), points.data_ptr())
 
-    def run_points(begin: int, end: int) -> None:
-        kernel(*pointers, per_volume, depth, height, width, begin, end)
-
-    run_ranges(run_points, split_range(batch * per_volume, torch.get_num_threads()))
+    points = batch * per_volume
+    kernel(*pointers, per_volume, depth, height, width, points, torch.get_num_threads())
     return out.view(batch, channels, *grid.shape[1:-1])

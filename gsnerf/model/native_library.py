@@ -23,8 +23,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -108,12 +106,36 @@ def library_path(source: Path, defines: dict[str, int], compiler: str) -> Path:
         repr(sorted(defines.items())),
         compiler,
         _compiler_identity(compiler),
-        repr(FLAGS),
+        repr(FLAGS + OPENMP_FLAGS),
         _cpu_features(),
     ):
         key.update(part.encode())
         key.update(b"\0")
     return cache_dir() / f"{source.stem}_{key.hexdigest()[:20]}.so"
+
+
+# OpenMP splits a kernel's range among torch's threads (csrc/parallel.h: the libraries link the
+# libgomp torch has loaded); a compiler without OpenMP (clang without libomp) builds the
+# kernels serial, with a warning.
+OPENMP_FLAGS = ("-fopenmp",)
+
+
+def _compile(command: list[str], source: Path, partial: str) -> str | None:
+    """Run one build command; None on success, else the compiler's message."""
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as error:
+        Path(partial).unlink(missing_ok=True)
+        raise NativeBuildError(
+            f"building {source} took over {BUILD_TIMEOUT_S} s ({' '.join(command)})"
+        ) from error
+    if result.returncode == 0:
+        return None
+    Path(partial).unlink(missing_ok=True)
+    # The first errors explain the later ones: keep the message's head.
+    return f"building {source} failed ({' '.join(command)}):\n{result.stderr[:3000]}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,20 +148,12 @@ def _load(source: Path, defines: tuple[tuple[str, int], ...]) -> ctypes.CDLL:
         os.close(handle)
         command = [compiler, *FLAGS, *(f"-D{name}={value}" for name, value in defines)]
         command += [str(source), "-o", partial]
-        try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S
-            )
-        except subprocess.TimeoutExpired as error:
-            Path(partial).unlink(missing_ok=True)
-            raise NativeBuildError(
-                f"building {source} took over {BUILD_TIMEOUT_S} s ({' '.join(command)})"
-            ) from error
-        if result.returncode != 0:
-            Path(partial).unlink(missing_ok=True)
-            # The first errors explain the later ones: keep the message's head.
-            raise NativeBuildError(
-                f"building {source} failed ({' '.join(command)}):\n{result.stderr[:3000]}"
+        failure = _compile([*command, *OPENMP_FLAGS], source, partial)
+        if failure is not None:
+            if _compile(command, source, partial) is not None:
+                raise NativeBuildError(failure)
+            log.warning(
+                "built %s without OpenMP, its kernels run on one thread: %s", source, failure
             )
         os.replace(partial, target)
     return ctypes.CDLL(str(target))
@@ -155,30 +169,6 @@ def load_native_library(source_name: str, defines: dict[str, int]) -> ctypes.CDL
     if not source.is_file():
         raise NativeBuildError(f"native source {source} does not exist")
     return _load(source, tuple(sorted(defines.items())))
-
-
-def split_range(total: int, parts: int, multiple: int = 1) -> list[tuple[int, int]]:
-    """``[begin, end)`` ranges covering ``[0, total)``, at most ``parts``, each starting at a
-    multiple of ``multiple``. Example: ``split_range(40, 2, 16)`` -> (0, 32), (32, 40)."""
-    blocks = -(-total // multiple)
-    per_range = -(-blocks // max(parts, 1)) * multiple
-    return [(begin, min(begin + per_range, total)) for begin in range(0, total, per_range)]
-
-
-@functools.lru_cache(maxsize=None)
-def _thread_pool(workers: int, process: int) -> ThreadPoolExecutor:
-    """A pool per worker count and process: a forked child inherits no threads of its parent's
-    pool, so it must not wait on them."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gsnerf-native")
-
-
-def run_ranges(task: Callable[[int, int], None], ranges: list[tuple[int, int]]) -> None:
-    """``task(begin, end)`` for every range, in parallel threads when there are several: a
-    ctypes call releases the interpreter lock, so the kernels' ranges run at once."""
-    if len(ranges) == 1:
-        task(*ranges[0])
-    else:
-        list(_thread_pool(len(ranges), os.getpid()).map(lambda span: task(*span), ranges))
 
 
 Defines = tuple[tuple[str, int], ...]

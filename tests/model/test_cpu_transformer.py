@@ -9,7 +9,6 @@ from gsnerf.model import cpu_transformer, fused_transformer, native_library
 from gsnerf.model.cpu_transformer import (
     cpu_token_transformer,
     cpu_transformer_applies,
-    set_ranges,
 )
 from gsnerf.model.native_library import NativeBuildError, compiler_present, load_native_library
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
@@ -92,9 +91,6 @@ def test_masked_keys_change_nothing(kernel_on):
 
 @needs_compiler
 def test_threads_split_the_sets_alike(kernel_on):
-    assert set_ranges(40, 2) == [(0, 32), (32, 40)]
-    assert set_ranges(10, 4) == [(0, 10)]
-    assert set_ranges(64, 2) == [(0, 32), (32, 64)]
     transformer = _transformer()
     values, mask = _tokens_and_mask(200, 9)
     saved = torch.get_num_threads()

@@ -1,6 +1,6 @@
 // The plane-sweep warp and group correlation of one cascade level (gsnerf/model/cost_volume.py)
-// in one pass, and its backward pass, for the CPU. Built and loaded by gsnerf/model/cpu_correlation.py; see its
-// module doc.
+// in one pass, and its backward pass, for the CPU. Built and loaded by
+// gsnerf/model/cpu_correlation.py; see its module doc.
 //
 // For every reference pixel and depth hypothesis, each neighbour's feature vector is read
 // bilinearly (zero outside the image) at the pixel's projection, the neighbours' mean is
@@ -22,6 +22,8 @@
 
 #include <cstdint>
 
+#include "parallel.h"
+
 #ifndef CHANNELS
 #error "define CHANNELS (feature channels), GROUPS and NEIGHBOURS"
 #endif
@@ -37,7 +39,7 @@ typedef int32_t IntVec __attribute__((vector_size(LANES * sizeof(int32_t))));
 static inline Vec splat(float value) { return Vec{} + value; }
 
 // Rows [row_begin, row_end) of the flattened (b, d, y) axis.
-extern "C" void group_correlation(float *cost, const float *reference, const float *neighbours,
+static void group_correlation_range(float *cost, const float *reference, const float *neighbours,
                                   const float *hypotheses, const float *projections,
                                   int64_t depths, int64_t height, int64_t width,
                                   int64_t row_begin, int64_t row_end) {
@@ -110,6 +112,16 @@ extern "C" void group_correlation(float *cost, const float *reference, const flo
     }
 }
 
+// group_correlation_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void group_correlation(float *cost, const float *reference, const float *neighbours,
+                                  const float *hypotheses, const float *projections, int64_t depths,
+                                  int64_t height, int64_t width, int64_t rows, int64_t threads) {
+    parallel_ranges(rows, 1, threads, [&](int64_t row_begin, int64_t row_end) {
+        group_correlation_range(cost, reference, neighbours, hypotheses, projections, depths,
+                                height, width, row_begin, row_end);
+    });
+}
+
 // The gradients of group_correlation for items [item_begin, item_end) of the batch (one item's
 // writes never meet another's, so items can run in parallel): of the reference features,
 // grad_reference[b][y][x][c], and of the bordered neighbour images, grad_neighbours in the
@@ -118,7 +130,7 @@ extern "C" void group_correlation(float *cost, const float *reference, const flo
 // summed bilinear reads at a pixel and hypothesis,
 //   d reference_c += s * d cost_g(c) * m_c,
 //   d neighbour_n at each read corner += s * d cost_g(c) * reference_c * corner weight.
-extern "C" void group_correlation_backward(float *grad_reference, float *grad_neighbours,
+static void group_correlation_backward_range(float *grad_reference, float *grad_neighbours,
                                            const float *grad_cost, const float *reference,
                                            const float *neighbours, const float *hypotheses,
                                            const float *projections, int64_t depths,
@@ -131,8 +143,9 @@ extern "C" void group_correlation_backward(float *grad_reference, float *grad_ne
         for (int64_t d = 0; d < depths; d++) {
             for (int64_t y = 0; y < height; y++) {
                 for (int64_t x = 0; x < width; x++) {
-                    const float z = hypotheses[(b * depths + d) * pixels + y * width + x];
-                    const float *g_cost = grad_cost + ((b * depths + d) * pixels + y * width + x) * GROUPS;
+                    const int64_t cell = (b * depths + d) * pixels + y * width + x;
+                    const float z = hypotheses[cell];
+                    const float *g_cost = grad_cost + cell * GROUPS;
                     const float *ref = reference + (b * pixels + y * width + x) * CHANNELS;
                     float *g_ref = grad_reference + (b * pixels + y * width + x) * CHANNELS;
                     float g_channel[CHANNELS], splat_value[CHANNELS];
@@ -155,7 +168,8 @@ extern "C" void group_correlation_backward(float *grad_reference, float *grad_ne
                         const float fx = (u + 1.0f) - (float)column, fy = (v + 1.0f) - (float)line;
                         const float w00 = (1.0f - fx) * (1.0f - fy), w01 = fx * (1.0f - fy);
                         const float w10 = (1.0f - fx) * fy, w11 = fx * fy;
-                        const int64_t image_offset = (b * NEIGHBOURS + n) * padded_pixels * CHANNELS;
+                        const int64_t image_offset =
+                            (b * NEIGHBOURS + n) * padded_pixels * CHANNELS;
                         const int64_t corner = (line * padded_width + column) * CHANNELS;
                         const float *top = neighbours + image_offset + corner;
                         const float *bottom = top + padded_width * CHANNELS;
@@ -175,4 +189,17 @@ extern "C" void group_correlation_backward(float *grad_reference, float *grad_ne
             }
         }
     }
+}
+
+// group_correlation_backward_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void group_correlation_backward(float *grad_reference, float *grad_neighbours,
+                                           const float *grad_cost, const float *reference,
+                                           const float *neighbours, const float *hypotheses,
+                                           const float *projections, int64_t depths, int64_t height,
+                                           int64_t width, int64_t items, int64_t threads) {
+    parallel_ranges(items, 1, threads, [&](int64_t item_begin, int64_t item_end) {
+        group_correlation_backward_range(grad_reference, grad_neighbours, grad_cost, reference,
+                                         neighbours, hypotheses, projections, depths, height, width,
+                                         item_begin, item_end);
+    });
 }

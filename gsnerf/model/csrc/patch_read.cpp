@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "parallel.h"
+
 #ifndef CHANNELS
 #error "define CHANNELS (map channels)"
 #endif
@@ -50,7 +52,7 @@ static void read_point(float *out, const float *map, int64_t height, int64_t wid
 }
 
 // Points [point_begin, point_end) of the flattened (n, p) axis.
-extern "C" void patch_read(float *out, const float *maps, const float *points,
+static void patch_read_range(float *out, const float *maps, const float *points,
                            int64_t points_per_map, int64_t views, int64_t height, int64_t width,
                            int64_t point_begin, int64_t point_end) {
     const int64_t plane = height * width;
@@ -90,4 +92,14 @@ extern "C" void patch_read(float *out, const float *maps, const float *points,
                         gy * along_x[row][column] + fy * along_x[row + 1][column];
         }
     }
+}
+
+// patch_read_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void patch_read(float *out, const float *maps, const float *points,
+                           int64_t points_per_map, int64_t views, int64_t height, int64_t width,
+                           int64_t point_count, int64_t threads) {
+    parallel_ranges(point_count, 1, threads, [&](int64_t point_begin, int64_t point_end) {
+        patch_read_range(out, maps, points, points_per_map, views, height, width, point_begin,
+                         point_end);
+    });
 }

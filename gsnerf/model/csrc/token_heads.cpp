@@ -21,6 +21,7 @@
 #error "define VIEWS, WIDTH, HEADS, FFN, PART0..PART2, HIDDEN1, HIDDEN2 and EPILOGUE"
 #endif
 #define TOKENS (VIEWS + 1)
+#include "parallel.h"
 #include "token_blocks.h"
 
 #define FEATURES (PART0 + PART1 + PART2)
@@ -86,7 +87,7 @@ static inline void ending_mlp(Vec out[OUTPUTS][COLS], const Vec in[READ_WIDTH][C
 // layer's weight (out, in) then bias, as torch holds them.
 // Outputs of EPILOGUE 1: out0 global tokens (samples, WIDTH), out1 blending weights (samples,
 // VIEWS), out2 colours (samples, 3); of EPILOGUE 2: out0 logits (samples, CLASSES).
-extern "C" void token_head(const float *part0, const float *part1, const float *part2,
+static void token_head_range(const float *part0, const float *part1, const float *part2,
                            const uint8_t *in_frustum, const uint8_t *visible,
                            const uint8_t *mask, const float *angle, const float *weights,
                            int blocks, float eps, float *out0, float *out1, float *out2,
@@ -187,4 +188,16 @@ extern "C" void token_head(const float *part0, const float *part1, const float *
                 out0[(first + lane) * CLASSES + k] = logits[k][0][lane];
 #endif
     }
+}
+
+// token_head_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void token_head(const float *part0, const float *part1, const float *part2,
+                           const uint8_t *in_frustum, const uint8_t *visible, const uint8_t *mask,
+                           const float *angle, const float *weights, int blocks, float eps,
+                           float *out0, float *out1, float *out2, int64_t samples,
+                           int64_t threads) {
+    parallel_ranges(samples, LANES, threads, [&](int64_t begin, int64_t end) {
+        token_head_range(part0, part1, part2, in_frustum, visible, mask, angle, weights, blocks,
+                         eps, out0, out1, out2, begin, end);
+    });
 }

@@ -5,11 +5,12 @@
 // LANES consecutive sets form one vector (token_blocks.h). Each tile of LANES sets is loaded
 // once, goes through every block, and is written once.
 
+#include "parallel.h"
 #include "token_blocks.h"
 
 // Sets [begin, end) of `sets`: out[c][t][n] = transformer(in)[c][t][n]. keep: [TOKENS][sets]
 // of 1 and 0, or null (every key attended). weights: `blocks` blocks of BLOCK_FLOATS each.
-extern "C" void token_transformer(float *out, const float *in, const float *keep, int64_t sets,
+static void token_transformer_range(float *out, const float *in, const float *keep, int64_t sets,
                                   int64_t begin, int64_t end, const float *weights, int blocks,
                                   float eps) {
     const int64_t plane = TOKENS * sets;
@@ -30,4 +31,12 @@ extern "C" void token_transformer(float *out, const float *in, const float *keep
             for (int t = 0; t < TOKENS; t++)
                 std::memcpy(out + c * plane + t * sets + first, &x[c][t], lanes * sizeof(float));
     }
+}
+
+// token_transformer_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void token_transformer(float *out, const float *in, const float *keep, int64_t sets,
+                                  int64_t threads, const float *weights, int blocks, float eps) {
+    parallel_ranges(sets, LANES, threads, [&](int64_t begin, int64_t end) {
+        token_transformer_range(out, in, keep, sets, begin, end, weights, blocks, eps);
+    });
 }

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "parallel.h"
+
 #ifndef CHANNELS
 #error "define CHANNELS (volume channels)"
 #endif
@@ -56,7 +58,8 @@ static void channel_sums(int64_t positions, int64_t in_stride, double (*sums)[CH
                          Terms terms) {
     double lane_sums[TERMS][LANES] = {};
     for (int64_t begin = 0; begin < positions; begin += BLOCK_POSITIONS) {
-        const int64_t end = begin + BLOCK_POSITIONS < positions ? begin + BLOCK_POSITIONS : positions;
+        const int64_t end =
+            begin + BLOCK_POSITIONS < positions ? begin + BLOCK_POSITIONS : positions;
         float block[TERMS][LANES] = {};
         for_each_value(begin, end, in_stride, [&](int64_t i, int64_t, int k) {
             float values[TERMS];
@@ -101,7 +104,7 @@ static void item_statistics(const float *x, int64_t positions, int64_t stride,
 
 // Items [item_begin, item_end) of the batch. `statistics` (may be null) receives each item's
 // means and inverse standard deviations, [item][2][CHANNELS], for the backward pass.
-extern "C" void volume_norm_act(float *out, float *statistics, const float *in,
+static void volume_norm_act_range(float *out, float *statistics, const float *in,
                                 const float *weight, const float *bias, int64_t positions,
                                 int64_t in_stride, int64_t group_channels, float eps, float slope,
                                 int64_t item_begin, int64_t item_end) {
@@ -130,6 +133,17 @@ extern "C" void volume_norm_act(float *out, float *statistics, const float *in,
     }
 }
 
+// volume_norm_act_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void volume_norm_act(float *out, float *statistics, const float *in, const float *weight,
+                                const float *bias, int64_t positions, int64_t in_stride,
+                                int64_t group_channels, float eps, float slope, int64_t items,
+                                int64_t threads) {
+    parallel_ranges(items, 1, threads, [&](int64_t item_begin, int64_t item_end) {
+        volume_norm_act_range(out, statistics, in, weight, bias, positions, in_stride,
+                              group_channels, eps, slope, item_begin, item_end);
+    });
+}
+
 // The gradients of volume_norm_act for items [item_begin, item_end): of its input (dense
 // channels-last, like grad_out and in), and each item's share of the weight's and bias's
 // (weight_parts, bias_parts: [item][CHANNELS], summed over items by the caller). With x^ the
@@ -137,7 +151,7 @@ extern "C" void volume_norm_act(float *out, float *statistics, const float *in,
 // where the pre-activation is not positive) and r the inverse standard deviation:
 //   d bias_c = sum_p g,  d weight_c = sum_p g x^,
 //   d x = r (weight_c g - mean_group(weight g) - x^ mean_group(weight g x^)).
-extern "C" void volume_norm_act_backward(float *grad_in, float *weight_parts, float *bias_parts,
+static void volume_norm_act_backward_range(float *grad_in, float *weight_parts, float *bias_parts,
                                          const float *grad_out, const float *in,
                                          const float *statistics, const float *weight,
                                          const float *bias, int64_t positions,
@@ -189,4 +203,18 @@ extern "C" void volume_norm_act_backward(float *grad_in, float *weight_parts, fl
                     (weight_lanes[k] * g - mean_g_lanes[k] - x_hat * mean_g_x_hat_lanes[k]);
         });
     }
+}
+
+// volume_norm_act_backward_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void volume_norm_act_backward(float *grad_in, float *weight_parts, float *bias_parts,
+                                         const float *grad_out, const float *in,
+                                         const float *statistics, const float *weight,
+                                         const float *bias, int64_t positions,
+                                         int64_t group_channels, float slope, int64_t items,
+                                         int64_t threads) {
+    parallel_ranges(items, 1, threads, [&](int64_t item_begin, int64_t item_end) {
+        volume_norm_act_backward_range(grad_in, weight_parts, bias_parts, grad_out, in, statistics,
+                                       weight, bias, positions, group_channels, slope, item_begin,
+                                       item_end);
+    });
 }

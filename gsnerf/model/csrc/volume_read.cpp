@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "parallel.h"
+
 #ifndef CHANNELS
 #error "define CHANNELS (volume channels)"
 #endif
@@ -31,7 +33,7 @@ static inline void axis_corners(float position, int64_t size, int64_t stride, in
 }
 
 // Points [point_begin, point_end) of the flattened (n, p) axis.
-extern "C" void volume_read(float *out, const float *volumes, const float *points,
+static void volume_read_range(float *out, const float *volumes, const float *points,
                             int64_t points_per_volume, int64_t depth, int64_t height,
                             int64_t width, int64_t point_begin, int64_t point_end) {
     const int64_t plane = height * width, channel_stride = depth * plane;
@@ -59,5 +61,15 @@ extern "C" void volume_read(float *out, const float *volumes, const float *point
             result[c * points_per_volume] = sum;
         }
     }
+}
+
+// volume_read_range over the whole range, split among `threads` OpenMP threads.
+extern "C" void volume_read(float *out, const float *volumes, const float *points,
+                            int64_t points_per_volume, int64_t depth, int64_t height, int64_t width,
+                            int64_t point_count, int64_t threads) {
+    parallel_ranges(point_count, 1, threads, [&](int64_t point_begin, int64_t point_end) {
+        volume_read_range(out, volumes, points, points_per_volume, depth, height, width,
+                          point_begin, point_end);
+    });
 }
 
