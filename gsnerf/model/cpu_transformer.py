@@ -11,8 +11,8 @@ the tiny model's two blocks took 16.5 ms against 28-32 ms compiled and 45-58 ms 
 
 The numbers are the blocks' (:class:`gsnerf.model.transformer.MaskedAttentionBlock`) up to
 float32 rounding: the same products and LayerNorms, the softmax's exponential from a polynomial
-with about 1e-7 relative error. Sets are split among ``torch.get_num_threads()`` threads (the
-kernel runs without the interpreter lock).
+with about 1e-7 relative error. Sets are split among ``torch.get_num_threads()`` of torch's own
+OpenMP threads (``csrc/parallel.h``).
 
 Conditions (:func:`cpu_transformer_applies`): ``fused_transformer.enabled`` (``eval.
 fused_transformer``, the benchmark's ``fused_transformer``: one kernel per transformer, Triton
