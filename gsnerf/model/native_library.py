@@ -9,11 +9,13 @@ compiler and its flags, and this CPU's feature flags (a library built for anothe
 instructions this one lacks). A build writes a temporary file and renames it, so processes
 building the same library at once (test workers) never load a half-written one.
 
-The kernels split their work among torch's OpenMP threads (``csrc/parallel.h``; built with
-``-fopenmp``, they link the libgomp that torch has loaded): with a Python thread pool instead,
-which competed with torch's workers spinning after each of its parallel regions, 2-thread
-frames of the tiny model took 105-114 ms cached and 231-235 ms uncached, against 71-76 and
-167-181 ms now. A compiler without OpenMP builds them serial, with a warning.
+The kernels split their work among OpenMP threads (``csrc/parallel.h``, built with
+``-fopenmp``). Their ``libgomp.so.1`` resolves to the one torch has loaded where torch's wheel
+ships it under that name, as the one here does, so they run on torch's own threads; under
+another name the system's runtime runs beside it with threads of its own. With a Python thread
+pool instead, which competed with torch's workers spinning after each of its parallel regions,
+2-thread frames of the tiny model took 105-114 ms cached and 231-235 ms uncached, against
+71-76 and 167-181 ms now. A compiler without OpenMP builds them serial, with a warning.
 
 The compiler is ``$CXX``, else the first of ``c++``, ``g++`` and ``clang++`` found. Without one,
 or when the build fails, :func:`load_native_library` raises :class:`NativeBuildError` naming

@@ -1,8 +1,8 @@
 // Splitting a kernel's range among threads: OpenMP threads of the process's OpenMP runtime,
-// which are torch's own (the libraries link the libgomp that torch has already loaded), so a
-// kernel neither competes with torch's workers, which spin for a while after each of its
-// parallel regions, nor starts threads of its own. Built without OpenMP, the range runs in the
-// calling thread.
+// which are torch's own where torch has loaded its libgomp as libgomp.so.1 (the libraries'
+// dependency resolves to it), so a kernel neither competes with torch's workers, which spin
+// for a while after each of its parallel regions, nor starts threads of its own. Built without
+// OpenMP, the range runs in the calling thread.
 
 #pragma once
 
