@@ -241,3 +241,24 @@ def test_without_a_compiler_the_pytorch_warp_runs(kernel_on, monkeypatch, caplog
     finally:
         for cache in caches:
             cache.cache_clear()
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_builds_serial_kernels(kernel_on, monkeypatch, caplog, tmp_path):
+    arguments = _level(2, 2, 8, 3, 5, 7)
+    parallel = cpu_correlation_volume(*arguments, 4)
+    # An OpenMP flag the compiler rejects stands for a compiler without OpenMP.
+    monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(native_library, "OPENMP_FLAGS", ("-fno-such-openmp-flag",))
+    caches = (native_library._load, native_library.native_function)
+    caches += (native_library.native_function_builds,)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            serial = cpu_correlation_volume(*arguments, 4)
+        assert "without OpenMP" in caplog.text and list(tmp_path.glob("*.so"))
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+    assert torch.equal(serial, parallel)
