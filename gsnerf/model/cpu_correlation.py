@@ -110,8 +110,7 @@ def cpu_correlation_volume(
     )
 
 
-def _kernel(name: str, channels: int, groups: int, neighbours: int):
-    arguments = ARGUMENTS if name == "group_correlation" else BACKWARD_ARGUMENTS
+def _kernel(name: str, arguments: tuple, channels: int, groups: int, neighbours: int):
     return native_function(SOURCE, name, arguments, _defines(channels, groups, neighbours))
 
 
@@ -129,9 +128,8 @@ class _Correlation(torch.autograd.Function):
         neighbours = F.pad(neighbours, (0, 0, 1, 1, 1, 1)).contiguous()
         hypotheses = hypotheses.contiguous()
         cost = ref_features.new_empty(batch, depths, height, width, groups)
-        kernel = _kernel("group_correlation", channels, groups, num_neighbours)
+        kernel = _kernel("group_correlation", ARGUMENTS, channels, groups, num_neighbours)
         pointers = [t.data_ptr() for t in (cost, reference, neighbours, hypotheses, projections)]
-
         kernel(*pointers, depths, height, width, batch * depths * height, torch.get_num_threads())
         ctx.save_for_backward(reference, neighbours, hypotheses, projections)
         ctx.groups = groups
@@ -140,15 +138,16 @@ class _Correlation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_cost):
         reference, neighbours, hypotheses, projections = ctx.saved_tensors
-        batch, num_neighbours, padded_height, padded_width, channels = neighbours.shape
+        batch, num_neighbours, *_, channels = neighbours.shape
         depths, height, width = hypotheses.shape[1:]
         grad_cost = rearrange(grad_cost, "b g d h w -> b d h w g").contiguous()
         grad_reference = torch.zeros_like(reference)
         grad_neighbours = torch.zeros_like(neighbours)
-        kernel = _kernel("group_correlation_backward", channels, ctx.groups, num_neighbours)
+        kernel = _kernel(
+            "group_correlation_backward", BACKWARD_ARGUMENTS, channels, ctx.groups, num_neighbours
+        )
         tensors = (grad_reference, grad_neighbours, grad_cost, reference, neighbours)
         pointers = [t.data_ptr() for t in (*tensors, hypotheses, projections)]
-
         # Split by item: the neighbours' gradients of different items never overlap.
         kernel(*pointers, depths, height, width, batch, torch.get_num_threads())
         grad_neighbours = rearrange(grad_neighbours[:, :, 1:-1, 1:-1], "b n h w c -> b n c h w")

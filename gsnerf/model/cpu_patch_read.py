@@ -80,9 +80,8 @@ def cpu_patch_read(maps: Tensor, grid: Tensor, views: int) -> Tensor:
     out = maps.new_empty(shape)
     kernel = native_function(SOURCE, "patch_read", ARGUMENTS, (("CHANNELS", channels),))
     pointers = (out.data_ptr(), maps.data_ptr(), points.data_ptr())
-
-    points = batch_views * rows * per_row
-    kernel(*pointers, rows * per_row, views, height, width, points, torch.get_num_threads())
+    point_count = batch_views * rows * per_row
+    kernel(*pointers, rows * per_row, views, height, width, point_count, torch.get_num_threads())
     return out
 
 

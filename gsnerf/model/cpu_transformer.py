@@ -35,10 +35,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from gsnerf.model import fused_transformer
-from gsnerf.model.native_library import (
-    NativeBuildError,
-    load_native_library,
-)
+from gsnerf.model.native_library import NativeBuildError, load_native_library
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +102,6 @@ def cpu_token_transformer(
     out = columns.new_empty(columns.shape)
     keep_pointer = None if keep is None else keep.data_ptr()
     arguments = (weights.data_ptr(), blocks, eps)
-
     threads = torch.get_num_threads()
     kernel(out.data_ptr(), columns.data_ptr(), keep_pointer, sets, threads, *arguments)
     return out

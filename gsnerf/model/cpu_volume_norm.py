@@ -128,7 +128,6 @@ def volume_norm_act_forward(
     weight, bias = weight.float().contiguous(), bias.float().contiguous()
     pointers = (out, statistics, volume, weight, bias)
     sizes = (depth * height * width, stride, channels // groups, eps, slope)
-
     kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, batch, torch.get_num_threads())
     return out, statistics
 
@@ -163,7 +162,6 @@ def volume_norm_act_backward(
     weight, bias = weight.float().contiguous(), bias.float().contiguous()
     pointers = (grad_in, weight_parts, bias_parts, grad_out, volume, statistics, weight, bias)
     sizes = (depth * height * width, channels // groups, slope)
-
     kernel(*(tensor.data_ptr() for tensor in pointers), *sizes, batch, torch.get_num_threads())
     return grad_in, weight_parts.sum(0), bias_parts.sum(0)
 

@@ -69,7 +69,6 @@ def cpu_volume_read(
     out = values.new_empty(batch, channels, per_volume)
     kernel = native_function(SOURCE, "volume_read", ARGUMENTS, (("CHANNELS", channels),))
     pointers = (out.data_ptr(), values.data_ptr(), points.data_ptr())
-
-    points = batch * per_volume
-    kernel(*pointers, per_volume, depth, height, width, points, torch.get_num_threads())
+    point_count = batch * per_volume
+    kernel(*pointers, per_volume, depth, height, width, point_count, torch.get_num_threads())
     return out.view(batch, channels, *grid.shape[1:-1])

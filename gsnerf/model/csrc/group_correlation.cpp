@@ -40,9 +40,9 @@ static inline Vec splat(float value) { return Vec{} + value; }
 
 // Rows [row_begin, row_end) of the flattened (b, d, y) axis.
 static void group_correlation_range(float *cost, const float *reference, const float *neighbours,
-                                  const float *hypotheses, const float *projections,
-                                  int64_t depths, int64_t height, int64_t width,
-                                  int64_t row_begin, int64_t row_end) {
+                                    const float *hypotheses, const float *projections,
+                                    int64_t depths, int64_t height, int64_t width,
+                                    int64_t row_begin, int64_t row_end) {
     const int64_t pixels = height * width;
     const int64_t padded_width = width + 2, padded_pixels = (height + 2) * (width + 2);
     Vec lane_index;
@@ -131,11 +131,11 @@ extern "C" void group_correlation(float *cost, const float *reference, const flo
 //   d reference_c += s * d cost_g(c) * m_c,
 //   d neighbour_n at each read corner += s * d cost_g(c) * reference_c * corner weight.
 static void group_correlation_backward_range(float *grad_reference, float *grad_neighbours,
-                                           const float *grad_cost, const float *reference,
-                                           const float *neighbours, const float *hypotheses,
-                                           const float *projections, int64_t depths,
-                                           int64_t height, int64_t width, int64_t item_begin,
-                                           int64_t item_end) {
+                                             const float *grad_cost, const float *reference,
+                                             const float *neighbours, const float *hypotheses,
+                                             const float *projections, int64_t depths,
+                                             int64_t height, int64_t width, int64_t item_begin,
+                                             int64_t item_end) {
     const int64_t pixels = height * width;
     const int64_t padded_width = width + 2, padded_pixels = (height + 2) * (width + 2);
     const float scale = 1.0f / (NEIGHBOURS * GROUP_CHANNELS);
@@ -155,10 +155,10 @@ static void group_correlation_backward_range(float *grad_reference, float *grad_
                     }
                     for (int n = 0; n < NEIGHBOURS; n++) {
                         const float *m = projections + (b * NEIGHBOURS + n) * 12;
-                        const float fx_ = (float)x, fy_ = (float)y;
-                        const float ray_x = m[0] * fx_ + (m[1] * fy_ + m[2]);
-                        const float ray_y = m[3] * fx_ + (m[4] * fy_ + m[5]);
-                        const float ray_z = m[6] * fx_ + (m[7] * fy_ + m[8]);
+                        const float px = (float)x, py = (float)y;
+                        const float ray_x = m[0] * px + (m[1] * py + m[2]);
+                        const float ray_y = m[3] * px + (m[4] * py + m[5]);
+                        const float ray_z = m[6] * px + (m[7] * py + m[8]);
                         const float p_z = ray_z * z + m[11];
                         if (!(p_z > 0.0f)) continue;
                         const float u = (ray_x * z + m[9]) / p_z, v = (ray_y * z + m[10]) / p_z;

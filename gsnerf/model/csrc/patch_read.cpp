@@ -53,8 +53,8 @@ static void read_point(float *out, const float *map, int64_t height, int64_t wid
 
 // Points [point_begin, point_end) of the flattened (n, p) axis.
 static void patch_read_range(float *out, const float *maps, const float *points,
-                           int64_t points_per_map, int64_t views, int64_t height, int64_t width,
-                           int64_t point_begin, int64_t point_end) {
+                             int64_t points_per_map, int64_t views, int64_t height, int64_t width,
+                             int64_t point_begin, int64_t point_end) {
     const int64_t plane = height * width;
     for (int64_t flat = point_begin; flat < point_end; flat++) {
         const int64_t n = flat / points_per_map, p = flat % points_per_map;

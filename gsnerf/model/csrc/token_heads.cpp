@@ -88,10 +88,10 @@ static inline void ending_mlp(Vec out[OUTPUTS][COLS], const Vec in[READ_WIDTH][C
 // Outputs of EPILOGUE 1: out0 global tokens (samples, WIDTH), out1 blending weights (samples,
 // VIEWS), out2 colours (samples, 3); of EPILOGUE 2: out0 logits (samples, CLASSES).
 static void token_head_range(const float *part0, const float *part1, const float *part2,
-                           const uint8_t *in_frustum, const uint8_t *visible,
-                           const uint8_t *mask, const float *angle, const float *weights,
-                           int blocks, float eps, float *out0, float *out1, float *out2,
-                           int64_t begin, int64_t end) {
+                             const uint8_t *in_frustum, const uint8_t *visible,
+                             const uint8_t *mask, const float *angle, const float *weights,
+                             int blocks, float eps, float *out0, float *out1, float *out2,
+                             int64_t begin, int64_t end) {
     const float *embed = weights;
     const float *global = embed + EMBED_FLOATS;
     const float *block_weights = global + GLOBAL_FLOATS;

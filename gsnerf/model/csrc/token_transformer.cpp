@@ -11,8 +11,8 @@
 // Sets [begin, end) of `sets`: out[c][t][n] = transformer(in)[c][t][n]. keep: [TOKENS][sets]
 // of 1 and 0, or null (every key attended). weights: `blocks` blocks of BLOCK_FLOATS each.
 static void token_transformer_range(float *out, const float *in, const float *keep, int64_t sets,
-                                  int64_t begin, int64_t end, const float *weights, int blocks,
-                                  float eps) {
+                                    int64_t begin, int64_t end, const float *weights, int blocks,
+                                    float eps) {
     const int64_t plane = TOKENS * sets;
     for (int64_t first = begin; first < end; first += LANES) {
         const int64_t lanes = end - first < LANES ? end - first : LANES;

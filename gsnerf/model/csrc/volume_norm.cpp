@@ -105,9 +105,9 @@ static void item_statistics(const float *x, int64_t positions, int64_t stride,
 // Items [item_begin, item_end) of the batch. `statistics` (may be null) receives each item's
 // means and inverse standard deviations, [item][2][CHANNELS], for the backward pass.
 static void volume_norm_act_range(float *out, float *statistics, const float *in,
-                                const float *weight, const float *bias, int64_t positions,
-                                int64_t in_stride, int64_t group_channels, float eps, float slope,
-                                int64_t item_begin, int64_t item_end) {
+                                  const float *weight, const float *bias, int64_t positions,
+                                  int64_t in_stride, int64_t group_channels, float eps, float slope,
+                                  int64_t item_begin, int64_t item_end) {
     for (int64_t item = item_begin; item < item_end; item++) {
         const float *x = in + item * positions * in_stride;
         float *y = out + item * positions * CHANNELS;
@@ -152,11 +152,11 @@ extern "C" void volume_norm_act(float *out, float *statistics, const float *in, 
 //   d bias_c = sum_p g,  d weight_c = sum_p g x^,
 //   d x = r (weight_c g - mean_group(weight g) - x^ mean_group(weight g x^)).
 static void volume_norm_act_backward_range(float *grad_in, float *weight_parts, float *bias_parts,
-                                         const float *grad_out, const float *in,
-                                         const float *statistics, const float *weight,
-                                         const float *bias, int64_t positions,
-                                         int64_t group_channels, float slope,
-                                         int64_t item_begin, int64_t item_end) {
+                                           const float *grad_out, const float *in,
+                                           const float *statistics, const float *weight,
+                                           const float *bias, int64_t positions,
+                                           int64_t group_channels, float slope,
+                                           int64_t item_begin, int64_t item_end) {
     const double count = (double)positions * (double)group_channels;
     float weight_lanes[LANES], bias_lanes[LANES];
     to_lanes(weight, weight_lanes);

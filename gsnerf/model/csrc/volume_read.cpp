@@ -34,8 +34,8 @@ static inline void axis_corners(float position, int64_t size, int64_t stride, in
 
 // Points [point_begin, point_end) of the flattened (n, p) axis.
 static void volume_read_range(float *out, const float *volumes, const float *points,
-                            int64_t points_per_volume, int64_t depth, int64_t height,
-                            int64_t width, int64_t point_begin, int64_t point_end) {
+                              int64_t points_per_volume, int64_t depth, int64_t height,
+                              int64_t width, int64_t point_begin, int64_t point_end) {
     const int64_t plane = height * width, channel_stride = depth * plane;
     for (int64_t flat = point_begin; flat < point_end; flat++) {
         const int64_t n = flat / points_per_volume, p = flat % points_per_volume;
