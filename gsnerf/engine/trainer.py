@@ -103,10 +103,11 @@ class TrainCfg:
     # What train.compile compiles: some of heads, gather, cost_volumes (eval.compile_parts).
     compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
     # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
-    # (gsnerf.model.cpu_correlation) and their GroupNorm + LeakyReLU pairs
-    # (gsnerf.model.cpu_volume_norm), forward and backward (a tiny-model step of 512 rays with
-    # 4 views 373 against 477 ms, one thread), in the validation renders all of
-    # eval.cpu_kernels. The same numbers up to float32 rounding; no effect on CUDA. Without a
+    # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs
+    # (gsnerf.model.cpu_volume_norm) and depth-logit convolutions (gsnerf.model.cpu_logit_conv),
+    # forward and backward (a tiny-model step of 512 rays with 4 views 373 against 477 ms
+    # without the last, one thread; 369 against 383 ms for the last alone), in the validation
+    # renders all of eval.cpu_kernels. The same numbers up to float32 rounding; no effect on CUDA. Without a
     # C++ compiler, a warning and the PyTorch code.
     cpu_kernels: bool = True
 

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.geometry.homography import plane_sweep_warp
-from gsnerf.model import cpu_correlation, cpu_volume_norm
+from gsnerf.model import cpu_correlation, cpu_logit_conv, cpu_volume_norm
 
 
 @dataclass
@@ -153,6 +153,17 @@ class ConvNormAct(nn.Sequential):
         return activation(norm(volume))
 
 
+class LogitConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs as a C++ kernel on a CPU where it applies
+    (:mod:`gsnerf.model.cpu_logit_conv`: one output channel, 3x3x3, padding 1, no bias); the
+    same parameters and state-dict keys."""
+
+    def forward(self, volume: Tensor) -> Tensor:
+        if cpu_logit_conv.cpu_logit_conv_applies(volume, self):
+            return cpu_logit_conv.cpu_logit_conv(volume, self.weight)
+        return super().forward(volume)
+
+
 def conv3d_norm_act(
     in_channels: int, out_channels: int, stride: int, cfg: CostVolumeCfg
 ) -> ConvNormAct:
@@ -198,7 +209,7 @@ class CostRegularizer(nn.Module):
         self.up1 = up3d_norm_act(w1, w0, cfg)
         # No bias on the logit conv: a constant shift cancels in the softmax over hypotheses.
         self.depth_head = nn.Sequential(
-            conv3d_norm_act(w0, w0, 1, cfg), nn.Conv3d(w0, 1, 3, padding=1, bias=False)
+            conv3d_norm_act(w0, w0, 1, cfg), LogitConv3d(w0, 1, 3, padding=1, bias=False)
         )
         self.volume_head = conv3d_norm_act(w0, cfg.volume_channels, 1, cfg)
         self.channels_last = cfg.channels_last

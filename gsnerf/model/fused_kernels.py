@@ -7,11 +7,12 @@ CUDA, each behind its module's ``enabled`` switch: the attention alone
 (:mod:`gsnerf.model.fused_transformer`). Where several are on, the transformer takes the
 widest that fits (:class:`gsnerf.model.transformer.TokenTransformer`). The transformer's switch
 also selects the whole transformer in one C++ kernel on a CPU
-(:mod:`gsnerf.model.cpu_transformer`). One more switch is for CPU inference only: C++ kernels
-for the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`)
-and their GroupNorm + LeakyReLU pairs (:mod:`gsnerf.model.cpu_volume_norm`), and for the
-gathering's volume reads and semantic patches (:mod:`gsnerf.model.cpu_volume_read`,
-:mod:`gsnerf.model.cpu_patch_read`).
+(:mod:`gsnerf.model.cpu_transformer`). One more switch is for the CPU only: C++ kernels for
+the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`),
+their GroupNorm + LeakyReLU pairs (:mod:`gsnerf.model.cpu_volume_norm`) and depth-logit
+convolutions (:mod:`gsnerf.model.cpu_logit_conv`), which also serve training
+(``train.cpu_kernels``), and for the inference's volume reads and semantic patches
+(:mod:`gsnerf.model.cpu_volume_read`, :mod:`gsnerf.model.cpu_patch_read`).
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import torch
 from gsnerf.model import (
     attention_kernel,
     cpu_correlation,
+    cpu_logit_conv,
     cpu_patch_read,
     cpu_transformer,
     cpu_volume_norm,
@@ -41,6 +43,7 @@ CPU_KERNEL_MODULES = (
     cpu_volume_read,
     cpu_patch_read,
     cpu_volume_norm,
+    cpu_logit_conv,
 )
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
@@ -53,7 +56,7 @@ class FusedKernels:
     attention: bool = False
     blocks: bool = False
     transformer: bool = False
-    # CPU inference only (the correlation and volume-read kernels); no effect on CUDA.
+    # The C++ kernels of CPU_KERNEL_MODULES; no effect on CUDA.
     cpu_kernels: bool = False
 
 
