@@ -40,7 +40,7 @@ from gsnerf.model.native_library import (
     INT64,
     POINTER,
     native_function,
-    native_function_builds,
+    native_functions_build,
 )
 
 SOURCE = "group_correlation.cpp"
@@ -62,10 +62,8 @@ def _defines(channels: int, groups: int, neighbours: int) -> tuple[tuple[str, in
 def kernel_available(channels: int, groups: int, neighbours: int) -> bool:
     """Whether the kernel and its backward pass build for this shape; tried (and warned
     about) once per shape."""
-    defines = _defines(channels, groups, neighbours)
-    return native_function_builds(
-        SOURCE, "group_correlation", ARGUMENTS, defines
-    ) and native_function_builds(SOURCE, "group_correlation_backward", BACKWARD_ARGUMENTS, defines)
+    signatures = {"group_correlation": ARGUMENTS, "group_correlation_backward": BACKWARD_ARGUMENTS}
+    return native_functions_build(SOURCE, signatures, _defines(channels, groups, neighbours))
 
 
 def cpu_correlation_applies(

@@ -30,7 +30,7 @@ from gsnerf.model.native_library import (
     INT64,
     POINTER,
     native_function,
-    native_function_builds,
+    native_functions_build,
 )
 
 SOURCE = "logit_conv.cpp"
@@ -50,11 +50,8 @@ enabled = False
 def kernel_available(channels: int) -> bool:
     """Whether the kernel for ``channels`` builds; tried (and warned about) once per count. A
     constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
-    return native_function_builds(
-        SOURCE, "logit_conv", FORWARD_ARGUMENTS, _defines(channels)
-    ) and native_function_builds(
-        SOURCE, "logit_conv_backward", BACKWARD_ARGUMENTS, _defines(channels)
-    )
+    signatures = {"logit_conv": FORWARD_ARGUMENTS, "logit_conv_backward": BACKWARD_ARGUMENTS}
+    return native_functions_build(SOURCE, signatures, _defines(channels))
 
 
 def _defines(channels: int) -> tuple:

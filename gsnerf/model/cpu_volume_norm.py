@@ -30,7 +30,7 @@ from gsnerf.model.native_library import (
     INT64,
     POINTER,
     native_function,
-    native_function_builds,
+    native_functions_build,
 )
 
 SOURCE = "volume_norm.cpp"
@@ -52,11 +52,11 @@ enabled = False
 def kernel_available(channels: int) -> bool:
     """Whether the kernel for ``channels`` builds; tried (and warned about) once per count. A
     constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
-    return native_function_builds(
-        SOURCE, "volume_norm_act", FORWARD_ARGUMENTS, _defines(channels)
-    ) and native_function_builds(
-        SOURCE, "volume_norm_act_backward", BACKWARD_ARGUMENTS, _defines(channels)
-    )
+    signatures = {
+        "volume_norm_act": FORWARD_ARGUMENTS,
+        "volume_norm_act_backward": BACKWARD_ARGUMENTS,
+    }
+    return native_functions_build(SOURCE, signatures, _defines(channels))
 
 
 def _defines(channels: int) -> tuple:

@@ -205,3 +205,14 @@ def native_function_builds(
         log.warning("C++ kernel %s unavailable, using the PyTorch code: %s", function_name, error)
         return False
     return True
+
+
+def native_functions_build(
+    source_name: str, signatures: dict[str, tuple], defines: Defines
+) -> bool:
+    """Whether every function of ``signatures`` (``{name: argtypes}``, a kernel and its
+    backward pass, say) loads from one library (:func:`native_function_builds`)."""
+    return all(
+        native_function_builds(source_name, name, argtypes, defines)
+        for name, argtypes in signatures.items()
+    )
