@@ -10,8 +10,9 @@ also selects the whole transformer in one C++ kernel on a CPU
 (:mod:`gsnerf.model.cpu_transformer`). One more switch is for the CPU only: C++ kernels for
 the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu_correlation`),
 their GroupNorm + LeakyReLU pairs (:mod:`gsnerf.model.cpu_volume_norm`) and depth-logit
-convolutions (:mod:`gsnerf.model.cpu_logit_conv`), which also serve training
-(``train.cpu_kernels``), and for the inference's volume reads and semantic patches
+convolutions (:mod:`gsnerf.model.cpu_logit_conv`) and the transformer blocks' attention
+(:mod:`gsnerf.model.cpu_set_attention`), which also serve training (``train.cpu_kernels``),
+and for the inference's volume reads and semantic patches
 (:mod:`gsnerf.model.cpu_volume_read`, :mod:`gsnerf.model.cpu_patch_read`).
 """
 
@@ -28,6 +29,7 @@ from gsnerf.model import (
     cpu_correlation,
     cpu_logit_conv,
     cpu_patch_read,
+    cpu_set_attention,
     cpu_transformer,
     cpu_volume_norm,
     cpu_volume_read,
@@ -44,6 +46,7 @@ CPU_KERNEL_MODULES = (
     cpu_patch_read,
     cpu_volume_norm,
     cpu_logit_conv,
+    cpu_set_attention,
 )
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
