@@ -105,10 +105,12 @@ class TrainCfg:
     # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
     # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs
     # (gsnerf.model.cpu_volume_norm) and depth-logit convolutions (gsnerf.model.cpu_logit_conv),
-    # forward and backward (a tiny-model step of 512 rays with 4 views 373 against 477 ms
-    # without the last, one thread; 369 against 383 ms for the last alone), in the validation
-    # renders all of eval.cpu_kernels. The same numbers up to float32 rounding; no effect on
-    # CUDA. Without a C++ compiler, a warning and the PyTorch code.
+    # and the transformer blocks' attention (gsnerf.model.cpu_set_attention), forward and
+    # backward (a tiny-model step of 512 rays with 4 views, one thread: 373 against 477 ms with
+    # the first two alone, then 369 against 383 ms with the third and 322 against 355 ms with
+    # the fourth), in the validation renders all of eval.cpu_kernels. The same numbers up to
+    # float32 rounding; no effect on CUDA. Without a C++ compiler, a warning and the PyTorch
+    # code.
     cpu_kernels: bool = True
 
     def __post_init__(self) -> None:
