@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 from small_models import small_geo_reasoner_cfg
+from thread_counts import on_thread_counts
 
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cost_volume, cpu_correlation, native_library
@@ -150,14 +151,7 @@ def test_points_near_the_camera_plane_read_zeros_not_nan(kernel_on):
 @needs_compiler
 def test_threads_split_the_rows_alike(kernel_on):
     arguments = _level(2, 3, 8, 5, 13, 21)
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = cpu_correlation_volume(*arguments, 4)
-        torch.set_num_threads(3)
-        three = cpu_correlation_volume(*arguments, 4)
-    finally:
-        torch.set_num_threads(saved)
+    one, three = on_thread_counts(lambda: cpu_correlation_volume(*arguments, 4))
     assert torch.equal(one, three)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_compiled_heads import runtime_type_checks_off
+from thread_counts import on_thread_counts
 
 from gsnerf.model import cpu_logit_conv
 from gsnerf.model.cost_volume import CostRegularizer, CostVolumeCfg, LogitConv3d
@@ -77,16 +78,12 @@ def test_thread_counts_give_the_same_numbers() -> None:
     volume.requires_grad_()
     weight.requires_grad_()
     grad_out = torch.randn(3, 1, 4, 5, 6, generator=torch.Generator().manual_seed(4))
-    saved = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 3):
-            torch.set_num_threads(threads)
-            logits = logit_conv_forward(volume, weight)
-            results.append([logits, *torch.autograd.grad(logits, (volume, weight), grad_out)])
-    finally:
-        torch.set_num_threads(saved)
-    for one, three in zip(*results):
+
+    def forward_and_gradients():
+        logits = logit_conv_forward(volume, weight)
+        return [logits, *torch.autograd.grad(logits, (volume, weight), grad_out)]
+
+    for one, three in zip(*on_thread_counts(forward_and_gradients)):
         assert torch.equal(one, three)
 
 

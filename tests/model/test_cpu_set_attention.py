@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from thread_counts import on_thread_counts
 
 from gsnerf.model import cpu_set_attention
 from gsnerf.model.cpu_set_attention import (
@@ -81,16 +82,12 @@ def test_thread_counts_give_the_same_numbers() -> None:
     qkv, key_mask = random_inputs(37, 5, 4, 8, 3)
     qkv.requires_grad_()
     grad_out = torch.randn(37, 5, 32, generator=torch.Generator().manual_seed(4))
-    saved = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 3):
-            torch.set_num_threads(threads)
-            attended = set_attention_forward(qkv, key_mask, 4)[0]
-            results.append((attended, *torch.autograd.grad(attended, qkv, grad_out)))
-    finally:
-        torch.set_num_threads(saved)
-    for one, three in zip(*results):
+
+    def forward_and_gradient():
+        attended = set_attention_forward(qkv, key_mask, 4)[0]
+        return [attended, *torch.autograd.grad(attended, qkv, grad_out)]
+
+    for one, three in zip(*on_thread_counts(forward_and_gradient)):
         assert torch.equal(one, three)
 
 

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from thread_counts import on_thread_counts
 
 from gsnerf.model import cpu_token_heads, cpu_transformer, fused_transformer, native_library
 from gsnerf.model.cpu_token_heads import (
@@ -158,15 +159,8 @@ def test_threads_split_the_samples_alike(kernel_on):
     head = _radiance_head()
     gathered = _gathered(50, 4, 8)
     mask = attention_view_mask(gathered.in_frustum, gathered.visible)
-    saved = torch.get_num_threads()
     with torch.inference_mode():
-        try:
-            torch.set_num_threads(1)
-            one = cpu_radiance_views(head, gathered, mask)
-            torch.set_num_threads(3)
-            several = cpu_radiance_views(head, gathered, mask)
-        finally:
-            torch.set_num_threads(saved)
+        one, several = on_thread_counts(lambda: cpu_radiance_views(head, gathered, mask))
     for first, second in zip(one, several):
         assert torch.equal(first, second)
 

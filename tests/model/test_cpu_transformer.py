@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+from thread_counts import on_thread_counts
 
 from gsnerf.model import cpu_transformer, fused_transformer, native_library
 from gsnerf.model.cpu_transformer import (
@@ -93,15 +94,8 @@ def test_masked_keys_change_nothing(kernel_on):
 def test_threads_split_the_sets_alike(kernel_on):
     transformer = _transformer()
     values, mask = _tokens_and_mask(200, 9)
-    saved = torch.get_num_threads()
     with torch.inference_mode():
-        try:
-            torch.set_num_threads(1)
-            one = transformer(values, mask)
-            torch.set_num_threads(3)
-            several = transformer(values, mask)
-        finally:
-            torch.set_num_threads(saved)
+        one, several = on_thread_counts(lambda: transformer(values, mask))
     assert torch.equal(one, several)
 
 

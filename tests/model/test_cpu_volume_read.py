@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from small_models import small_gsnerf_cfg
+from thread_counts import on_thread_counts
 
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cpu_volume_read, native_library
@@ -93,14 +94,7 @@ def test_threads_split_the_points_alike(kernel_on):
     generator = torch.Generator().manual_seed(1)
     volume = torch.randn(3, 4, 5, 9, 13, generator=generator)
     grid = torch.rand(3, 50, 7, 1, 3, generator=generator) * 2 - 1
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = cpu_volume_read.cpu_volume_read(volume, grid)
-        torch.set_num_threads(3)
-        three = cpu_volume_read.cpu_volume_read(volume, grid)
-    finally:
-        torch.set_num_threads(saved)
+    one, three = on_thread_counts(lambda: cpu_volume_read.cpu_volume_read(volume, grid))
     assert torch.equal(one, three)
 
 
