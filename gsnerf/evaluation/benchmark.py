@@ -110,8 +110,9 @@ class BenchmarkCfg:
     compile_parts: list[str] | None = None
     # Fused inference kernels (gsnerf/model/fused_kernels.py): on CUDA the attention, whole blocks
     # or (H100 heads 18.7 against 61.6 ms a frame) each transformer in Triton; on a CPU each
-    # transformer with the heads' view-token stage around it, and (cpu_kernels) the cost volumes'
-    # correlation and the volume reads, in C++.
+    # transformer with the heads' view-token stage around it, and (cpu_kernels) the C++ kernels
+    # of gsnerf.model.fused_kernels.CPU_KERNEL_MODULES: the cost volumes' correlation, norms and
+    # depth logits, the gathering's reads, and in the timed training steps the attention.
     fused_attention: bool = False
     fused_blocks: bool = False
     fused_transformer: bool = True

@@ -84,9 +84,10 @@ class EvalCfg:
     # metrics), C++ on a CPU (gsnerf/model/cpu_transformer.py, and the heads' whole view-token
     # stage around the view and semantic transformers: cpu_token_heads.py; benchmarks/README.md).
     fused_transformer: bool = True
-    # CPU: C++ kernels for the cost volumes' plane-sweep warp and group correlation
-    # (gsnerf/model/cpu_correlation.py) and the gathering's volume reads
-    # (gsnerf/model/cpu_volume_read.py). No effect on CUDA.
+    # CPU: the C++ kernels of gsnerf.model.fused_kernels.CPU_KERNEL_MODULES: the cost volumes'
+    # plane-sweep warp and group correlation, GroupNorm + LeakyReLU pairs and depth-logit
+    # convolutions, the gathering's volume and patch reads (and the training attention, which
+    # inference does not reach). The same renders to float32 rounding. No effect on CUDA.
     cpu_kernels: bool = True
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
