@@ -4,9 +4,9 @@ Each cost volume's U-Net ends in a 3x3x3 convolution to a single channel, the de
 (:class:`gsnerf.model.cost_volume.CostRegularizer`). oneDNN takes as long for that one output
 channel as for sixteen: about 13 GFLOP/s, 10.7 ms of an uncached 8-view tiny-model encoding for
 the finest level's [8, 8, 8, 64, 80] volume (one thread), and its backward pass as long again.
-``csrc/logit_conv.cpp`` keeps, per row of output cells, one partial sum per cell and channel
-across the 27 taps, so that every tap is a pass of element-wise multiply-adds over a row of the
-channels-last input, and sums the channels once per cell. That volume's logits take 2.0 against
+``csrc/logit_conv.cpp`` keeps, for a block of 8 output cells of a row, one partial sum per
+cell and channel in registers across the 27 taps, so that every tap is an element-wise
+multiply-add of the channels-last input row, and sums the channels once per cell. That volume's logits take 2.0 against
 11.6-12.0 ms, the gradients of a training step's [4, 8, 8, 64, 80] volume 3.2 against 7.0-7.3
 ms; an uncached 8-view encoding 142 against 159 ms on one thread (93 against 110 on two), a
 quickstart training step of 512 rays with 4 views 369 against 383 ms (226 against 236),

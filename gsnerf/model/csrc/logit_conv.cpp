@@ -6,14 +6,15 @@
 // [n][d][h][w], weight [CHANNELS][3][3][3] (torch's [1][C][3][3][3]).
 //
 // A row of the volume (fixed n, d, h) is W * CHANNELS contiguous floats. Each output cell is a
-// sum over 27 taps of dot products over the channels; instead of reducing every dot product,
-// a row accumulator keeps one partial sum per (cell, channel) across the taps, so that every
-// tap is one pass of element-wise multiply-adds over contiguous floats that the compiler
-// vectorises (lane k of a LANES-float vector holds channel k % CHANNELS), and the channels are
-// summed once per cell at the end. The accumulator has one padding cell at each end: a tap
-// that reads the cell left or right of an output cell adds the input row into the accumulator
-// shifted by one cell, and the row's edge cells spill into the padding, which is dropped (the
-// zero padding of the convolution).
+// sum over 27 taps of dot products over the channels. Instead of reducing every dot product,
+// a block of the output row (64 floats: 8 cells of 8 channels) keeps one partial sum per cell
+// and channel in registers across the taps: each tap is an element-wise multiply-add of the
+// input row, shifted by a cell for the left and right taps, with the tap's weights repeated
+// over the lanes (lane k holds channel k % CHANNELS), and the channels are summed once per
+// cell at the end. The row's edge cells, which lack a left or right neighbour (the zero
+// padding), take loops of their own. The input gradient is the same computation on the output
+// gradient, each cell's value repeated over the channels with a zero cell at each end, and the
+// taps flipped; the weight gradient sums products of input rows and expanded gradient rows.
 
 #include <cstdint>
 #include <vector>
