@@ -4,13 +4,13 @@ Each cost volume's U-Net ends in a 3x3x3 convolution to a single channel, the de
 (:class:`gsnerf.model.cost_volume.CostRegularizer`). oneDNN takes as long for that one output
 channel as for sixteen: about 13 GFLOP/s, 10.7 ms of an uncached 8-view tiny-model encoding for
 the finest level's [8, 8, 8, 64, 80] volume (one thread), and its backward pass as long again.
-``csrc/logit_conv.cpp`` keeps, for a block of 8 output cells of a row, one partial sum per
+``csrc/logit_conv.cpp`` keeps, for a block of an output row (8 cells of 8 channels), a sum per
 cell and channel in registers across the 27 taps, so that every tap is an element-wise
-multiply-add of the channels-last input row, and sums the channels once per cell. That volume's logits take 2.0 against
-11.6-12.0 ms, the gradients of a training step's [4, 8, 8, 64, 80] volume 3.2 against 7.0-7.3
-ms; an uncached 8-view encoding 142 against 159 ms on one thread (93 against 110 on two), a
-quickstart training step of 512 rays with 4 views 369 against 383 ms (226 against 236),
-alternating runs with the other CPU kernels on.
+multiply-add of the channels-last input row, and sums the channels once per cell. That
+volume's logits take 2.0 against 11.6-12.0 ms, the gradients of a training step's [4, 8, 8,
+64, 80] volume 3.2 against 7.0-7.3 ms; an uncached 8-view encoding 142 against 159 ms on one
+thread (93 against 110 on two), a quickstart training step of 512 rays with 4 views 369
+against 383 ms (226 against 236), alternating runs with the other CPU kernels on.
 
 The numbers are the library's up to float32 rounding (tests against float64 convolutions).
 Conditions (:func:`cpu_logit_conv_applies`): :data:`enabled` (``eval.cpu_kernels`` and the
