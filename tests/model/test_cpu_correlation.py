@@ -4,8 +4,8 @@ import logging
 
 import pytest
 import torch
+from kernel_checks import on_thread_counts
 from small_models import small_geo_reasoner_cfg
-from thread_counts import on_thread_counts
 
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cost_volume, cpu_correlation, native_library

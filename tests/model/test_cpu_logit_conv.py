@@ -4,8 +4,8 @@ convolutions, and in the cost volumes' U-Net."""
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import on_thread_counts, record_call_shapes
 from test_compiled_heads import runtime_type_checks_off
-from thread_counts import on_thread_counts
 
 from gsnerf.model import cpu_logit_conv
 from gsnerf.model.cost_volume import CostRegularizer, CostVolumeCfg, LogitConv3d
@@ -112,13 +112,7 @@ def test_conditions(kernel_on) -> None:
 
 @needs_compiler
 def test_regularizer_training_matches_the_library_convolution(kernel_on, monkeypatch) -> None:
-    calls = []
-
-    def counted(volume, weight):
-        calls.append(volume.shape)
-        return logit_conv_forward(volume, weight)
-
-    monkeypatch.setattr(cpu_logit_conv, "cpu_logit_conv", counted)
+    calls = record_call_shapes(monkeypatch, cpu_logit_conv, "cpu_logit_conv")
     torch.manual_seed(6)
     cfg = CostVolumeCfg(widths=[8, 8, 16, 16], volume_channels=4, channels_last=True)
     regularizer = CostRegularizer(8, cfg)

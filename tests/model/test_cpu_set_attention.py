@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from thread_counts import on_thread_counts
+from kernel_checks import on_thread_counts, record_call_shapes
 
 from gsnerf.model import cpu_set_attention
 from gsnerf.model.cpu_set_attention import (
@@ -107,13 +107,7 @@ def test_conditions(kernel_on) -> None:
 @needs_compiler
 @pytest.mark.parametrize("masked", [True, False])
 def test_transformer_training_matches_the_library_attention(kernel_on, monkeypatch, masked):
-    calls = []
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return set_attention_forward(*args)
-
-    monkeypatch.setattr(cpu_set_attention, "set_attention_forward", counted)
+    calls = record_call_shapes(monkeypatch, cpu_set_attention, "set_attention_forward")
     torch.manual_seed(5)
     transformer = TokenTransformer(TransformerCfg(width=32, heads=4, layers=2, ffn_width=32))
     tokens = torch.randn(50, 5, 32)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from thread_counts import on_thread_counts
+from kernel_checks import on_thread_counts
 
 from gsnerf.model import cpu_token_heads, cpu_transformer, fused_transformer, native_library
 from gsnerf.model.cpu_token_heads import (

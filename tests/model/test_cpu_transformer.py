@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from thread_counts import on_thread_counts
+from kernel_checks import on_thread_counts
 
 from gsnerf.model import cpu_transformer, fused_transformer, native_library
 from gsnerf.model.cpu_transformer import (

@@ -4,6 +4,7 @@ the cost volumes' U-Net."""
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import record_call_shapes
 from test_compiled_heads import runtime_type_checks_off
 
 from gsnerf.model import cpu_volume_norm
@@ -103,13 +104,7 @@ def test_gradients_match_float64_autograd(shape, groups) -> None:
 
 @needs_compiler
 def test_conv_norm_act_and_regularizer_match_the_library_modules(kernel_on, monkeypatch) -> None:
-    calls = []
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return cpu_volume_norm_act(*args)
-
-    monkeypatch.setattr(cpu_volume_norm, "cpu_volume_norm_act", counted)
+    calls = record_call_shapes(monkeypatch, cpu_volume_norm, "cpu_volume_norm_act")
     torch.manual_seed(2)
     cfg = CostVolumeCfg(widths=[8, 8, 16, 16], volume_channels=4, channels_last=True)
     block = conv3d_norm_act(8, 16, 2, cfg)

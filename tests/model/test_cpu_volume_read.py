@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import on_thread_counts
 from small_models import small_gsnerf_cfg
-from thread_counts import on_thread_counts
 
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cpu_volume_read, native_library
