@@ -97,20 +97,24 @@ static inline void product(Vec out[][COLS], const float *weight, const Vec in[][
 // ELU with alpha 1: x for x > 0, exp(x) - 1 otherwise (as the heads' compiled CPU code).
 static inline Vec elu(Vec x) { return x > 0.0f ? x : exp_nonpositive(x) - 1.0f; }
 
-// LayerNorm over the channels of every token (population variance, as torch).
+// LayerNorm over the channels of every token (population variance, as torch). The sums run
+// over the channels with one accumulator per token, so that the tokens' sums proceed together
+// instead of each waiting on its previous addition.
 static void layer_norm(Vec x[WIDTH][TOKENS], const float *weight, const float *bias, float eps) {
-    for (int t = 0; t < TOKENS; t++) {
-        Vec mean = splat(0.0f);
-        for (int c = 0; c < WIDTH; c++) mean += x[c][t];
-        mean *= 1.0f / WIDTH;
-        Vec variance = splat(0.0f);
-        for (int c = 0; c < WIDTH; c++) {
-            Vec centred = x[c][t] - mean;
-            variance += centred * centred;
+    Vec mean[TOKENS], variance[TOKENS], scale[TOKENS];
+    for (int t = 0; t < TOKENS; t++) mean[t] = variance[t] = splat(0.0f);
+    for (int c = 0; c < WIDTH; c++)
+        for (int t = 0; t < TOKENS; t++) mean[t] += x[c][t];
+    for (int t = 0; t < TOKENS; t++) mean[t] *= 1.0f / WIDTH;
+    for (int c = 0; c < WIDTH; c++)
+        for (int t = 0; t < TOKENS; t++) {
+            const Vec centred = x[c][t] - mean[t];
+            variance[t] += centred * centred;
         }
-        Vec scale = inverse_sqrt(variance * (1.0f / WIDTH) + eps);
-        for (int c = 0; c < WIDTH; c++) x[c][t] = (x[c][t] - mean) * scale * weight[c] + bias[c];
-    }
+    for (int t = 0; t < TOKENS; t++) scale[t] = inverse_sqrt(variance[t] * (1.0f / WIDTH) + eps);
+    for (int c = 0; c < WIDTH; c++)
+        for (int t = 0; t < TOKENS; t++)
+            x[c][t] = (x[c][t] - mean[t]) * scale[t] * weight[c] + bias[c];
 }
 
 // Softmax attention of every head, masked over the keys: keep[t] is 1 for an attended key and
@@ -124,25 +128,29 @@ static void attention(Vec attended[WIDTH][TOKENS], const Vec x[WIDTH][TOKENS], c
         product<HEAD_WIDTH, WIDTH>(key, qkv + (WIDTH + h * HEAD_WIDTH) * WIDTH, x, nullptr);
         product<HEAD_WIDTH, WIDTH>(value, qkv + (2 * WIDTH + h * HEAD_WIDTH) * WIDTH, x, nullptr);
         for (int tq = 0; tq < TOKENS; tq++) {
+            // Scores of every key, accumulated over the head's channels (one sum per key).
             Vec weights[TOKENS];
-            Vec highest = splat(-3.0e38f);
-            for (int tk = 0; tk < TOKENS; tk++) {
-                Vec score = splat(0.0f);
-                for (int c = 0; c < HEAD_WIDTH; c++) score += query[c][tq] * key[c][tk];
-                weights[tk] = score * scale;
-                highest = keep[tk] != 0.0f ? max(highest, weights[tk]) : highest;
+            for (int tk = 0; tk < TOKENS; tk++) weights[tk] = splat(0.0f);
+            for (int c = 0; c < HEAD_WIDTH; c++) {
+                const Vec q = query[c][tq] * scale;
+                for (int tk = 0; tk < TOKENS; tk++) weights[tk] += q * key[c][tk];
             }
+            Vec highest = splat(-3.0e38f);
+            for (int tk = 0; tk < TOKENS; tk++)
+                highest = keep[tk] != 0.0f ? max(highest, weights[tk]) : highest;
             Vec total = splat(0.0f);
             for (int tk = 0; tk < TOKENS; tk++) {
                 weights[tk] = exp_nonpositive(weights[tk] - highest) * keep[tk];
                 total += weights[tk];
             }
             const Vec inverse_total = 1.0f / total;
-            for (int c = 0; c < HEAD_WIDTH; c++) {
-                Vec sum = splat(0.0f);
-                for (int tk = 0; tk < TOKENS; tk++) sum += weights[tk] * value[c][tk];
-                attended[h * HEAD_WIDTH + c][tq] = sum * inverse_total;
-            }
+            // The weighted values, one sum per channel.
+            Vec sums[HEAD_WIDTH];
+            for (int c = 0; c < HEAD_WIDTH; c++) sums[c] = splat(0.0f);
+            for (int tk = 0; tk < TOKENS; tk++)
+                for (int c = 0; c < HEAD_WIDTH; c++) sums[c] += weights[tk] * value[c][tk];
+            for (int c = 0; c < HEAD_WIDTH; c++)
+                attended[h * HEAD_WIDTH + c][tq] = sums[c] * inverse_total;
         }
     }
 }
