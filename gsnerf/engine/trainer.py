@@ -100,7 +100,8 @@ class TrainCfg:
     # 1.06 steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the
     # benchmark's train_compile).
     compile: str = "none"
-    # What train.compile compiles: some of heads, gather, cost_volumes (eval.compile_parts).
+    # What train.compile compiles: some of heads, gather, cost_volumes, guide_depth
+    # (eval.compile_parts); by default the first three.
     compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
     # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
     # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs

@@ -104,9 +104,10 @@ class BenchmarkCfg:
     # torch.compile in the rendering passes (compiled during warm-up, not timed): "none",
     # "default", "reduce-overhead" or "max-autotune". Unset: "default", fastest on CPU and CUDA.
     compile: str | None = None
-    # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering)
-    # and cost_volumes (their 3-D U-Nets, uncached passes only); compile_heads. Unset: all three
-    # on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms heads only), heads and gather on a CPU.
+    # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering),
+    # cost_volumes (their 3-D U-Nets, uncached passes only) and guide_depth (D_T);
+    # compile_heads. Unset: the first three on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms
+    # heads only), heads, gather and guide_depth on a CPU (D_T 3.9 against 6.7 ms).
     compile_parts: list[str] | None = None
     # Fused inference kernels (gsnerf/model/fused_kernels.py): on CUDA the attention, whole blocks
     # or (H100 heads 18.7 against 61.6 ms a frame) each transformer in Triton; on a CPU each
@@ -188,7 +189,7 @@ DEVICE_DEFAULTS = {
         "height": 60,
         "chunk_samples": 4096,
         "compile": "default",
-        "compile_parts": ["heads", "gather"],
+        "compile_parts": ["heads", "gather", "guide_depth"],
         "train_rays": 512,
         "train_views": 4,
     },

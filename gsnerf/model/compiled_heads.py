@@ -16,13 +16,16 @@ size, the last one padded (``equal_chunks``). Each new shape (image size, chunk 
 compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor
 needs a C++ compiler on the CPU and Triton on CUDA.
 
-Two more parts can be compiled the same way (``parts``): the gathering of the heads' inputs
+Three more parts can be compiled the same way (``parts``): the gathering of the heads' inputs
 (``GSNeRF.gather``: sampling, projections, grid reads and many element-wise passes, which
-eager code runs as one kernel each) and the cost volumes' 3-D U-Nets (whose GroupNorm +
-LeakyReLU pairs fuse; the convolutions stay the library's). On a CPU the gathering's grid reads
-stay the library's kernels (``gsnerf::border_grid_read``), and the compiled gathering is a
-little faster than the eager one; the compiled cost volumes were no faster there
-(benchmarks/README.md). On CUDA all three are the benchmark's default.
+eager code runs as one kernel each), the cost volumes' 3-D U-Nets (whose GroupNorm +
+LeakyReLU pairs fuse; the convolutions stay the library's) and the target depth D_T
+(``GSNeRF.estimate_guide``: the splat's scatter, the hole filling's pooling and the filter,
+about a hundred small operators eager). On a CPU the gathering's grid reads stay the library's
+kernels (``gsnerf::border_grid_read``), and the compiled gathering is a little faster than the
+eager one; the compiled cost volumes were no faster there, the compiled D_T took 3.9 against
+6.7 ms a tiny-model frame (benchmarks/README.md). On CUDA the first three are the benchmark's
+default.
 """
 
 import dataclasses
@@ -66,10 +69,13 @@ class CompiledPart(str, Enum):
     GATHER = "gather"
     # The 3-D U-Nets of the cascade's cost volumes, per source encoding (one graph per level).
     COST_VOLUMES = "cost_volumes"
+    # The target depth D_T (splat, fill, filter), once per target view (GSNeRF.estimate_guide).
+    GUIDE_DEPTH = "guide_depth"
 
 
-# Every part, in the enum's order: what the CUDA benchmark and train.compile compile by default.
-ALL_PARTS = tuple(part.value for part in CompiledPart)
+# What the CUDA benchmark and train.compile compile by default: the parts timed together on an
+# H100 (benchmarks/README.md). guide_depth is not yet timed on CUDA.
+ALL_PARTS = (CompiledPart.HEADS.value, CompiledPart.GATHER.value, CompiledPart.COST_VOLUMES.value)
 
 
 def check_compile_parts(parts: Sequence[str], key: str) -> list[CompiledPart]:
@@ -113,8 +119,9 @@ def compile_heads(model: GSNeRF, mode: str, parts: Sequence[str] = ("heads",)) -
     """Replace the ``forward`` of the chosen parts with compiled ones, in place.
 
     ``parts``: some of ``"heads"`` (the radiance and semantic heads), ``"gather"`` (the
-    per-chunk gathering, ``GSNeRF.gather``) and ``"cost_volumes"`` (the cost volumes' 3-D
-    U-Nets, which run only where sources are encoded, not from a scene-encoding cache);
+    per-chunk gathering, ``GSNeRF.gather``), ``"cost_volumes"`` (the cost volumes' 3-D
+    U-Nets, which run only where sources are encoded, not from a scene-encoding cache) and
+    ``"guide_depth"`` (D_T, once per target view, ``GSNeRF.estimate_guide``);
     :class:`CompiledPart`, config keys ``eval.compile_parts`` and the benchmark's
     ``compile_parts``.
 
@@ -148,6 +155,8 @@ def compile_heads(model: GSNeRF, mode: str, parts: Sequence[str] = ("heads",)) -
         targets.append((model, "gather"))
     if CompiledPart.COST_VOLUMES in chosen:
         targets += [(level.regularizer, "forward") for level in model.geo_reasoner.cost_volumes]
+    if CompiledPart.GUIDE_DEPTH in chosen:
+        targets.append((model, "estimate_guide"))
     for owner, name in targets:
         plain = types.MethodType(getattr(type(owner), name), owner)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)

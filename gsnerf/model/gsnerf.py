@@ -186,23 +186,28 @@ class GSNeRF(nn.Module):
 
     def guide_depth(self, example: Example, geometry: SourceGeometry) -> GuideDepth:
         """D_T of the target view from the finest source depths, detached (module doc)."""
+        with self.stage("guide_depth"):
+            return self.estimate_guide(example, geometry)
+
+    def estimate_guide(self, example: Example, geometry: SourceGeometry) -> GuideDepth:
+        """:func:`estimate_guide_depth` on the finest source depths, outside the stage timer:
+        ``compile_heads(..., parts=["guide_depth"])`` replaces it on the instance."""
         sources, target = example.sources, example.target
         source_depths = geometry.depths[-1].detach()
         image_size = (sources.images.shape[-1], sources.images.shape[-2])
         depth_size = (source_depths.shape[-1], source_depths.shape[-2])
         intrinsics = scale_intrinsics(sources.intrinsics, image_size, depth_size)
         height, width = target.images.shape[-2:]
-        with self.stage("guide_depth"):
-            return estimate_guide_depth(
-                source_depths,
-                intrinsics,
-                sources.cam_to_world,
-                target.intrinsics[:, 0],
-                target.cam_to_world[:, 0],
-                height,
-                width,
-                self.cfg.target_depth,
-            )
+        return estimate_guide_depth(
+            source_depths,
+            intrinsics,
+            sources.cam_to_world,
+            target.intrinsics[:, 0],
+            target.cam_to_world[:, 0],
+            height,
+            width,
+            self.cfg.target_depth,
+        )
 
     def render_rays(
         self,

@@ -99,7 +99,7 @@ def test_unset_keys_take_the_device_defaults() -> None:
     cpu = with_device_defaults(cfg, torch.device("cpu"))
     assert (cpu.model, cpu.width, cpu.height, cpu.precision) == ("tiny", 24, 60, "fp32")
     assert (cpu.chunk_samples, cpu.train_rays, cpu.train_views) == (4096, 512, 4)
-    assert (cpu.compile, cpu.compile_parts) == ("default", ["heads", "gather"])
+    assert (cpu.compile, cpu.compile_parts) == ("default", ["heads", "gather", "guide_depth"])
     # CUDA: the paper's model, image size and training config, chunks sized to free memory.
     cuda = with_device_defaults(parse_overrides(["precision=fp32"]), torch.device("cuda"))
     assert (cuda.model, cuda.width, cuda.height, cuda.precision) == ("gsnerf", 320, 240, "fp32")
