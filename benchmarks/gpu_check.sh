@@ -22,8 +22,8 @@
 #          config's throughput: 1024 rays per step, AMP), then that throughput with compiled
 #          training steps (train_compile=default), about 4 minutes.
 # options  N = 4 with eager heads in bf16 and fp32, with CUDA graphs, with the heads alone
-#          compiled, with the spec's 4096-ray chunks, and with channels-last cost volumes
-#          (compiled and eager), about 6 minutes.
+#          compiled, with D_T compiled too (guide_depth), with the spec's 4096-ray chunks, and
+#          with channels-last cost volumes (compiled and eager), about 7 minutes.
 # kernels  the heads' transformer alone on one frame's tokens: plain, compiled, fused attention,
 #          fused blocks and fused transformer, eager and compiled
 #          (scripts/transformer_benchmark.py), about 2 minutes.
@@ -87,6 +87,8 @@ if wanted options; then
     run "${bench[@]}" "${n4[@]}" compile=none precision=fp32
     run "${bench[@]}" "${n4[@]}" compile=reduce-overhead warmup=3
     run "${bench[@]}" "${n4[@]}" compile=default "compile_parts=[heads]"
+    run "${bench[@]}" "${n4[@]}" compile=default \
+        "compile_parts=[heads,gather,cost_volumes,guide_depth]"
     run "${bench[@]}" "${n4[@]}" chunk_rays=4096
     channels_last="model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
     run "${bench[@]}" "${n4[@]}" compile=default "$channels_last"
