@@ -43,7 +43,7 @@ from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
 from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.model.compiled_heads import (
-    ALL_PARTS,
+    CUDA_TIMED_PARTS,
     CompileMode,
     check_compile_mode,
     check_compile_parts,
@@ -102,7 +102,7 @@ class TrainCfg:
     compile: str = "none"
     # What train.compile compiles: some of heads, gather, cost_volumes, guide_depth
     # (eval.compile_parts); by default the first three.
-    compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
+    compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
     # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
     # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs
     # (gsnerf.model.cpu_volume_norm) and depth-logit convolutions (gsnerf.model.cpu_logit_conv),

@@ -65,7 +65,7 @@ from gsnerf.evaluation.op_profile import top_operators
 from gsnerf.evaluation.pass_timing import alternate_passes, peak_memory_mb, timed
 from gsnerf.evaluation.train_throughput import measure_training
 from gsnerf.model.compiled_heads import (
-    ALL_PARTS,
+    CUDA_TIMED_PARTS,
     CompileMode,
     check_compile_mode,
     check_compile_parts,
@@ -154,7 +154,7 @@ class BenchmarkCfg:
     train_steps: int = 2
     # torch.compile of the training steps and what it compiles (train.compile, .compile_parts).
     train_compile: str = "none"
-    train_compile_parts: list[str] = field(default_factory=lambda: list(ALL_PARTS))
+    train_compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
     # Seed of the weights and of the scene's textures.
     seed: int = 0
     # Folder of the JSON records.
@@ -179,7 +179,7 @@ DEVICE_DEFAULTS = {
         "height": 240,
         "chunk_samples": 0,
         "compile": "default",
-        "compile_parts": list(ALL_PARTS),
+        "compile_parts": list(CUDA_TIMED_PARTS),
         "train_rays": 1024,
         "train_views": 8,
     },

@@ -75,7 +75,11 @@ class CompiledPart(str, Enum):
 
 # What the CUDA benchmark and train.compile compile by default: the parts timed together on an
 # H100 (benchmarks/README.md). guide_depth is not yet timed on CUDA.
-ALL_PARTS = (CompiledPart.HEADS.value, CompiledPart.GATHER.value, CompiledPart.COST_VOLUMES.value)
+CUDA_TIMED_PARTS = (
+    CompiledPart.HEADS.value,
+    CompiledPart.GATHER.value,
+    CompiledPart.COST_VOLUMES.value,
+)
 
 
 def check_compile_parts(parts: Sequence[str], key: str) -> list[CompiledPart]:
