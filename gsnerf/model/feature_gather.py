@@ -252,6 +252,19 @@ def angle_encoding(
     return torch.stack(terms, dim=-1)
 
 
+def _kernel_layout(tensor: Tensor) -> Tensor:
+    """``tensor`` contiguous in CPU inference, unchanged elsewhere.
+
+    The heads' CPU kernel reads the image, colours and masks contiguous
+    (:mod:`gsnerf.model.cpu_token_heads`) and otherwise copied the slices and the permuted masks
+    of every chunk (2.3 ms of a compiled tiny-model frame); compiled gathering writes them so
+    directly. Training and CUDA keep the views they had.
+    """
+    if tensor.device.type == "cpu" and not torch.is_grad_enabled():
+        return tensor.contiguous()
+    return tensor
+
+
 def gather_features(
     projection: SourceProjection,
     points: Float[Tensor, "b rays samples 3"],
@@ -300,21 +313,17 @@ def gather_features(
         tolerance = torch.full_like(z, cfg.occlusion_tolerance)
     visible = (z - source_depth) < tolerance
 
-    # Image, colours and masks in arrays of their own, contiguous: the heads' CPU kernel reads
-    # them so (gsnerf/model/cpu_token_heads.py) and otherwise copied the slices and the
-    # permuted masks of every chunk (2.3 ms of a compiled tiny-model frame); compiled
-    # gathering writes them so directly, eager code copies them here instead of there.
     return GatheredFeatures(
         volume=torch.cat(volumes, dim=-1),
-        image=full_res[..., :image_channels].contiguous(),
-        colours=full_res[..., image_channels:].contiguous(),
+        image=_kernel_layout(full_res[..., :image_channels]),
+        colours=_kernel_layout(full_res[..., image_channels:]),
         angle=angle_encoding(
             target_directions, points, camera_centers(sources.cam_to_world), cfg.angle_frequencies
         ),
-        in_frustum=rearrange(
-            projection.in_frustum, "(b v) r s -> b r s v", v=projection.num_views
-        ).contiguous(),
-        visible=visible.contiguous(),
+        in_frustum=_kernel_layout(
+            rearrange(projection.in_frustum, "(b v) r s -> b r s v", v=projection.num_views)
+        ),
+        visible=_kernel_layout(visible),
     )
 
 
