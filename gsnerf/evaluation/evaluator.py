@@ -86,8 +86,9 @@ class EvalCfg:
     fused_transformer: bool = True
     # CPU: the C++ kernels of gsnerf.model.fused_kernels.CPU_KERNEL_MODULES: the cost volumes'
     # plane-sweep warp and group correlation, GroupNorm + LeakyReLU pairs and depth-logit
-    # convolutions, the gathering's volume and patch reads (and the training attention, which
-    # inference does not reach). The same renders to float32 rounding. No effect on CUDA.
+    # convolutions, the gathering of the radiance head's inputs, volume and patch reads (and the
+    # training attention, which inference does not reach). The same renders to float32
+    # rounding. No effect on CUDA.
     cpu_kernels: bool = True
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True

@@ -8,7 +8,9 @@ point's eight corner offsets and weights once, with the border clamp making ever
 readable, and then sums all channels. One read of a tiny-model level (8 views, 3840 points
 each, 4 channels) took 0.52-0.71 ms against 1.64-1.94 ms (one thread of this project's CPU;
 benchmarks/README.md has the frame figures). The 2-D reads stay the library's: its CPU kernel
-for maps is vectorised, and a kernel like this one was no faster there.
+for maps is vectorised, and a kernel like this one was no faster there. Where the whole
+gathering runs in :mod:`gsnerf.model.cpu_view_gather` (which reads the volumes with the same
+corner arithmetic, ``csrc/grid_read.h``), this read serves the remaining cases.
 
 The numbers are ``grid_sample``'s up to float32 rounding of the corner weights (both are as
 far from a float64 read). Conditions (:func:`cpu_volume_read_applies`): :data:`enabled`

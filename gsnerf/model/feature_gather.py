@@ -265,6 +265,22 @@ def _kernel_layout(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def check_gather_inputs(sources: Views, geometry: SourceGeometry) -> None:
+    """A ValueError unless ``geometry`` has one depth, window and volume per level and image
+    features of the source images' size."""
+    levels = len(geometry.volume_features)
+    if not len(geometry.depths) == len(geometry.depth_ranges) == levels:
+        raise ValueError(
+            "gather_features: geometry.depths, depth_ranges and volume_features need one entry "
+            f"per level, got {len(geometry.depths)}, {len(geometry.depth_ranges)}, {levels}"
+        )
+    if geometry.image_features.shape[-2:] != sources.images.shape[-2:]:
+        raise ValueError(
+            "gather_features: geometry.image_features must have the source images' size "
+            f"{tuple(sources.images.shape[-2:])}, got {tuple(geometry.image_features.shape[-2:])}"
+        )
+
+
 def gather_features(
     projection: SourceProjection,
     points: Float[Tensor, "b rays samples 3"],
@@ -274,12 +290,8 @@ def gather_features(
     cfg: GatherCfg,
 ) -> GatheredFeatures:
     """Volume and image features, colours, masks and angle of every sample in every view."""
+    check_gather_inputs(sources, geometry)
     levels = len(geometry.volume_features)
-    if not len(geometry.depths) == len(geometry.depth_ranges) == levels:
-        raise ValueError(
-            "gather_features: geometry.depths, depth_ranges and volume_features need one entry "
-            f"per level, got {len(geometry.depths)}, {len(geometry.depth_ranges)}, {levels}"
-        )
     z = rearrange(projection.depth, "(b v) r s -> b r s v", v=projection.num_views)
     volumes = []
     for level in range(levels):
@@ -297,11 +309,6 @@ def gather_features(
             )
         )
 
-    if geometry.image_features.shape[-2:] != sources.images.shape[-2:]:
-        raise ValueError(
-            "gather_features: geometry.image_features must have the source images' size "
-            f"{tuple(sources.images.shape[-2:])}, got {tuple(geometry.image_features.shape[-2:])}"
-        )
     images = sources.images.to(geometry.image_features.dtype)
     full_res = sample_maps(torch.cat([geometry.image_features, images], dim=2), projection.grid)
     image_channels = geometry.image_features.shape[2]

@@ -12,8 +12,9 @@ the cost volumes' plane-sweep warp and group correlation (:mod:`gsnerf.model.cpu
 their GroupNorm + LeakyReLU pairs (:mod:`gsnerf.model.cpu_volume_norm`) and depth-logit
 convolutions (:mod:`gsnerf.model.cpu_logit_conv`) and the transformer blocks' attention
 (:mod:`gsnerf.model.cpu_set_attention`), which also serve training (``train.cpu_kernels``),
-and for the inference's volume reads and semantic patches
-(:mod:`gsnerf.model.cpu_volume_read`, :mod:`gsnerf.model.cpu_patch_read`).
+and for the inference's gathering of the radiance head's inputs, volume reads and semantic
+patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read`,
+:mod:`gsnerf.model.cpu_patch_read`).
 """
 
 import contextlib
@@ -31,6 +32,7 @@ from gsnerf.model import (
     cpu_patch_read,
     cpu_set_attention,
     cpu_transformer,
+    cpu_view_gather,
     cpu_volume_norm,
     cpu_volume_read,
     fused_blocks,
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 CPU_KERNEL_MODULES = (
     cpu_correlation,
     cpu_volume_read,
+    cpu_view_gather,
     cpu_patch_read,
     cpu_volume_norm,
     cpu_logit_conv,

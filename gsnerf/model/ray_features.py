@@ -7,7 +7,9 @@ patch features the semantic head reads, of every sample (semantic rendering ``vo
 the guide sample only (``guide_point``, spec 2.7). In inference it is grid reads plus many
 element-wise passes over ``(rays, samples, views, channels)`` tensors, which a compiler can
 fuse: :class:`gsnerf.model.gsnerf.GSNeRF` calls it through its ``gather`` method, which
-``compile_heads(model, mode, parts=["gather", ...])`` replaces with a compiled one.
+``compile_heads(model, mode, parts=["gather", ...])`` replaces with a compiled one. In CPU
+inference the projection and the radiance head's inputs come from one C++ pass instead
+(:mod:`gsnerf.model.cpu_view_gather`), where it applies.
 """
 
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import torch
 from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
+from gsnerf.model.cpu_view_gather import cpu_view_gather_applies, gather_views
 from gsnerf.model.feature_gather import (
     GatherCfg,
     GatheredFeatures,
@@ -75,10 +78,15 @@ def gather_ray_features(
     )
     samples = sample_along_rays(rays, sampler_cfg, training, generator)
     points = rays.origins[:, :, None] + samples.depths[..., None] * rays.directions[:, :, None]
-    projection = project_to_sources(points, example.sources)
-    gathered = gather_features(
-        projection, points, rays.directions, example.sources, geometry, gather_cfg
-    )
+    if cpu_view_gather_applies(points, example.sources, geometry, gather_cfg):
+        projection, gathered = gather_views(
+            points, rays.directions, example.sources, geometry, gather_cfg
+        )
+    else:
+        projection = project_to_sources(points, example.sources)
+        gathered = gather_features(
+            projection, points, rays.directions, example.sources, geometry, gather_cfg
+        )
     view_mask = attention_view_mask(gathered.in_frustum, gathered.visible)
     span = (rays.far - rays.near).clamp_min(torch.finfo(rays.far.dtype).eps)
     positions = (samples.depths - rays.near[..., None]) / span[..., None]

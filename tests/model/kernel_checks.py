@@ -1,12 +1,17 @@
 """Helpers of the C++ kernels' tests: running a kernel on several torch thread counts (its
-numbers must not depend on how its work is split), and recording which inputs reach it."""
+numbers must not depend on how its work is split), recording which inputs reach it, a machine
+without a compiler, and comparing renders."""
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
 import pytest
 import torch
+
+from gsnerf.model import native_library
 
 Result = TypeVar("Result")
 
@@ -36,3 +41,27 @@ def record_call_shapes(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name
 
     monkeypatch.setattr(module, name, recorded)
     return calls
+
+
+@contextlib.contextmanager
+def without_compiler(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Iterator[None]:
+    """Inside: ``CXX`` names no compiler and the library cache ``cache_dir`` is empty; the
+    loaders' remembered results are forgotten on the way in and out."""
+    monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(cache_dir))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    caches = (native_library._load, native_library.native_function)
+    caches += (native_library.native_function_builds,)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        yield
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+
+
+def assert_renders_close(render: object, reference: object, tolerance: float = 1e-4) -> None:
+    """Colour, depth, semantic logits and opacity of two image renders within ``tolerance``."""
+    for name in ("rgb", "depth", "semantic_logits", "opacity"):
+        error = (getattr(render, name) - getattr(reference, name)).abs().max()
+        assert error < tolerance, (name, error)

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from kernel_checks import on_thread_counts
+from kernel_checks import on_thread_counts, without_compiler
 from small_models import small_geo_reasoner_cfg
 
 from gsnerf.evaluation.benchmark_scene import plane_example
@@ -215,13 +215,7 @@ def test_gradients_equal_float64_autograd_of_the_pytorch_warp(
 
 
 def test_without_a_compiler_the_pytorch_warp_runs(kernel_on, monkeypatch, caplog, tmp_path):
-    monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CXX", "no-such-compiler")
-    caches = (native_library._load, native_library.native_function)
-    caches += (native_library.native_function_builds,)
-    for cache in caches:
-        cache.cache_clear()
-    try:
+    with without_compiler(monkeypatch, tmp_path):
         with pytest.raises(NativeBuildError, match="no-such-compiler"):
             native_library.load_native_library(cpu_correlation.SOURCE, {"CHANNELS": 4})
         arguments = _level(1, 2, 8, 3, 4, 5)
@@ -232,9 +226,6 @@ def test_without_a_compiler_the_pytorch_warp_runs(kernel_on, monkeypatch, caplog
         cpu_correlation.enabled = False
         with torch.no_grad():
             assert torch.equal(cost, correlation_volume(*arguments, 4))
-    finally:
-        for cache in caches:
-            cache.cache_clear()
 
 
 @needs_compiler

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_checks import on_thread_counts
+from kernel_checks import assert_renders_close, on_thread_counts, without_compiler
 from small_models import small_gsnerf_cfg
 
 from gsnerf.evaluation.benchmark_scene import plane_example
@@ -119,9 +119,7 @@ def test_renders_with_the_kernel_match_the_library_reads(kernel_on, monkeypatch,
         render = model.render_image(example, geometry, 96)
     # Per chunk, one read of each of the three levels' volumes.
     assert len(reads) == 3 * (16 * 24 // 96)
-    for name in ("rgb", "depth", "semantic_logits", "opacity"):
-        error = (getattr(render, name) - getattr(plain, name)).abs().max()
-        assert error < 1e-4, (name, error)
+    assert_renders_close(render, plain)
 
 
 def test_conditions(kernel_on):
@@ -139,13 +137,7 @@ def test_conditions(kernel_on):
 
 
 def test_without_a_compiler_grid_sample_reads(kernel_on, monkeypatch, caplog, tmp_path):
-    monkeypatch.setenv("GSNERF_NATIVE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CXX", "no-such-compiler")
-    caches = (native_library._load, native_library.native_function)
-    caches += (native_library.native_function_builds,)
-    for cache in caches:
-        cache.cache_clear()
-    try:
+    with without_compiler(monkeypatch, tmp_path):
         generator = torch.Generator().manual_seed(2)
         volume = torch.randn(2, 4, 3, 5, 6, generator=generator)
         grid = torch.rand(2, 4, 3, 1, 3, generator=generator) * 2 - 1
@@ -156,6 +148,3 @@ def test_without_a_compiler_grid_sample_reads(kernel_on, monkeypatch, caplog, tm
             read = grid_read(volume, grid)
         assert "C++ kernel volume_read unavailable" in caplog.text
         assert torch.equal(read, _library(volume, grid))
-    finally:
-        for cache in caches:
-            cache.cache_clear()

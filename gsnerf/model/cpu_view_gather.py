@@ -1,0 +1,228 @@
+"""The radiance head's inputs of every sample in every source view in one C++ pass, for CPU
+inference.
+
+:func:`gsnerf.model.feature_gather.project_to_sources` and
+:func:`~gsnerf.model.feature_gather.gather_features` project each sample into each source view
+and read there, per cascade level, the depth window and the regularised volume, then the
+full-resolution image features and colours, and compute the occlusion test and the view-angle
+encoding: dozens of operators, each a pass over ``(rays, samples, views, channels)`` tensors,
+then cats and transposes into the heads' layouts. ``csrc/view_gather.cpp`` does all of it per
+sample and view in registers and writes each output once, in the layout the heads read. One
+tiny-model chunk (1024 rays, 4 samples, 8 views) took 5.1-5.9 ms against 9.6-11.0 ms for the
+PyTorch functions run eagerly (one thread of this project's CPU); whole frames are in
+benchmarks/README.md.
+
+The numbers are the PyTorch functions' up to float32 rounding (sums and interpolation weights
+may be rounded in another order), so a sample within rounding of a mask's threshold (the image
+edge, the occlusion tolerance) could fall on the other side; the tests' masks agree exactly.
+Conditions (:func:`cpu_view_gather_applies`): :data:`enabled` (``eval.cpu_kernels``, the
+benchmark's ``cpu_kernels``), float32 CPU tensors, no gradient wanted, every level's volume of
+its depth window's size and of fewer than 2^31 cells a view, at most :data:`MAX_CHANNELS`
+channels, and a library that builds for the sizes (without a C++ compiler, a warning and the
+PyTorch functions). Eager and compiled code call it as the operator
+``gsnerf::cpu_view_gather``; points are split among ``torch.get_num_threads()`` threads.
+"""
+
+import ctypes
+
+import torch
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor
+
+from gsnerf.geometry.camera import camera_centers, invert_pose
+from gsnerf.model.feature_gather import (
+    GatherCfg,
+    GatheredFeatures,
+    OcclusionUnit,
+    SourceProjection,
+    check_gather_inputs,
+)
+from gsnerf.model.native_library import INT64, POINTER, native_function, native_function_builds
+from gsnerf.types import SourceGeometry, Views
+
+SOURCE = "view_gather.cpp"
+# 8 outputs, points, directions, cameras, centres, image features, images, level table;
+# batch, rays, samples, views, height, width; tolerance; tolerance in spans; threads.
+ARGUMENTS = (POINTER,) * 15 + (INT64,) * 6 + (ctypes.c_double,) + (INT64,) * 2
+# Widest volumes and image features with a library of their own (one per size).
+MAX_CHANNELS = 64
+
+# Set by gsnerf.model.fused_kernels.set_fused_kernels (evaluation, render.py, the benchmark).
+enabled = False
+
+
+def _defines(levels: int, volume: int, image: int, frequencies: int) -> tuple:
+    return (
+        ("FREQUENCIES", frequencies),
+        ("IMAGE_CHANNELS", image),
+        ("LEVELS", levels),
+        ("VOLUME_CHANNELS", volume),
+    )
+
+
+@torch.compiler.assume_constant_result
+def kernel_available(levels: int, volume: int, image: int, frequencies: int) -> bool:
+    """Whether the kernel for these sizes builds; tried (and warned about) once per sizes. A
+    constant to ``torch.compile``: it runs while tracing, not in the compiled graph."""
+    defines = _defines(levels, volume, image, frequencies)
+    return native_function_builds(SOURCE, "view_gather", ARGUMENTS, defines)
+
+
+def cpu_view_gather_applies(
+    points: Tensor, sources: Views, geometry: SourceGeometry, cfg: GatherCfg
+) -> bool:
+    """Whether :func:`gather_views` gathers for these inputs (module doc)."""
+    tensors = [points, sources.images, sources.intrinsics, sources.cam_to_world]
+    tensors += [geometry.image_features, *geometry.volume_features, *geometry.depths]
+    tensors += list(geometry.depth_ranges)
+    if not (
+        enabled
+        and not torch.is_grad_enabled()
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and geometry.volume_features
+        and geometry.image_features.shape[2] <= MAX_CHANNELS
+        and geometry.volume_features[0].shape[2] <= MAX_CHANNELS
+    ):
+        return False
+    for volume, depth, window in zip(
+        geometry.volume_features, geometry.depths, geometry.depth_ranges, strict=False
+    ):
+        # The kernel's offsets within a view's volume are 32-bit.
+        if volume.shape[-2:] != depth.shape[-2:] or volume.shape[-2:] != window.shape[-2:]:
+            return False
+        if volume.shape[2:].numel() >= 2**31:
+            return False
+    return kernel_available(
+        len(geometry.volume_features),
+        geometry.volume_features[0].shape[2],
+        geometry.image_features.shape[2],
+        cfg.angle_frequencies,
+    )
+
+
+@torch.library.custom_op("gsnerf::cpu_view_gather", mutates_args=())
+def cpu_view_gather(
+    points: Tensor,
+    directions: Tensor,
+    cameras: Tensor,
+    centres: Tensor,
+    image_features: Tensor,
+    images: Tensor,
+    depth_ranges: list[Tensor],
+    depths: list[Tensor],
+    volumes: list[Tensor],
+    tolerance: float,
+    tolerance_in_span: bool,
+    frequencies: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The kernel's outputs for ``points`` ``(b, rays, samples, 3)`` and ``cameras`` ``(b, v,
+    21)`` (world-to-camera rows, then the intrinsics): ``grid`` ``(b v, rays, samples, 2)``,
+    ``depth`` ``(b v, rays, samples)``, then ``volume``, ``image``, ``colours``, ``angle``,
+    ``in_frustum`` and ``visible``, each ``(b, rays, samples, v, ...)``. Plain ``Tensor``
+    annotations: an operator's schema takes no others."""
+    outputs = _empty_outputs(points, cameras, image_features, volumes, frequencies)
+    batch, rays, samples, _ = points.shape
+    views = cameras.shape[1]
+    height, width = images.shape[-2:]
+    inputs = [points, directions, cameras, centres, image_features, images]
+    inputs = [tensor.contiguous() for tensor in inputs]
+    # The levels' maps, kept referenced until the kernel has read them through the table.
+    level_maps = [
+        (window.contiguous(), depth.contiguous(), volume.contiguous())
+        for window, depth, volume in zip(depth_ranges, depths, volumes, strict=True)
+    ]
+    table = [
+        [window.data_ptr(), depth.data_ptr(), volume.data_ptr(), *volume.shape[-3:]]
+        for window, depth, volume in level_maps
+    ]
+    level_table = torch.tensor(table, dtype=torch.int64)
+    defines = _defines(len(volumes), volumes[0].shape[2], image_features.shape[2], frequencies)
+    kernel = native_function(SOURCE, "view_gather", ARGUMENTS, defines)
+    pointers = [tensor.data_ptr() for tensor in (*outputs, *inputs)]
+    sizes = (batch, rays, samples, views, height, width)
+    threads = torch.get_num_threads()
+    kernel(*pointers, level_table.data_ptr(), *sizes, tolerance, int(tolerance_in_span), threads)
+    return outputs
+
+
+def _empty_outputs(
+    points: Tensor, cameras: Tensor, image_features: Tensor, volumes: list[Tensor], frequencies: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    batch, rays, samples, _ = points.shape
+    views = cameras.shape[1]
+    per_view = (batch, rays, samples, views)
+    volume_channels = len(volumes) * volumes[0].shape[2]
+    return (
+        points.new_empty((batch * views, rays, samples, 2)),
+        points.new_empty((batch * views, rays, samples)),
+        points.new_empty((*per_view, volume_channels)),
+        points.new_empty((*per_view, image_features.shape[2])),
+        points.new_empty((*per_view, 3)),
+        points.new_empty((*per_view, 2 * frequencies)),
+        points.new_empty(per_view, dtype=torch.bool),
+        points.new_empty(per_view, dtype=torch.bool),
+    )
+
+
+@cpu_view_gather.register_fake
+def _cpu_view_gather_shapes(
+    points: Tensor,
+    directions: Tensor,
+    cameras: Tensor,
+    centres: Tensor,
+    image_features: Tensor,
+    images: Tensor,
+    depth_ranges: list[Tensor],
+    depths: list[Tensor],
+    volumes: list[Tensor],
+    tolerance: float,
+    tolerance_in_span: bool,
+    frequencies: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _empty_outputs(points, cameras, image_features, volumes, frequencies)
+
+
+def gather_views(
+    points: Float[Tensor, "b rays samples 3"],
+    target_directions: Float[Tensor, "b rays 3"],
+    sources: Views,
+    geometry: SourceGeometry,
+    cfg: GatherCfg,
+) -> tuple[SourceProjection, GatheredFeatures]:
+    """``project_to_sources`` and ``gather_features`` in the kernel (module doc)."""
+    check_gather_inputs(sources, geometry)
+    world_to_camera = invert_pose(sources.cam_to_world)[..., :3, :]
+    cameras = torch.cat([world_to_camera.flatten(-2), sources.intrinsics.flatten(-2)], dim=-1)
+    in_span = OcclusionUnit(cfg.occlusion_unit) is OcclusionUnit.HYPOTHESIS_SPAN
+    grid, depth, volume, image, colours, angle, in_frustum, visible = cpu_view_gather(
+        points,
+        target_directions,
+        cameras,
+        camera_centers(sources.cam_to_world),
+        geometry.image_features,
+        sources.images,
+        [window.detach() for window in geometry.depth_ranges],
+        [depth.detach() for depth in geometry.depths],
+        list(geometry.volume_features),
+        cfg.occlusion_tolerance,
+        in_span,
+        cfg.angle_frequencies,
+    )
+    views = sources.intrinsics.shape[1]
+    projection = SourceProjection(
+        grid=grid,
+        depth=depth,
+        in_frustum=rearrange(in_frustum, "b r s v -> (b v) r s"),
+        num_views=views,
+        image_size=(sources.images.shape[-2], sources.images.shape[-1]),
+    )
+    gathered = GatheredFeatures(
+        volume=volume,
+        image=image,
+        colours=colours,
+        angle=angle,
+        in_frustum=in_frustum,
+        visible=visible,
+    )
+    return projection, gathered
