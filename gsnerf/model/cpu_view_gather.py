@@ -7,9 +7,10 @@ and read there, per cascade level, the depth window and the regularised volume, 
 full-resolution image features and colours, and compute the occlusion test and the view-angle
 encoding: dozens of operators, each a pass over ``(rays, samples, views, channels)`` tensors,
 then cats and transposes into the heads' layouts. ``csrc/view_gather.cpp`` does all of it per
-sample and view in registers and writes each output once, in the layout the heads read. One
-tiny-model chunk (1024 rays, 4 samples, 8 views) took 5.1-5.9 ms against 9.6-11.0 ms for the
-PyTorch functions run eagerly (one thread of this project's CPU); whole frames are in
+sample and view in registers, vectorised across points (the corners' reads become vector
+gathers), and writes each output once, in the layout the heads read. One tiny-model chunk (1024
+rays, 4 samples, 8 views) took 3.7-3.8 ms against 9.0-9.3 ms for the PyTorch functions run
+eagerly (one thread of this project's CPU; 5.1-5.9 ms as a scalar loop); whole frames are in
 benchmarks/README.md.
 
 The numbers are the PyTorch functions' up to float32 rounding (sums and interpolation weights
@@ -43,8 +44,8 @@ from gsnerf.types import SourceGeometry, Views
 
 SOURCE = "view_gather.cpp"
 # 8 outputs, points, directions, cameras, centres, image features, images, level table;
-# batch, rays, samples, views, height, width; tolerance; tolerance in spans; threads.
-ARGUMENTS = (POINTER,) * 15 + (INT64,) * 6 + (ctypes.c_double,) + (INT64,) * 2
+# batch, points per batch element, views, height, width; tolerance; tolerance in spans; threads.
+ARGUMENTS = (POINTER,) * 15 + (INT64,) * 5 + (ctypes.c_double,) + (INT64,) * 2
 # Widest volumes and image features with a library of their own (one per size).
 MAX_CHANNELS = 64
 
@@ -116,11 +117,11 @@ def cpu_view_gather(
     tolerance_in_span: bool,
     frequencies: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The kernel's outputs for ``points`` ``(b, rays, samples, 3)`` and ``cameras`` ``(b, v,
-    21)`` (world-to-camera rows, then the intrinsics): ``grid`` ``(b v, rays, samples, 2)``,
-    ``depth`` ``(b v, rays, samples)``, then ``volume``, ``image``, ``colours``, ``angle``,
-    ``in_frustum`` and ``visible``, each ``(b, rays, samples, v, ...)``. Plain ``Tensor``
-    annotations: an operator's schema takes no others."""
+    """The kernel's outputs for ``points`` and their rays' unit ``directions``, both ``(b, rays,
+    samples, 3)``, and ``cameras`` ``(b, v, 21)`` (world-to-camera rows, then the intrinsics):
+    ``grid`` ``(b v, rays, samples, 2)``, ``depth`` ``(b v, rays, samples)``, then ``volume``,
+    ``image``, ``colours``, ``angle``, ``in_frustum`` and ``visible``, each ``(b, rays,
+    samples, v, ...)``. Plain ``Tensor`` annotations: an operator's schema takes no others."""
     outputs = _empty_outputs(points, cameras, image_features, volumes, frequencies)
     batch, rays, samples, _ = points.shape
     views = cameras.shape[1]
@@ -140,7 +141,7 @@ def cpu_view_gather(
     defines = _defines(len(volumes), volumes[0].shape[2], image_features.shape[2], frequencies)
     kernel = native_function(SOURCE, "view_gather", ARGUMENTS, defines)
     pointers = [tensor.data_ptr() for tensor in (*outputs, *inputs)]
-    sizes = (batch, rays, samples, views, height, width)
+    sizes = (batch, rays * samples, views, height, width)
     threads = torch.get_num_threads()
     kernel(*pointers, level_table.data_ptr(), *sizes, tolerance, int(tolerance_in_span), threads)
     return outputs
@@ -195,9 +196,11 @@ def gather_views(
     world_to_camera = invert_pose(sources.cam_to_world)[..., :3, :]
     cameras = torch.cat([world_to_camera.flatten(-2), sources.intrinsics.flatten(-2)], dim=-1)
     in_span = OcclusionUnit(cfg.occlusion_unit) is OcclusionUnit.HYPOTHESIS_SPAN
+    # One direction per point: the kernel's loop over points then needs no division into rays.
+    directions = target_directions[:, :, None].expand_as(points)
     grid, depth, volume, image, colours, angle, in_frustum, visible = cpu_view_gather(
         points,
-        target_directions,
+        directions,
         cameras,
         camera_centers(sources.cam_to_world),
         geometry.image_features,

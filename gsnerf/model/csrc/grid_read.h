@@ -1,6 +1,6 @@
 // Border-padded linear interpolation along one axis of a map or volume, as F.grid_sample
 // reads with align_corners=False and padding_mode="border": the position helpers of the C++
-// reads (volume_read.cpp, view_gather.cpp).
+// reads (volume_read.cpp; view_gather.cpp uses border_position).
 
 #pragma once
 
@@ -16,12 +16,10 @@ static inline float border_position(float normalised, int64_t size) {
 
 // The lower corner, its weight's complement (the fraction) and the offset to the upper corner
 // along one axis; the upper corner is the lower one at the last cell (its weight is then 0).
-// Index: the offsets' type (32-bit offsets take fewer registers where they suffice).
-template <typename Index>
-static inline void axis_corners(float position, int64_t size, int64_t stride, Index &lower,
-                                Index &step, float &fraction) {
-    const Index index = (Index)position; // position >= 0: truncation is the floor
+static inline void axis_corners(float position, int64_t size, int64_t stride, int64_t &lower,
+                                int64_t &step, float &fraction) {
+    const int64_t index = (int64_t)position; // position >= 0: truncation is the floor
     fraction = position - (float)index;
-    lower = index * (Index)stride;
-    step = index + 1 < size ? (Index)stride : (Index)0;
+    lower = index * stride;
+    step = index + 1 < size ? stride : 0;
 }

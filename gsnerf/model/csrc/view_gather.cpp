@@ -4,8 +4,9 @@
 // (gsnerf.model.feature_gather.project_to_sources and gather_features). Built and loaded by
 // gsnerf/model/cpu_view_gather.py; see its module doc.
 //
-// Layouts (float32 unless said, contiguous), n = b * views + v, q = rays * samples:
-//   points[b][q][3], directions[b][rays][3] (unit target rays),
+// Layouts (float32 unless said, contiguous), n = b * views + v, q the points of a batch element
+// (rays * samples):
+//   points[b][q][3], directions[b][q][3] (the unit target ray of each point),
 //   cameras[n][21]: world-to-camera rows (3 x 4) then the intrinsics (3 x 3), row major,
 //   centres[n][3], image_features[n][IMAGE_CHANNELS][H][W], images[n][3][H][W],
 //   levels[LEVELS][6] (int64, coarse first): pointers to ranges[n][2][h][w] (first and last
@@ -26,7 +27,7 @@
 #endif
 
 // Offsets within one view's maps and volumes are 32-bit (the Python side checks that a view's
-// volume has fewer than 2^31 cells): fewer registers for the corners.
+// volume has fewer than 2^31 cells): the indices of 32-bit vector gathers.
 
 // The corners and fractions of a bilinear read, shared by every channel and by a trilinear read's
 // two planes: lower corner offsets, the steps to the upper ones, and the upper ones' weights.
@@ -36,9 +37,15 @@ struct Bilinear {
 };
 
 static inline Bilinear bilinear_corners(float grid_x, float grid_y, int32_t height, int32_t width) {
+    const float x = border_position(grid_x, width), y = border_position(grid_y, height);
+    const int32_t column = (int32_t)x, row = (int32_t)y; // x, y >= 0: truncation is the floor
     Bilinear read;
-    axis_corners(border_position(grid_x, width), width, 1, read.x0, read.dx, read.fx);
-    axis_corners(border_position(grid_y, height), height, width, read.y0, read.dy, read.fy);
+    read.x0 = column;
+    read.dx = column + 1 < width ? 1 : 0;
+    read.y0 = row * width;
+    read.dy = row + 1 < height ? width : 0;
+    read.fx = x - (float)column;
+    read.fy = y - (float)row;
     return read;
 }
 
@@ -65,9 +72,10 @@ static inline void read_volume(float *out, const float *volume, const Bilinear &
                                const Level &level) {
     const int32_t plane_size = level.height * level.width;
     const int32_t channel_stride = level.count * plane_size;
-    int32_t z0, dz;
-    float fz;
-    axis_corners(border_position(grid_z, level.count), level.count, plane_size, z0, dz, fz);
+    const float z = border_position(grid_z, level.count);
+    const int32_t slice = (int32_t)z;
+    const float fz = z - (float)slice;
+    const int32_t z0 = slice * plane_size, dz = slice + 1 < level.count ? plane_size : 0;
     const float gx = 1.0f - plane.fx, gy = 1.0f - plane.fy, gz = 1.0f - fz;
     const float fx = plane.fx, fy = plane.fy;
     const float weights[8] = {gz * gy * gx, gz * gy * fx, gz * fy * gx, gz * fy * fx,
@@ -75,9 +83,11 @@ static inline void read_volume(float *out, const float *volume, const Bilinear &
     const int32_t base = z0 + plane.y0 + plane.x0, dx = plane.dx, dy = plane.dy;
     const int32_t offsets[8] = {base,      base + dx,      base + dy,      base + dy + dx,
                                 base + dz, base + dz + dx, base + dz + dy, base + dz + dy + dx};
+#pragma GCC unroll 64
     for (int c = 0; c < VOLUME_CHANNELS; c++) {
         const float *channel = volume + c * channel_stride;
         float sum = 0.0f;
+#pragma GCC unroll 64
         for (int k = 0; k < 8; k++)
             sum += weights[k] * channel[offsets[k]];
         out[c] = sum;
@@ -98,6 +108,7 @@ static inline void angle_terms(float *out, const float *direction, const float *
     const float safe_radius = seen ? radius : 1.0f;
     sine = seen ? sine / safe_radius : 0.0f;
     cosine = seen ? cosine / safe_radius : 1.0f;
+#pragma GCC unroll 64
     for (int k = 0; k < FREQUENCIES; k++) {
         out[2 * k] = sine;
         out[2 * k + 1] = cosine;
@@ -127,6 +138,7 @@ static View view_of(int64_t n, const float *cameras, const float *centres,
     view.centre = centres + n * 3;
     view.features = image_features + n * IMAGE_CHANNELS * image_plane;
     view.colours = images + n * 3 * image_plane;
+#pragma GCC unroll 64
     for (int l = 0; l < LEVELS; l++) {
         const int64_t plane = (int64_t)levels[l].height * levels[l].width;
         view.ranges[l] = levels[l].ranges + n * 2 * plane;
@@ -142,11 +154,13 @@ static void view_gather_range(float *grid, float *depth_out, float *volume_out, 
                               uint8_t *visible, const float *points, const float *directions,
                               const float *cameras, const float *centres,
                               const float *image_features, const float *images, const Level *levels,
-                              int64_t rays, int64_t samples, int64_t views, int64_t height,
-                              int64_t width, float tolerance, bool tolerance_in_span,
-                              int64_t point_begin, int64_t point_end) {
-    const int64_t per_batch = rays * samples, image_plane = height * width;
+                              int64_t per_batch, int64_t views, int64_t height, int64_t width,
+                              float tolerance, bool tolerance_in_span, int64_t point_begin,
+                              int64_t point_end) {
+    const int64_t image_plane = height * width;
     const float width_f = (float)width, height_f = (float)height;
+    // A float, not a bool, so that the compiler can select with it in the vector loop.
+    const float in_span = tolerance_in_span ? 1.0f : 0.0f;
     // Views outermost: consecutive points are neighbouring samples, which read nearby cells of
     // the same view's maps and volumes.
     for (int64_t v = 0; v < views; v++) {
@@ -156,6 +170,9 @@ static void view_gather_range(float *grid, float *depth_out, float *volume_out, 
                 view_of(n, cameras, centres, image_features, images, image_plane, levels);
             const int64_t begin = point_begin > b * per_batch ? point_begin : b * per_batch;
             const int64_t end = point_end < (b + 1) * per_batch ? point_end : (b + 1) * per_batch;
+            // Vectorised across points (the corners' reads are vector gathers); the loops inside
+            // are unrolled (GCC unroll) so that the compiler vectorises this one.
+#pragma omp simd
             for (int64_t flat = begin; flat < end; flat++) {
                 const int64_t q = flat - b * per_batch, out_index = flat * views + v;
                 const float *point = points + flat * 3;
@@ -179,6 +196,7 @@ static void view_gather_range(float *grid, float *depth_out, float *volume_out, 
                 depth_out[n * per_batch + q] = z;
 
                 float first = 0.0f, last = 0.0f, source_depth = 0.0f;
+#pragma GCC unroll 64
                 for (int l = 0; l < LEVELS; l++) {
                     const Level &level = levels[l];
                     const int32_t plane = level.height * level.width;
@@ -198,19 +216,21 @@ static void view_gather_range(float *grid, float *depth_out, float *volume_out, 
                                 view.volume[l], read, grid_z, level);
                 }
                 // Occlusion against the finest level, the loop's last.
-                const float allowed = tolerance_in_span ? tolerance * (last - first) : tolerance;
+                const float allowed = in_span > 0.5f ? tolerance * (last - first) : tolerance;
                 visible[out_index] = (z - source_depth) < allowed;
 
                 const Bilinear full =
                     bilinear_corners(grid_x, grid_y, (int32_t)height, (int32_t)width);
+#pragma GCC unroll 64
                 for (int c = 0; c < IMAGE_CHANNELS; c++)
                     image_out[out_index * IMAGE_CHANNELS + c] =
                         read_plane(view.features + c * image_plane, full);
+#pragma GCC unroll 64
                 for (int c = 0; c < 3; c++)
                     colour_out[out_index * 3 + c] =
                         read_plane(view.colours + c * image_plane, full);
-                angle_terms(angle_out + out_index * 2 * FREQUENCIES,
-                            directions + (b * rays + q / samples) * 3, point, view.centre);
+                angle_terms(angle_out + out_index * 2 * FREQUENCIES, directions + flat * 3, point,
+                            view.centre);
             }
         }
     }
@@ -222,19 +242,19 @@ extern "C" void view_gather(float *grid, float *depth_out, float *volume_out, fl
                             uint8_t *visible, const float *points, const float *directions,
                             const float *cameras, const float *centres, const float *image_features,
                             const float *images, const int64_t *level_table, int64_t batch,
-                            int64_t rays, int64_t samples, int64_t views, int64_t height,
-                            int64_t width, double tolerance, int64_t tolerance_in_span,
-                            int64_t threads) {
+                            int64_t per_batch, int64_t views, int64_t height, int64_t width,
+                            double tolerance, int64_t tolerance_in_span, int64_t threads) {
     Level levels[LEVELS];
+#pragma GCC unroll 64
     for (int l = 0; l < LEVELS; l++) {
         const int64_t *row = level_table + l * 6;
         levels[l] = {(const float *)row[0], (const float *)row[1], (const float *)row[2],
                      (int32_t)row[3],       (int32_t)row[4],       (int32_t)row[5]};
     }
-    parallel_ranges(batch * rays * samples, 1, threads, [&](int64_t begin, int64_t end) {
+    parallel_ranges(batch * per_batch, 1, threads, [&](int64_t begin, int64_t end) {
         view_gather_range(grid, depth_out, volume_out, image_out, colour_out, angle_out, in_frustum,
                           visible, points, directions, cameras, centres, image_features, images,
-                          levels, rays, samples, views, height, width, (float)tolerance,
+                          levels, per_batch, views, height, width, (float)tolerance,
                           tolerance_in_span != 0, begin, end);
     });
 }
