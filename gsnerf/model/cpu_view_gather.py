@@ -167,20 +167,9 @@ def _empty_outputs(
 
 
 @cpu_view_gather.register_fake
-def _cpu_view_gather_shapes(
-    points: Tensor,
-    directions: Tensor,
-    cameras: Tensor,
-    centres: Tensor,
-    image_features: Tensor,
-    images: Tensor,
-    depth_ranges: list[Tensor],
-    depths: list[Tensor],
-    volumes: list[Tensor],
-    tolerance: float,
-    tolerance_in_span: bool,
-    frequencies: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _cpu_view_gather_shapes(*arguments: object) -> tuple[Tensor, ...]:
+    """The outputs' shapes and types for tracing; ``arguments`` as :func:`cpu_view_gather`'s."""
+    points, _, cameras, _, image_features, _, _, _, volumes, _, _, frequencies = arguments
     return _empty_outputs(points, cameras, image_features, volumes, frequencies)
 
 

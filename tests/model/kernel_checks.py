@@ -1,6 +1,6 @@
 """Helpers of the C++ kernels' tests: running a kernel on several torch thread counts (its
 numbers must not depend on how its work is split), recording which inputs reach it, a machine
-without a compiler, and comparing renders."""
+without a compiler, and renders with a kernel off and on."""
 
 import contextlib
 from collections.abc import Callable, Iterator
@@ -10,8 +10,15 @@ from typing import TypeVar
 
 import pytest
 import torch
+from small_models import small_gsnerf_cfg
 
+from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import native_library
+from gsnerf.model.compiled_heads import compile_heads
+from gsnerf.model.gsnerf import GSNeRF
+
+# The image renders_off_and_on renders, and its chunks.
+RENDER_HEIGHT, RENDER_WIDTH, RENDER_CHUNK_RAYS = 16, 24, 96
 
 Result = TypeVar("Result")
 
@@ -65,3 +72,19 @@ def assert_renders_close(render: object, reference: object, tolerance: float = 1
     for name in ("rgb", "depth", "semantic_logits", "opacity"):
         error = (getattr(render, name) - getattr(reference, name)).abs().max()
         assert error < tolerance, (name, error)
+
+
+def renders_off_and_on(module: ModuleType, compiled: bool) -> tuple[object, object]:
+    """A small model's render of the 3-view plane scene with ``module.enabled`` False, then True
+    (and the gathering compiled if ``compiled``), in chunks of :data:`RENDER_CHUNK_RAYS`."""
+    torch.manual_seed(0)
+    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
+    example = plane_example(3, RENDER_HEIGHT, RENDER_WIDTH, 5, seed=0)
+    with torch.no_grad():
+        geometry = model.encode_sources(example)
+        module.enabled = False
+        plain = model.render_image(example, geometry, RENDER_CHUNK_RAYS)
+        module.enabled = True
+        if compiled:
+            compile_heads(model, "default", ["gather"])
+        return plain, model.render_image(example, geometry, RENDER_CHUNK_RAYS)

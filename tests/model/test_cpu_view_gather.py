@@ -5,12 +5,19 @@ import logging
 
 import pytest
 import torch
-from kernel_checks import assert_renders_close, on_thread_counts, without_compiler
+from kernel_checks import (
+    RENDER_CHUNK_RAYS,
+    RENDER_HEIGHT,
+    RENDER_WIDTH,
+    assert_renders_close,
+    on_thread_counts,
+    renders_off_and_on,
+    without_compiler,
+)
 from small_models import small_gsnerf_cfg
 
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cpu_view_gather, native_library
-from gsnerf.model.compiled_heads import compile_heads
 from gsnerf.model.cpu_view_gather import cpu_view_gather_applies, gather_views
 from gsnerf.model.feature_gather import GatherCfg, gather_features, project_to_sources
 from gsnerf.model.gsnerf import GSNeRF
@@ -128,24 +135,14 @@ def test_threads_split_the_points_alike(kernel_on):
 @needs_compiler
 @pytest.mark.parametrize("compiled", [False, True])
 def test_renders_with_the_kernel_match_the_pytorch_gathering(kernel_on, monkeypatch, compiled):
-    torch.manual_seed(0)
-    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
-    example = plane_example(3, HEIGHT, WIDTH, 5, seed=0)
     # The operator's body looks its kernel up on every call, compiled or not.
     calls = []
     lookup = cpu_view_gather.native_function
     monkeypatch.setattr(
         cpu_view_gather, "native_function", lambda *a: calls.append(1) or lookup(*a)
     )
-    with torch.no_grad():
-        geometry = model.encode_sources(example)
-        cpu_view_gather.enabled = False
-        plain = model.render_image(example, geometry, 96)
-        cpu_view_gather.enabled = True
-        if compiled:
-            compile_heads(model, "default", ["gather"])
-        render = model.render_image(example, geometry, 96)
-    assert len(calls) == HEIGHT * WIDTH // 96
+    plain, render = renders_off_and_on(cpu_view_gather, compiled)
+    assert len(calls) == RENDER_HEIGHT * RENDER_WIDTH // RENDER_CHUNK_RAYS
     assert_renders_close(render, plain)
 
 

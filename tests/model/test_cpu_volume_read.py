@@ -5,15 +5,19 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_checks import assert_renders_close, on_thread_counts, without_compiler
-from small_models import small_gsnerf_cfg
+from kernel_checks import (
+    RENDER_CHUNK_RAYS,
+    RENDER_HEIGHT,
+    RENDER_WIDTH,
+    assert_renders_close,
+    on_thread_counts,
+    renders_off_and_on,
+    without_compiler,
+)
 
-from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cpu_volume_read, native_library
-from gsnerf.model.compiled_heads import compile_heads
 from gsnerf.model.cpu_volume_read import cpu_volume_read_applies
 from gsnerf.model.feature_gather import grid_read
-from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.native_library import NativeBuildError, compiler_present
 
 needs_compiler = pytest.mark.skipif(not compiler_present(), reason="no C++ compiler")
@@ -101,24 +105,14 @@ def test_threads_split_the_points_alike(kernel_on):
 @needs_compiler
 @pytest.mark.parametrize("compiled", [False, True])
 def test_renders_with_the_kernel_match_the_library_reads(kernel_on, monkeypatch, compiled):
-    torch.manual_seed(0)
-    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
-    example = plane_example(3, 16, 24, 5, seed=0)
     reads = []
     original = cpu_volume_read.cpu_volume_read
     monkeypatch.setattr(
         cpu_volume_read, "cpu_volume_read", lambda *a: reads.append(1) or original(*a)
     )
-    with torch.no_grad():
-        geometry = model.encode_sources(example)
-        cpu_volume_read.enabled = False
-        plain = model.render_image(example, geometry, 96)
-        cpu_volume_read.enabled = True
-        if compiled:
-            compile_heads(model, "default", ["gather"])
-        render = model.render_image(example, geometry, 96)
+    plain, render = renders_off_and_on(cpu_volume_read, compiled)
     # Per chunk, one read of each of the three levels' volumes.
-    assert len(reads) == 3 * (16 * 24 // 96)
+    assert len(reads) == 3 * (RENDER_HEIGHT * RENDER_WIDTH // RENDER_CHUNK_RAYS)
     assert_renders_close(render, plain)
 
 
