@@ -18,10 +18,11 @@ may be rounded in another order), so a sample within rounding of a mask's thresh
 edge, the occlusion tolerance) could fall on the other side; the tests' masks agree exactly.
 Conditions (:func:`cpu_view_gather_applies`): :data:`enabled` (``eval.cpu_kernels``, the
 benchmark's ``cpu_kernels``), float32 CPU tensors, no gradient wanted, every level's volume of
-its depth window's size and of fewer than 2^31 cells a view, at most :data:`MAX_CHANNELS`
-channels, and a library that builds for the sizes (without a C++ compiler, a warning and the
-PyTorch functions). Eager and compiled code call it as the operator
-``gsnerf::cpu_view_gather``; points are split among ``torch.get_num_threads()`` threads.
+its depth window's size and of fewer than 2^31 cells a view, as many channels in every level
+and at most :data:`MAX_CHANNELS`, and a library that builds for the sizes (without a C++
+compiler, a warning and the PyTorch functions). Eager and compiled code call it as the
+operator ``gsnerf::cpu_view_gather``; points are split among ``torch.get_num_threads()``
+threads.
 """
 
 import ctypes
@@ -84,6 +85,8 @@ def cpu_view_gather_applies(
         and geometry.volume_features
         and geometry.image_features.shape[2] <= MAX_CHANNELS
         and geometry.volume_features[0].shape[2] <= MAX_CHANNELS
+        # One channel count for every level: the kernel is built for one.
+        and len({volume.shape[2] for volume in geometry.volume_features}) == 1
     ):
         return False
     for volume, depth, window in zip(

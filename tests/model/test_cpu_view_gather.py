@@ -1,5 +1,6 @@
 """The C++ view gathering against the PyTorch projection and gathering, and in renders."""
 
+import copy
 import dataclasses
 import logging
 
@@ -162,6 +163,12 @@ def test_conditions(kernel_on):
         volumes[0] = volumes[0][..., :-1]
         mismatched = dataclasses.replace(geometry, volume_features=volumes)
         assert not cpu_view_gather_applies(points, sources, mismatched, cfg)
+        # Levels of different channel counts (set after construction: the annotations forbid
+        # them, but nothing enforces those outside the tests).
+        uneven = copy.copy(geometry)
+        uneven.volume_features = list(geometry.volume_features)
+        uneven.volume_features[1] = uneven.volume_features[1].repeat(1, 1, 2, 1, 1, 1)
+        assert not cpu_view_gather_applies(points, sources, uneven, cfg)
         cpu_view_gather.enabled = False
         assert not cpu_view_gather_applies(points, sources, geometry, cfg)
     cpu_view_gather.enabled = True
