@@ -197,8 +197,9 @@ def gather_views(
         camera_centers(sources.cam_to_world),
         geometry.image_features,
         sources.images,
-        [window.detach() for window in geometry.depth_ranges],
-        [depth.detach() for depth in geometry.depths],
+        # Inference only (no gradient), so the windows need no detaching.
+        list(geometry.depth_ranges),
+        list(geometry.depths),
         list(geometry.volume_features),
         cfg.occlusion_tolerance,
         in_span,
