@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in seven parts:
 #   bash benchmarks/gpu_check.sh first                # what a 15-minute GPU session measures
-#                                                     # first, about 9 minutes on an H100
+#                                                     # first, about 10 minutes on an H100
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
 #   bash benchmarks/gpu_check.sh                      # all but first, about 25 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the same with the library's transformer blocks compiled
-#          (fused_transformer=false) and with channels-last cost volumes, then compiled training
-#          steps; the first compiles all three parts cold (about 3 minutes), the others reuse
-#          what they share from inductor's cache.
+#          steps and their phases), the Triton gathering kernel's CUDA tests and the frame with
+#          that kernel (fused_gather=true), the same with the library's transformer blocks
+#          compiled (fused_transformer=false) and with channels-last cost volumes, then compiled
+#          training steps; the first compiles all three parts cold (about 3 minutes), the others
+#          reuse what they share from inductor's cache.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
-#          alone), about 6 minutes (a cold compile of all three parts takes about 2 minutes).
+#          alone), and with the gathering kernel, compiled and eager, about 8 minutes (a cold
+#          compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
 #          (bf16 autocast, compiled heads, gathering and cost volumes, chunks sized to the free
@@ -57,6 +59,8 @@ paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_sam
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
 if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
+    run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
@@ -64,8 +68,11 @@ if wanted first; then
 fi
 if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
-        tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py
+        tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py \
+        tests/model/test_fused_view_gather.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
+    run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
+    run "${bench[@]}" "${n4[@]}" compile=none fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_blocks=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_attention=true
@@ -109,6 +116,8 @@ if wanted quality; then
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.scene_cache_size=0 \
         eval.fused_transformer=false hydra.run.dir="$runs/fp32"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
+    run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_gather=true \
+        hydra.run.dir="$runs/fused_gather"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.compile=default \

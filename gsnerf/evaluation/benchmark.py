@@ -118,6 +118,9 @@ class BenchmarkCfg:
     fused_blocks: bool = False
     fused_transformer: bool = True
     cpu_kernels: bool = True
+    # CUDA: the gathering of the radiance head's inputs in one Triton kernel
+    # (gsnerf/model/fused_view_gather.py); off until it is timed in a frame.
+    fused_gather: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions on CUDA (torch.backends.cudnn.benchmark; the warm-up
@@ -328,14 +331,9 @@ def run_benchmark(cfg: BenchmarkCfg) -> dict:
     cfg = with_device_defaults(cfg, device)
     configure_matmul_precision(device, cfg.allow_tf32)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and device.type == "cuda"
-    ran = use_fused_kernels(
-        FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer, cfg.cpu_kernels),
-        device,
-    )
+    ran = use_fused_kernels(FusedKernels.from_options(cfg), device)
     # The record's settings say what ran (an older GPU cannot run some kernels).
-    cfg = dataclasses.replace(
-        cfg, fused_blocks=ran.blocks, fused_transformer=ran.transformer, cpu_kernels=ran.cpu_kernels
-    )
+    cfg = dataclasses.replace(cfg, **ran.as_options())
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed).to(device)

@@ -220,6 +220,8 @@ def markdown_report(record: dict) -> str:
             compiled += ", fused Triton attention"
         else:
             compiled += ", plain attention"
+        if settings.get("fused_gather", False):
+            compiled += ", Triton gathering"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

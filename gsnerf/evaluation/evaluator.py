@@ -90,6 +90,11 @@ class EvalCfg:
     # training attention, which inference does not reach). The same renders to float32
     # rounding. No effect on CUDA.
     cpu_kernels: bool = True
+    # CUDA: the gathering of the radiance head's inputs (projection, level windows and volume
+    # reads, image and colour reads, occlusion, view angles) in one Triton kernel
+    # (gsnerf/model/fused_view_gather.py), eager or compiled; the same numbers to float32
+    # rounding. Off by default until it is timed within a whole frame.
+    fused_gather: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).
@@ -115,10 +120,7 @@ def apply_inference_options(model: GSNeRF, cfg: EvalCfg, device: torch.device) -
     Shared by test evaluation and render.py, so both render the same way.
     """
     configure_matmul_precision(device, cfg.allow_tf32)
-    use_fused_kernels(
-        FusedKernels(cfg.fused_attention, cfg.fused_blocks, cfg.fused_transformer, cfg.cpu_kernels),
-        device,
-    )
+    use_fused_kernels(FusedKernels.from_options(cfg), device)
     compile_heads(model, cfg.compile, cfg.compile_parts)
 
 

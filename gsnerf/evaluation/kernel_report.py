@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
-from gsnerf.model import attention_kernel, fused_blocks, fused_transformer
+from gsnerf.model import attention_kernel, fused_blocks, fused_transformer, fused_view_gather
+from gsnerf.model.geo_reasoner import GeoReasonerCfg
 from gsnerf.model.radiance_head import RadianceHeadCfg
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
@@ -140,6 +141,39 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def view_gather(dtype: torch.dtype) -> Callable[[object], object]:
+        # The paper's 8 views, levels at 1/4, 1/2 and full resolution with 8 channels, 8 image
+        # channels and 4 angle frequencies, on 48 x 64 images (divisible by 16, as 240 x 320).
+        views, height, width, channels = 8, 48, 64, 8
+        depths = GeoReasonerCfg().n_depths
+
+        def launch(launcher: object) -> object:
+            points = torch.zeros(1, 1024, 4, 3)
+            sizes = [(height >> level, width >> level) for level in (2, 1, 0)]
+            windows = [torch.zeros(1, views, 2, *size, dtype=dtype) for size in sizes]
+            maps = [torch.zeros(1, views, *size, dtype=dtype) for size in sizes]
+            volumes = [
+                torch.zeros(1, views, channels, count, *size, dtype=dtype)
+                for count, size in zip(depths, sizes, strict=True)
+            ]
+            return fused_view_gather.launch_view_gather(
+                points,
+                points,
+                torch.zeros(1, views, 21),
+                torch.zeros(1, views, 3),
+                torch.zeros(1, views, channels, height, width, dtype=dtype),
+                torch.zeros(1, views, 3, height, width),
+                windows,
+                maps,
+                volumes,
+                0.2,
+                True,
+                4,
+                launcher,
+            )
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -182,6 +216,14 @@ def model_kernel_cases() -> list[KernelCase]:
         KernelCase(
             "transformer", "ray transformer: 4 tokens, no mask, 1 block, bf16",
             fused_transformer._transformer_kernel, transformer(4, False, torch.bfloat16),
+        ),
+        KernelCase(
+            "view gather", "8 views, 3 levels of 8 channels, 8 image channels, bf16 maps",
+            fused_view_gather._view_gather_kernel, view_gather(torch.bfloat16),
+        ),
+        KernelCase(
+            "view gather", "the same, fp32 maps", fused_view_gather._view_gather_kernel,
+            view_gather(torch.float32),
         ),
     ]  # fmt: skip
 

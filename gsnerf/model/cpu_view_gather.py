@@ -26,21 +26,15 @@ threads.
 """
 
 import ctypes
+import functools
 
 import torch
-from einops import rearrange
-from jaxtyping import Float
 from torch import Tensor
 
-from gsnerf.geometry.camera import camera_centers, invert_pose
-from gsnerf.model.feature_gather import (
-    GatherCfg,
-    GatheredFeatures,
-    OcclusionUnit,
-    SourceProjection,
-    check_gather_inputs,
-)
+from gsnerf.model import view_gather
+from gsnerf.model.feature_gather import GatherCfg
 from gsnerf.model.native_library import INT64, POINTER, native_function, native_function_builds
+from gsnerf.model.view_gather import empty_outputs, levels_fit
 from gsnerf.types import SourceGeometry, Views
 
 SOURCE = "view_gather.cpp"
@@ -82,21 +76,9 @@ def cpu_view_gather_applies(
         enabled
         and not torch.is_grad_enabled()
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and geometry.volume_features
-        and geometry.image_features.shape[2] <= MAX_CHANNELS
-        and geometry.volume_features[0].shape[2] <= MAX_CHANNELS
-        # One channel count for every level: the kernel is built for one.
-        and len({volume.shape[2] for volume in geometry.volume_features}) == 1
+        and levels_fit(geometry, MAX_CHANNELS)
     ):
         return False
-    for volume, depth, window in zip(
-        geometry.volume_features, geometry.depths, geometry.depth_ranges, strict=False
-    ):
-        # The kernel's offsets within a view's volume are 32-bit.
-        if volume.shape[-2:] != depth.shape[-2:] or volume.shape[-2:] != window.shape[-2:]:
-            return False
-        if volume.shape[2:].numel() >= 2**31:
-            return False
     return kernel_available(
         len(geometry.volume_features),
         geometry.volume_features[0].shape[2],
@@ -125,7 +107,7 @@ def cpu_view_gather(
     ``grid`` ``(b v, rays, samples, 2)``, ``depth`` ``(b v, rays, samples)``, then ``volume``,
     ``image``, ``colours``, ``angle``, ``in_frustum`` and ``visible``, each ``(b, rays,
     samples, v, ...)``. Plain ``Tensor`` annotations: an operator's schema takes no others."""
-    outputs = _empty_outputs(points, cameras, image_features, volumes, frequencies)
+    outputs = empty_outputs(points, cameras, image_features, volumes, frequencies)
     batch, rays, samples, _ = points.shape
     views = cameras.shape[1]
     height, width = images.shape[-2:]
@@ -150,75 +132,13 @@ def cpu_view_gather(
     return outputs
 
 
-def _empty_outputs(
-    points: Tensor, cameras: Tensor, image_features: Tensor, volumes: list[Tensor], frequencies: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    batch, rays, samples, _ = points.shape
-    views = cameras.shape[1]
-    per_view = (batch, rays, samples, views)
-    volume_channels = len(volumes) * volumes[0].shape[2]
-    return (
-        points.new_empty((batch * views, rays, samples, 2)),
-        points.new_empty((batch * views, rays, samples)),
-        points.new_empty((*per_view, volume_channels)),
-        points.new_empty((*per_view, image_features.shape[2])),
-        points.new_empty((*per_view, 3)),
-        points.new_empty((*per_view, 2 * frequencies)),
-        points.new_empty(per_view, dtype=torch.bool),
-        points.new_empty(per_view, dtype=torch.bool),
-    )
-
-
 @cpu_view_gather.register_fake
 def _cpu_view_gather_shapes(*arguments: object) -> tuple[Tensor, ...]:
     """The outputs' shapes and types for tracing; ``arguments`` as :func:`cpu_view_gather`'s."""
     points, _, cameras, _, image_features, _, _, _, volumes, _, _, frequencies = arguments
-    return _empty_outputs(points, cameras, image_features, volumes, frequencies)
+    return empty_outputs(points, cameras, image_features, volumes, frequencies)
 
 
-def gather_views(
-    points: Float[Tensor, "b rays samples 3"],
-    target_directions: Float[Tensor, "b rays 3"],
-    sources: Views,
-    geometry: SourceGeometry,
-    cfg: GatherCfg,
-) -> tuple[SourceProjection, GatheredFeatures]:
-    """``project_to_sources`` and ``gather_features`` in the kernel (module doc)."""
-    check_gather_inputs(sources, geometry)
-    world_to_camera = invert_pose(sources.cam_to_world)[..., :3, :]
-    cameras = torch.cat([world_to_camera.flatten(-2), sources.intrinsics.flatten(-2)], dim=-1)
-    in_span = OcclusionUnit(cfg.occlusion_unit) is OcclusionUnit.HYPOTHESIS_SPAN
-    # One direction per point: the kernel's loop over points then needs no division into rays.
-    directions = target_directions[:, :, None].expand_as(points)
-    grid, depth, volume, image, colours, angle, in_frustum, visible = cpu_view_gather(
-        points,
-        directions,
-        cameras,
-        camera_centers(sources.cam_to_world),
-        geometry.image_features,
-        sources.images,
-        # Inference only (no gradient), so the windows need no detaching.
-        list(geometry.depth_ranges),
-        list(geometry.depths),
-        list(geometry.volume_features),
-        cfg.occlusion_tolerance,
-        in_span,
-        cfg.angle_frequencies,
-    )
-    views = sources.intrinsics.shape[1]
-    projection = SourceProjection(
-        grid=grid,
-        depth=depth,
-        in_frustum=rearrange(in_frustum, "b r s v -> (b v) r s"),
-        num_views=views,
-        image_size=(sources.images.shape[-2], sources.images.shape[-1]),
-    )
-    gathered = GatheredFeatures(
-        volume=volume,
-        image=image,
-        colours=colours,
-        angle=angle,
-        in_frustum=in_frustum,
-        visible=visible,
-    )
-    return projection, gathered
+# project_to_sources and gather_features in the kernel (module doc), with their arguments:
+# points, target ray directions, sources, geometry, GatherCfg.
+gather_views = functools.partial(view_gather.gather_views, cpu_view_gather)

@@ -309,8 +309,9 @@ def gather_features(
             )
         )
 
-    images = sources.images.to(geometry.image_features.dtype)
-    full_res = sample_maps(torch.cat([geometry.image_features, images], dim=2), projection.grid)
+    # In float32, as the read is: a 16-bit cat would round the colours (by up to 2e-3 in bf16).
+    maps = torch.cat([geometry.image_features.float(), sources.images.float()], dim=2)
+    full_res = sample_maps(maps, projection.grid)
     image_channels = geometry.image_features.shape[2]
 
     # Occlusion against the predicted depth of the finest level, the loop's last (spec 2.5).

@@ -14,7 +14,8 @@ convolutions (:mod:`gsnerf.model.cpu_logit_conv`) and the transformer blocks' at
 (:mod:`gsnerf.model.cpu_set_attention`), which also serve training (``train.cpu_kernels``),
 and for the inference's gathering of the radiance head's inputs, volume reads and semantic
 patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read`,
-:mod:`gsnerf.model.cpu_patch_read`).
+:mod:`gsnerf.model.cpu_patch_read`). One more is for CUDA only: the gathering of the radiance
+head's inputs in one Triton kernel (:mod:`gsnerf.model.fused_view_gather`).
 """
 
 import contextlib
@@ -37,6 +38,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_transformer,
+    fused_view_gather,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,16 @@ CPU_KERNEL_MODULES = (
 TENSOR_CORE_CAPABILITY = (8, 0)
 
 
+# Each switch's option in the configs that set them (EvalCfg, BenchmarkCfg).
+OPTION_NAMES = {
+    "attention": "fused_attention",
+    "blocks": "fused_blocks",
+    "transformer": "fused_transformer",
+    "cpu_kernels": "cpu_kernels",
+    "gather": "fused_gather",
+}
+
+
 @dataclass(frozen=True)
 class FusedKernels:
     attention: bool = False
@@ -64,6 +76,17 @@ class FusedKernels:
     transformer: bool = False
     # The C++ kernels of CPU_KERNEL_MODULES; no effect on CUDA.
     cpu_kernels: bool = False
+    # The Triton gathering kernel (fused_view_gather); CUDA only.
+    gather: bool = False
+
+    @classmethod
+    def from_options(cls, options: object) -> "FusedKernels":
+        """The switches a config's options (:data:`OPTION_NAMES`) ask for."""
+        return cls(**{switch: getattr(options, name) for switch, name in OPTION_NAMES.items()})
+
+    def as_options(self) -> dict[str, bool]:
+        """The switches as a config's options (:data:`OPTION_NAMES`)."""
+        return {name: getattr(self, switch) for switch, name in OPTION_NAMES.items()}
 
 
 def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
@@ -85,6 +108,9 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
     else:
         # CPU kernels only: the switch does nothing elsewhere, and records should say so.
         choice = dataclasses.replace(choice, cpu_kernels=False)
+    if device.type != "cuda":
+        # The same for the CUDA-only gathering kernel.
+        choice = dataclasses.replace(choice, gather=False)
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)
@@ -105,6 +131,7 @@ def current_fused_kernels() -> FusedKernels:
         fused_blocks.enabled,
         fused_transformer.enabled,
         all(module.enabled for module in CPU_KERNEL_MODULES),
+        fused_view_gather.enabled,
     )
 
 
@@ -115,6 +142,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     fused_transformer.enabled = choice.transformer
     for module in CPU_KERNEL_MODULES:
         module.enabled = choice.cpu_kernels
+    fused_view_gather.enabled = choice.gather
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

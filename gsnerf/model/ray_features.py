@@ -9,7 +9,8 @@ element-wise passes over ``(rays, samples, views, channels)`` tensors, which a c
 fuse: :class:`gsnerf.model.gsnerf.GSNeRF` calls it through its ``gather`` method, which
 ``compile_heads(model, mode, parts=["gather", ...])`` replaces with a compiled one. In CPU
 inference the projection and the radiance head's inputs come from one C++ pass instead
-(:mod:`gsnerf.model.cpu_view_gather`), where it applies.
+(:mod:`gsnerf.model.cpu_view_gather`), where it applies, and in CUDA inference from one Triton
+kernel (:mod:`gsnerf.model.fused_view_gather`) where that is switched on.
 """
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
-from gsnerf.model.cpu_view_gather import cpu_view_gather_applies, gather_views
+from gsnerf.model import cpu_view_gather, fused_view_gather
 from gsnerf.model.feature_gather import (
     GatherCfg,
     GatheredFeatures,
@@ -78,10 +79,12 @@ def gather_ray_features(
     )
     samples = sample_along_rays(rays, sampler_cfg, training, generator)
     points = rays.origins[:, :, None] + samples.depths[..., None] * rays.directions[:, :, None]
-    if cpu_view_gather_applies(points, example.sources, geometry, gather_cfg):
-        projection, gathered = gather_views(
-            points, rays.directions, example.sources, geometry, gather_cfg
-        )
+    arguments = (points, rays.directions, example.sources, geometry, gather_cfg)
+    # One-pass kernels where they apply: C++ on a CPU, Triton on CUDA.
+    if cpu_view_gather.cpu_view_gather_applies(points, example.sources, geometry, gather_cfg):
+        projection, gathered = cpu_view_gather.gather_views(*arguments)
+    elif fused_view_gather.fused_view_gather_applies(points, example.sources, geometry, gather_cfg):
+        projection, gathered = fused_view_gather.gather_views(*arguments)
     else:
         projection = project_to_sources(points, example.sources)
         gathered = gather_features(

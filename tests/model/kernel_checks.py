@@ -74,12 +74,15 @@ def assert_renders_close(render: object, reference: object, tolerance: float = 1
         assert error < tolerance, (name, error)
 
 
-def renders_off_and_on(module: ModuleType, compiled: bool) -> tuple[object, object]:
+def renders_off_and_on(
+    module: ModuleType, compiled: bool, device: str = "cpu"
+) -> tuple[object, object]:
     """A small model's render of the 3-view plane scene with ``module.enabled`` False, then True
-    (and the gathering compiled if ``compiled``), in chunks of :data:`RENDER_CHUNK_RAYS`."""
+    (and the gathering compiled if ``compiled``), in chunks of :data:`RENDER_CHUNK_RAYS`; the
+    switch stays on."""
     torch.manual_seed(0)
-    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval()
-    example = plane_example(3, RENDER_HEIGHT, RENDER_WIDTH, 5, seed=0)
+    model = GSNeRF(small_gsnerf_cfg(), num_classes=5).eval().to(device)
+    example = plane_example(3, RENDER_HEIGHT, RENDER_WIDTH, 5, seed=0).to(device)
     with torch.no_grad():
         geometry = model.encode_sources(example)
         module.enabled = False

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from gather_scenes import HEIGHT, WIDTH, encoded_scene, joined_batches, sample_points
 from kernel_checks import (
     RENDER_CHUNK_RAYS,
     RENDER_HEIGHT,
@@ -15,19 +16,13 @@ from kernel_checks import (
     renders_off_and_on,
     without_compiler,
 )
-from small_models import small_gsnerf_cfg
 
-from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import cpu_view_gather, native_library
 from gsnerf.model.cpu_view_gather import cpu_view_gather_applies, gather_views
 from gsnerf.model.feature_gather import GatherCfg, gather_features, project_to_sources
-from gsnerf.model.gsnerf import GSNeRF
 from gsnerf.model.native_library import NativeBuildError, compiler_present
-from gsnerf.types import SourceGeometry, Views
 
 needs_compiler = pytest.mark.skipif(not compiler_present(), reason="no C++ compiler")
-
-HEIGHT, WIDTH = 16, 24
 
 
 @pytest.fixture
@@ -36,48 +31,6 @@ def kernel_on():
     cpu_view_gather.enabled = True
     yield
     cpu_view_gather.enabled = saved
-
-
-def _joined(first: object, second: object) -> object:
-    """Two batches of one (tensors, lists of them, dataclasses of them) as one batch of two."""
-    if isinstance(first, torch.Tensor):
-        return torch.cat([first, second])
-    if isinstance(first, list):
-        return [_joined(a, b) for a, b in zip(first, second, strict=True)]
-    if dataclasses.is_dataclass(first):
-        fields = [field.name for field in dataclasses.fields(first)]
-        return type(first)(
-            **{name: _joined(getattr(first, name), getattr(second, name)) for name in fields}
-        )
-    return first
-
-
-def _scene(seed: int, views: int, volume_channels: int) -> tuple[Views, SourceGeometry, Views]:
-    """Sources, their encoding by a small model with random weights, and the target view."""
-    torch.manual_seed(seed)
-    cfg = small_gsnerf_cfg()
-    cfg.geo_reasoner.cost_volume.volume_channels = volume_channels
-    model = GSNeRF(cfg, num_classes=5).eval()
-    example = plane_example(views, HEIGHT, WIDTH, 5, seed=seed)
-    with torch.no_grad():
-        geometry = model.encode_sources(example)
-    return example.sources, geometry, example.target
-
-
-def _points(target: Views, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points on target rays at depths from 0.1 to 6 m (the plane is 2.5 m away), some behind
-    or beside source cameras; and the unit ray directions. ``(b, 40, 5, 3)``, ``(b, 40, 3)``."""
-    generator = torch.Generator().manual_seed(seed)
-    batch = target.images.shape[0]
-    directions = torch.randn(batch, 40, 3, generator=generator) * 0.4
-    directions[..., 2] = 1.0
-    rotation = target.cam_to_world[:, 0, :3, :3]
-    directions = torch.einsum("bij,brj->bri", rotation, directions)
-    directions = directions / directions.norm(dim=-1, keepdim=True)
-    distances = torch.rand(batch, 40, 5, generator=generator) * 5.9 + 0.1
-    origins = target.cam_to_world[:, 0, :3, 3]
-    points = origins[:, None, None] + distances[..., None] * directions[:, :, None]
-    return points, directions
 
 
 @needs_compiler
@@ -90,13 +43,13 @@ def _points(target: Views, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     ],
 )
 def test_equals_the_pytorch_projection_and_gathering(kernel_on, batch, views, volume_channels, cfg):
-    scenes = [_scene(seed, views, volume_channels) for seed in range(batch)]
+    scenes = [encoded_scene(seed, views, volume_channels) for seed in range(batch)]
     sources, geometry, target = scenes[0]
     for other in scenes[1:]:
         sources, geometry, target = (
-            _joined(a, b) for a, b in zip((sources, geometry, target), other)
+            joined_batches(a, b) for a, b in zip((sources, geometry, target), other)
         )
-    points, directions = _points(target, seed=batch)
+    points, directions = sample_points(target, seed=batch)
     with torch.no_grad():
         assert cpu_view_gather_applies(points, sources, geometry, cfg)
         projection, gathered = gather_views(points, directions, sources, geometry, cfg)
@@ -122,8 +75,8 @@ def test_equals_the_pytorch_projection_and_gathering(kernel_on, batch, views, vo
 
 @needs_compiler
 def test_threads_split_the_points_alike(kernel_on):
-    sources, geometry, target = _scene(3, 3, 4)
-    points, directions = _points(target, seed=4)
+    sources, geometry, target = encoded_scene(3, 3, 4)
+    points, directions = sample_points(target, seed=4)
 
     def run():
         with torch.no_grad():
@@ -148,8 +101,8 @@ def test_renders_with_the_kernel_match_the_pytorch_gathering(kernel_on, monkeypa
 
 
 def test_conditions(kernel_on):
-    sources, geometry, target = _scene(5, 2, 4)
-    points, _ = _points(target, seed=5)
+    sources, geometry, target = encoded_scene(5, 2, 4)
+    points, _ = sample_points(target, seed=5)
     cfg = GatherCfg()
     with torch.no_grad():
         assert cpu_view_gather_applies(points, sources, geometry, cfg) == compiler_present()
@@ -177,8 +130,8 @@ def test_conditions(kernel_on):
 
 def test_without_a_compiler_the_pytorch_gathering_runs(kernel_on, monkeypatch, caplog, tmp_path):
     with without_compiler(monkeypatch, tmp_path):
-        sources, geometry, target = _scene(6, 2, 4)
-        points, _ = _points(target, seed=6)
+        sources, geometry, target = encoded_scene(6, 2, 4)
+        points, _ = sample_points(target, seed=6)
         with pytest.raises(NativeBuildError, match="no-such-compiler"):
             native_library.load_native_library(cpu_view_gather.SOURCE, {"LEVELS": 3})
         with torch.no_grad(), caplog.at_level(logging.WARNING):

@@ -1,11 +1,13 @@
 """The fused kernels in a whole render, and their switches: set together, off for FLOP
 counting, and from eval options."""
 
+import dataclasses
+
 import pytest
 import torch
 from triton_interpreter import run_in_triton_interpreter
 
-from gsnerf.evaluation.benchmark import load_model_cfg
+from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.evaluator import EvalCfg, apply_inference_options
 from gsnerf.model import (
     attention_kernel,
@@ -13,6 +15,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_transformer,
+    fused_view_gather,
 )
 from gsnerf.model.fused_kernels import (
     FusedKernels,
@@ -27,16 +30,18 @@ from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 # A small model's whole image (view and semantic transformers of width 16 with key masks, a
 # ray transformer over 4 guided + 2 uniform samples) rendered with each fused formulation in
-# every transformer, against its plain render, in Triton's interpreter: the CUDA condition of
-# each kernel is lifted and counted.
+# every transformer, and with the gathering kernel, against its plain render, in Triton's
+# interpreter: the CUDA condition of each kernel is lifted and counted.
 INTERPRETED_RENDERS = """
     import torch
     from small_models import small_gsnerf_cfg
 
     from gsnerf.evaluation.benchmark_scene import plane_example
-    from gsnerf.model import build_model, fused_blocks, fused_transformer, transformer
+    from gsnerf.model import (
+        build_model, fused_blocks, fused_transformer, fused_view_gather, transformer
+    )
 
-    served = {"attention": 0, "blocks": 0, "transformer": 0}
+    served = {"attention": 0, "blocks": 0, "transformer": 0, "gather": 0}
 
     def serving(name, fits):
         def applies(*args):
@@ -54,6 +59,12 @@ INTERPRETED_RENDERS = """
             fused_transformer, "fused_transformer_applies",
             lambda blocks, tokens: fused_transformer.kernel_fits(blocks, tokens.shape[1]),
         ),
+        "gather": (
+            fused_view_gather, "fused_view_gather_applies",
+            lambda points, sources, geometry, cfg: fused_view_gather.kernel_fits(
+                points, sources, geometry
+            ),
+        ),
     }
     torch.manual_seed(0)
     model = build_model(small_gsnerf_cfg(num_uniform=2, rendering="volume"), 4).eval()
@@ -66,8 +77,8 @@ INTERPRETED_RENDERS = """
             setattr(module, condition, serving(name, fits))
             render = model.render_image(example, geometry)
             setattr(module, condition, original)
-            # Each transformer (view, ray, semantic) at least once.
-            assert served[name] >= 3, served
+            # Each transformer (view, ray, semantic) at least once; the image's one chunk.
+            assert served[name] >= (1 if name == "gather" else 3), served
             for output in ("rgb", "depth", "semantic_logits", "opacity"):
                 error = (getattr(render, output) - getattr(plain, output)).abs().max().item()
                 assert error < 1e-4, (name, output, error)
@@ -82,10 +93,10 @@ def restored_switches():
     set_fused_kernels(saved)
 
 
-def switches() -> tuple[bool, bool, bool, bool]:
+def switches() -> tuple[bool, bool, bool, bool, bool]:
     kernels = (attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled)
     assert cpu_correlation.enabled == cpu_volume_read.enabled  # one switch for both
-    return (*kernels, cpu_correlation.enabled)
+    return (*kernels, cpu_correlation.enabled, fused_view_gather.enabled)
 
 
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
@@ -104,19 +115,22 @@ def test_enabled_kernels_still_never_serve_cpu_tensors(restored_switches) -> Non
 
 
 def test_switches_are_set_together_and_read_back(restored_switches) -> None:
-    assert switches() == (False, False, False, False)  # every kernel off by default
+    assert switches() == (False,) * 5  # every kernel off by default
     set_fused_kernels(FusedKernels(attention=True, transformer=True))
-    assert switches() == (True, False, True, False)
+    assert switches() == (True, False, True, False, False)
     assert current_fused_kernels() == FusedKernels(True, False, True)
     set_fused_kernels(FusedKernels(cpu_kernels=True))
-    assert switches() == (False, False, False, True)
+    assert switches() == (False, False, False, True, False)
+    set_fused_kernels(FusedKernels(gather=True))
+    assert switches() == (False, False, False, False, True)
+    assert current_fused_kernels() == FusedKernels(gather=True)
 
 
 def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_switches) -> None:
-    set_fused_kernels(FusedKernels(True, True, True, True))
+    set_fused_kernels(FusedKernels(True, True, True, True, True))
     with kernels_disabled():
-        assert switches() == (False, False, False, False)
-    assert switches() == (True, True, True, True)
+        assert switches() == (False,) * 5
+    assert switches() == (True,) * 5
 
 
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
@@ -125,13 +139,24 @@ def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
     # By default the one-kernel transformer and (where they build) the CPU kernels.
     builds = compiler_present()
     apply_inference_options(model, EvalCfg(), cpu)
-    assert switches() == (False, False, builds, builds)
+    assert switches() == (False, False, builds, builds, False)
     apply_inference_options(model, EvalCfg(fused_blocks=True, fused_transformer=False), cpu)
-    assert switches() == (False, True, False, builds)
+    assert switches() == (False, True, False, builds, False)
     apply_inference_options(model, EvalCfg(fused_attention=True, fused_transformer=False), cpu)
-    assert switches() == (True, False, False, builds)
+    assert switches() == (True, False, False, builds, False)
     apply_inference_options(model, EvalCfg(fused_transformer=False, cpu_kernels=False), cpu)
-    assert switches() == (False, False, False, False)
+    assert switches() == (False,) * 5
+    # The gathering kernel is CUDA's: asked for on a CPU, it stays off.
+    apply_inference_options(model, EvalCfg(fused_transformer=False, fused_gather=True), cpu)
+    assert switches() == (False, False, False, builds, False)
+
+
+def test_switches_are_read_from_and_written_to_config_options() -> None:
+    options = EvalCfg(fused_attention=True, fused_transformer=False, fused_gather=True)
+    choice = FusedKernels.from_options(options)
+    assert choice == FusedKernels(attention=True, cpu_kernels=True, gather=True)
+    written = dataclasses.replace(BenchmarkCfg(), **choice.as_options())
+    assert FusedKernels.from_options(written) == choice
 
 
 def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, caplog) -> None:
@@ -140,8 +165,12 @@ def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, capl
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability["value"])
     cuda = torch.device("cuda")
     assert supported_on(everything, cuda) == everything
-    # The CPU kernels' switch does nothing on CUDA, and a record says so.
+    # The CPU kernels' switch does nothing on CUDA, and a record says so; nor the CUDA
+    # gathering kernel's on a CPU.
     assert supported_on(FusedKernels(True, True, True, True), cuda) == everything
+    gather = FusedKernels(gather=True)
+    assert supported_on(gather, cuda) == gather
+    assert supported_on(gather, torch.device("cpu")) == FusedKernels()
     cpu_choice = FusedKernels(True, True, True, True)
     if compiler_present():
         assert supported_on(cpu_choice, torch.device("cpu")) == cpu_choice
