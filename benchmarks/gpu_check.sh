@@ -7,8 +7,8 @@
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the Triton gathering kernel's CUDA tests and the frame with
-#          that kernel (fused_gather=true), the same with the library's transformer blocks
+#          steps and their phases), the Triton gathering kernels' CUDA tests and the frame with
+#          those kernels (fused_gather=true), the same with the library's transformer blocks
 #          compiled (fused_transformer=false) and with channels-last cost volumes, then compiled
 #          training steps; the first compiles all three parts cold (about 3 minutes), the others
 #          reuse what they share from inductor's cache.
@@ -59,7 +59,8 @@ paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_sam
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
 if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
-    run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py
+    run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
+        tests/model/test_fused_patch_read.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default \
@@ -69,7 +70,7 @@ fi
 if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py \
-        tests/model/test_fused_view_gather.py
+        tests/model/test_fused_view_gather.py tests/model/test_fused_patch_read.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=none fused_gather=true

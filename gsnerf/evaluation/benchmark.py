@@ -118,8 +118,8 @@ class BenchmarkCfg:
     fused_blocks: bool = False
     fused_transformer: bool = True
     cpu_kernels: bool = True
-    # CUDA: the gathering of the radiance head's inputs in one Triton kernel
-    # (gsnerf/model/fused_view_gather.py); off until it is timed in a frame.
+    # CUDA: the gathering of the radiance head's inputs and of the semantic patches in Triton
+    # (gsnerf/model/fused_view_gather.py, fused_patch_read.py); off until timed in a frame.
     fused_gather: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True

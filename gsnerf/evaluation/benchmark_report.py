@@ -221,7 +221,7 @@ def markdown_report(record: dict) -> str:
         else:
             compiled += ", plain attention"
         if settings.get("fused_gather", False):
-            compiled += ", Triton gathering"
+            compiled += ", Triton gathering kernels"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

@@ -92,8 +92,9 @@ class EvalCfg:
     cpu_kernels: bool = True
     # CUDA: the gathering of the radiance head's inputs (projection, level windows and volume
     # reads, image and colour reads, occlusion, view angles) in one Triton kernel
-    # (gsnerf/model/fused_view_gather.py), eager or compiled; the same numbers to float32
-    # rounding. Off by default until it is timed within a whole frame.
+    # (gsnerf/model/fused_view_gather.py) and of the semantic patches in another
+    # (fused_patch_read.py), eager or compiled; the same numbers to float32 rounding. Off by
+    # default until they are timed within a whole frame.
     fused_gather: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True

@@ -30,7 +30,13 @@ from pathlib import Path
 import torch
 
 from gsnerf.evaluation.benchmark_records import parse_config, write_json_record
-from gsnerf.model import attention_kernel, fused_blocks, fused_transformer, fused_view_gather
+from gsnerf.model import (
+    attention_kernel,
+    fused_blocks,
+    fused_patch_read,
+    fused_transformer,
+    fused_view_gather,
+)
 from gsnerf.model.geo_reasoner import GeoReasonerCfg
 from gsnerf.model.radiance_head import RadianceHeadCfg
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
@@ -174,6 +180,15 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def patch_read(dtype: torch.dtype) -> Callable[[object], object]:
+        # 3 x 3 patches of 20 channels (ScanNet's classes) at the guide sample of 1024 rays.
+        def launch(launcher: object) -> object:
+            maps = torch.zeros(8, 20, 48, 64, dtype=dtype)
+            grid = torch.zeros(8, 1024, 1, 2)
+            return fused_patch_read.launch_patch_read(maps, grid, 8, 3, 1.0, [48, 64], launcher)
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -224,6 +239,10 @@ def model_kernel_cases() -> list[KernelCase]:
         KernelCase(
             "view gather", "the same, fp32 maps", fused_view_gather._view_gather_kernel,
             view_gather(torch.float32),
+        ),
+        KernelCase(
+            "patch read", "3 x 3 patches of 20 channels, 8 views, bf16 maps",
+            fused_patch_read._patch_read_kernel, patch_read(torch.bfloat16),
         ),
     ]  # fmt: skip
 

@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from gsnerf.geometry.camera import camera_centers, project_points
-from gsnerf.model import cpu_patch_read, cpu_volume_read
+from gsnerf.model import cpu_patch_read, cpu_volume_read, fused_patch_read
 from gsnerf.types import SourceGeometry, Views
 
 
@@ -345,7 +345,8 @@ def gather_semantic_features(
     Patch offsets are ``spacing * (-1, 0, 1)`` full-resolution pixels, rows major, then columns,
     one block of ``c_sem`` channels each (spec 2.5). One ``grid_sample`` reads every offset; in
     CPU inference a 3 x 3 patch of one-pixel spacing is read by a C++ kernel
-    (:mod:`gsnerf.model.cpu_patch_read`).
+    (:mod:`gsnerf.model.cpu_patch_read`), in CUDA inference any patch by a Triton kernel where
+    that is switched on (:mod:`gsnerf.model.fused_patch_read`).
     """
     height, width = projection.image_size
     maps = rearrange(semantic_features, "b v c h w -> (b v) c h w")
@@ -354,6 +355,15 @@ def gather_semantic_features(
         # Semantic maps at full resolution, as the patch's one-pixel offsets assume.
         if maps.shape[-2:] == (height, width):
             return cpu_patch_read.cpu_patch_read(maps, projection.grid, projection.num_views)
+    if fused_patch_read.fused_patch_read_applies(maps, projection.grid):
+        return fused_patch_read.fused_patch_read(
+            maps,
+            projection.grid,
+            projection.num_views,
+            cfg.semantic_patch,
+            cfg.semantic_patch_spacing,
+            [height, width],
+        )
     half = cfg.semantic_patch // 2
     steps = torch.arange(
         -half, half + 1, device=projection.grid.device, dtype=projection.grid.dtype

@@ -14,8 +14,9 @@ convolutions (:mod:`gsnerf.model.cpu_logit_conv`) and the transformer blocks' at
 (:mod:`gsnerf.model.cpu_set_attention`), which also serve training (``train.cpu_kernels``),
 and for the inference's gathering of the radiance head's inputs, volume reads and semantic
 patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read`,
-:mod:`gsnerf.model.cpu_patch_read`). One more is for CUDA only: the gathering of the radiance
-head's inputs in one Triton kernel (:mod:`gsnerf.model.fused_view_gather`).
+:mod:`gsnerf.model.cpu_patch_read`). One more is for CUDA only: Triton kernels for the
+gathering of the radiance head's inputs and of the semantic patches
+(:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`).
 """
 
 import contextlib
@@ -37,6 +38,7 @@ from gsnerf.model import (
     cpu_volume_norm,
     cpu_volume_read,
     fused_blocks,
+    fused_patch_read,
     fused_transformer,
     fused_view_gather,
 )
@@ -53,6 +55,9 @@ CPU_KERNEL_MODULES = (
     cpu_logit_conv,
     cpu_set_attention,
 )
+
+# The modules of the CUDA gathering kernels behind FusedKernels.gather.
+GATHER_KERNEL_MODULES = (fused_view_gather, fused_patch_read)
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
 # which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
@@ -76,7 +81,7 @@ class FusedKernels:
     transformer: bool = False
     # The C++ kernels of CPU_KERNEL_MODULES; no effect on CUDA.
     cpu_kernels: bool = False
-    # The Triton gathering kernel (fused_view_gather); CUDA only.
+    # The Triton kernels of GATHER_KERNEL_MODULES; CUDA only.
     gather: bool = False
 
     @classmethod
@@ -131,7 +136,7 @@ def current_fused_kernels() -> FusedKernels:
         fused_blocks.enabled,
         fused_transformer.enabled,
         all(module.enabled for module in CPU_KERNEL_MODULES),
-        fused_view_gather.enabled,
+        all(module.enabled for module in GATHER_KERNEL_MODULES),
     )
 
 
@@ -142,7 +147,8 @@ def set_fused_kernels(choice: FusedKernels) -> None:
     fused_transformer.enabled = choice.transformer
     for module in CPU_KERNEL_MODULES:
         module.enabled = choice.cpu_kernels
-    fused_view_gather.enabled = choice.gather
+    for module in GATHER_KERNEL_MODULES:
+        module.enabled = choice.gather
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

@@ -14,6 +14,7 @@ from gsnerf.model import (
     cpu_correlation,
     cpu_volume_read,
     fused_blocks,
+    fused_patch_read,
     fused_transformer,
     fused_view_gather,
 )
@@ -30,7 +31,7 @@ from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 # A small model's whole image (view and semantic transformers of width 16 with key masks, a
 # ray transformer over 4 guided + 2 uniform samples) rendered with each fused formulation in
-# every transformer, and with the gathering kernel, against its plain render, in Triton's
+# every transformer, and with each gathering kernel, against its plain render, in Triton's
 # interpreter: the CUDA condition of each kernel is lifted and counted.
 INTERPRETED_RENDERS = """
     import torch
@@ -38,10 +39,11 @@ INTERPRETED_RENDERS = """
 
     from gsnerf.evaluation.benchmark_scene import plane_example
     from gsnerf.model import (
-        build_model, fused_blocks, fused_transformer, fused_view_gather, transformer
+        build_model, fused_blocks, fused_patch_read, fused_transformer, fused_view_gather,
+        transformer,
     )
 
-    served = {"attention": 0, "blocks": 0, "transformer": 0, "gather": 0}
+    served = {"attention": 0, "blocks": 0, "transformer": 0, "gather": 0, "patches": 0}
 
     def serving(name, fits):
         def applies(*args):
@@ -65,6 +67,10 @@ INTERPRETED_RENDERS = """
                 points, sources, geometry
             ),
         ),
+        "patches": (
+            fused_patch_read, "fused_patch_read_applies",
+            lambda maps, grid: fused_patch_read.kernel_fits(maps, grid),
+        ),
     }
     torch.manual_seed(0)
     model = build_model(small_gsnerf_cfg(num_uniform=2, rendering="volume"), 4).eval()
@@ -78,7 +84,7 @@ INTERPRETED_RENDERS = """
             render = model.render_image(example, geometry)
             setattr(module, condition, original)
             # Each transformer (view, ray, semantic) at least once; the image's one chunk.
-            assert served[name] >= (1 if name == "gather" else 3), served
+            assert served[name] >= (1 if name in ("gather", "patches") else 3), served
             for output in ("rgb", "depth", "semantic_logits", "opacity"):
                 error = (getattr(render, output) - getattr(plain, output)).abs().max().item()
                 assert error < 1e-4, (name, output, error)
@@ -96,6 +102,7 @@ def restored_switches():
 def switches() -> tuple[bool, bool, bool, bool, bool]:
     kernels = (attention_kernel.enabled, fused_blocks.enabled, fused_transformer.enabled)
     assert cpu_correlation.enabled == cpu_volume_read.enabled  # one switch for both
+    assert fused_view_gather.enabled == fused_patch_read.enabled  # and for these two
     return (*kernels, cpu_correlation.enabled, fused_view_gather.enabled)
 
 
