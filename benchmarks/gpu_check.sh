@@ -8,10 +8,10 @@
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
 #          steps and their phases), the Triton gathering kernels' CUDA tests and the frame with
-#          those kernels (fused_gather=true), the same with the library's transformer blocks
-#          compiled (fused_transformer=false) and with channels-last cost volumes, then compiled
-#          training steps; the first compiles all three parts cold (about 3 minutes), the others
-#          reuse what they share from inductor's cache.
+#          those kernels (fused_gather=true), the frame with channels-last cost volumes,
+#          compiled training steps, and last the frame with the library's transformer blocks
+#          compiled (fused_transformer=false); the first compiles all three parts cold (about 3
+#          minutes), the others reuse what they share from inductor's cache.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
@@ -62,10 +62,10 @@ if wanted first; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true
-    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
     run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_steps=10 train_compile=default
+    run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
 fi
 if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
