@@ -181,10 +181,11 @@ def model_kernel_cases() -> list[KernelCase]:
         return launch
 
     def patch_read(dtype: torch.dtype) -> Callable[[object], object]:
-        # 3 x 3 patches of 20 channels (ScanNet's classes) at the guide sample of 1024 rays.
+        # 3 x 3 patches of 20 channels (ScanNet's classes) at every sample of 1024 rays (the
+        # semantic head's default volume rendering).
         def launch(launcher: object) -> object:
             maps = torch.zeros(8, 20, 48, 64, dtype=dtype)
-            grid = torch.zeros(8, 1024, 1, 2)
+            grid = torch.zeros(8, 1024, 4, 2)
             return fused_patch_read.launch_patch_read(maps, grid, 8, 3, 1.0, [48, 64], launcher)
 
         return launch
