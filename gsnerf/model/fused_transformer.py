@@ -95,51 +95,17 @@ if triton is not None:
 
     @triton.jit
     @no_type_check
-    def _transformer_kernel(
-        tokens_ptr,
-        mask_ptr,
-        qkv_weight_ptr,
-        out_weight_ptr,
-        norm1_weight_ptr,
-        norm1_bias_ptr,
-        ffn1_weight_ptr,
-        ffn1_bias_ptr,
-        ffn2_weight_ptr,
-        ffn2_bias_ptr,
-        norm2_weight_ptr,
-        norm2_bias_ptr,
-        out_ptr,
-        total_rows,
-        layers,
-        eps,
-        scale,
-        HAS_MASK: tl.constexpr,
-        TOKENS: tl.constexpr,
-        WIDTH: tl.constexpr,
-        FFN_WIDTH: tl.constexpr,
-        HEADS: tl.constexpr,
-        ROWS: tl.constexpr,
+    def _blocks(
+        x, attends, qkv_weight_ptr, out_weight_ptr, norm1_weight_ptr, norm1_bias_ptr,
+        ffn1_weight_ptr, ffn1_bias_ptr, ffn2_weight_ptr, ffn2_bias_ptr, norm2_weight_ptr,
+        norm2_bias_ptr, layers, eps, scale, dtype: tl.constexpr, ROWS: tl.constexpr,
+        WIDTH: tl.constexpr, FFN_WIDTH: tl.constexpr, HEADS: tl.constexpr,
         PRECISION: tl.constexpr,
-    ):
-        # torch.compile launches with Python floats typed fp64: float32 once, here.
-        eps = tl.cast(eps, tl.float32)
-        scale = tl.cast(scale, tl.float32)
-        dtype = tokens_ptr.dtype.element_ty
-        used_rows: tl.constexpr = (ROWS // TOKENS) * TOKENS
-        local = tl.arange(0, ROWS)
-        row = tl.program_id(0).to(tl.int64) * used_rows + local
-        valid = (local < used_rows) & (row < total_rows)
+    ):  # fmt: skip
+        """``layers`` post-norm blocks on a float32 ``(ROWS, WIDTH)`` tile of tokens, in which
+        row ``i`` attends to row ``j`` where ``attends[i, j]``; products in ``dtype``."""
         channel = tl.arange(0, WIDTH)
         hidden = tl.arange(0, FFN_WIDTH)
-        tile = row[:, None] * WIDTH + channel[None, :]
-        x = tl.load(tokens_ptr + tile, mask=valid[:, None], other=0.0).to(tl.float32)
-        # A query attends to the attended keys of its own set; row r of the (n, t) tokens and
-        # element r of the (n, t) key mask are the same token.
-        key_ok = valid
-        if HAS_MASK:
-            key_ok = key_ok & (tl.load(mask_ptr + row, mask=valid, other=0) != 0)
-        set_of_row = local // TOKENS
-        attends = (set_of_row[:, None] == set_of_row[None, :]) & key_ok[None, :]
         head_of_channel = channel // (WIDTH // HEADS)
         for layer in range(layers):
             square = layer * WIDTH * WIDTH
@@ -187,6 +153,59 @@ if triton is not None:
                 eps,
                 WIDTH,
             )
+        return x
+
+    @triton.jit
+    @no_type_check
+    def _transformer_kernel(
+        tokens_ptr,
+        mask_ptr,
+        qkv_weight_ptr,
+        out_weight_ptr,
+        norm1_weight_ptr,
+        norm1_bias_ptr,
+        ffn1_weight_ptr,
+        ffn1_bias_ptr,
+        ffn2_weight_ptr,
+        ffn2_bias_ptr,
+        norm2_weight_ptr,
+        norm2_bias_ptr,
+        out_ptr,
+        total_rows,
+        layers,
+        eps,
+        scale,
+        HAS_MASK: tl.constexpr,
+        TOKENS: tl.constexpr,
+        WIDTH: tl.constexpr,
+        FFN_WIDTH: tl.constexpr,
+        HEADS: tl.constexpr,
+        ROWS: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        # torch.compile launches with Python floats typed fp64: float32 once, here.
+        eps = tl.cast(eps, tl.float32)
+        scale = tl.cast(scale, tl.float32)
+        dtype: tl.constexpr = tokens_ptr.dtype.element_ty
+        used_rows: tl.constexpr = (ROWS // TOKENS) * TOKENS
+        local = tl.arange(0, ROWS)
+        row = tl.program_id(0).to(tl.int64) * used_rows + local
+        valid = (local < used_rows) & (row < total_rows)
+        channel = tl.arange(0, WIDTH)
+        tile = row[:, None] * WIDTH + channel[None, :]
+        x = tl.load(tokens_ptr + tile, mask=valid[:, None], other=0.0).to(tl.float32)
+        # A query attends to the attended keys of its own set; row r of the (n, t) tokens and
+        # element r of the (n, t) key mask are the same token.
+        key_ok = valid
+        if HAS_MASK:
+            key_ok = key_ok & (tl.load(mask_ptr + row, mask=valid, other=0) != 0)
+        set_of_row = local // TOKENS
+        attends = (set_of_row[:, None] == set_of_row[None, :]) & key_ok[None, :]
+        x = _blocks(
+            x, attends, qkv_weight_ptr, out_weight_ptr, norm1_weight_ptr, norm1_bias_ptr,
+            ffn1_weight_ptr, ffn1_bias_ptr, ffn2_weight_ptr, ffn2_bias_ptr, norm2_weight_ptr,
+            norm2_bias_ptr, layers, eps, scale, dtype, ROWS, WIDTH, FFN_WIDTH, HEADS, PRECISION,
+        )  # fmt: skip
         tl.store(out_ptr + tile, x.to(out_ptr.dtype.element_ty), mask=valid[:, None])
 
 

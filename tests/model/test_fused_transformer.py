@@ -52,6 +52,7 @@ def test_kernel_is_compiled_from_its_modules_own_functions() -> None:
     # (test_fused_blocks.py).
     for kernel in (
         fused_transformer._transformer_kernel,
+        fused_transformer._blocks,
         fused_transformer._product,
         fused_transformer._layer_norm_rows,
     ):
