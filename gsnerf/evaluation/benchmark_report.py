@@ -222,6 +222,8 @@ def markdown_report(record: dict) -> str:
             compiled += ", plain attention"
         if settings.get("fused_gather", False):
             compiled += ", Triton gathering kernels"
+        if settings.get("fused_heads", False):
+            compiled += ", Triton radiance view stage"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

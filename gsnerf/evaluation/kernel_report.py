@@ -34,11 +34,12 @@ from gsnerf.model import (
     attention_kernel,
     fused_blocks,
     fused_patch_read,
+    fused_radiance_views,
     fused_transformer,
     fused_view_gather,
 )
 from gsnerf.model.geo_reasoner import GeoReasonerCfg
-from gsnerf.model.radiance_head import RadianceHeadCfg
+from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
 
 try:
@@ -190,6 +191,21 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def radiance_views(dtype: torch.dtype) -> Callable[[object], object]:
+        # The paper's radiance head: 8 views of 24 volume, 8 image and 8 angle channels.
+        head = RadianceHead(RadianceHeadCfg(), 24, 8, 8)
+
+        def launch(launcher: object) -> object:
+            samples, views = 1024, 8
+            parts = [torch.zeros(samples, views, channels) for channels in (24, 8, 3, 8)]
+            flags = torch.zeros(3, samples, views, dtype=torch.uint8)
+            weights = fused_radiance_views.head_weights(head, dtype)
+            return fused_radiance_views.launch_radiance_views(
+                *parts, flags, weights, cfg.heads, cfg.layer_norm_eps, launcher
+            )
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -244,6 +260,14 @@ def model_kernel_cases() -> list[KernelCase]:
         KernelCase(
             "patch read", "3 x 3 patches of 20 channels, 8 views, bf16 maps",
             fused_patch_read._patch_read_kernel, patch_read(torch.bfloat16),
+        ),
+        KernelCase(
+            "radiance views", "paper radiance head, 8 views, bf16",
+            fused_radiance_views._radiance_views_kernel, radiance_views(torch.bfloat16),
+        ),
+        KernelCase(
+            "radiance views", "the same, fp32 (full-precision products)",
+            fused_radiance_views._radiance_views_kernel, radiance_views(torch.float32),
         ),
     ]  # fmt: skip
 

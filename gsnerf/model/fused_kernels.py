@@ -16,7 +16,8 @@ and for the inference's gathering of the radiance head's inputs, volume reads an
 patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read`,
 :mod:`gsnerf.model.cpu_patch_read`). One more is for CUDA only: Triton kernels for the
 gathering of the radiance head's inputs and of the semantic patches
-(:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`).
+(:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and the
+radiance head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`).
 """
 
 import contextlib
@@ -39,6 +40,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_patch_read,
+    fused_radiance_views,
     fused_transformer,
     fused_view_gather,
 )
@@ -71,6 +73,7 @@ OPTION_NAMES = {
     "transformer": "fused_transformer",
     "cpu_kernels": "cpu_kernels",
     "gather": "fused_gather",
+    "heads": "fused_heads",
 }
 
 
@@ -83,6 +86,8 @@ class FusedKernels:
     cpu_kernels: bool = False
     # The Triton kernels of GATHER_KERNEL_MODULES; CUDA only.
     gather: bool = False
+    # The radiance head's view stage in one Triton kernel (fused_radiance_views); CUDA only.
+    heads: bool = False
 
     @classmethod
     def from_options(cls, options: object) -> "FusedKernels":
@@ -114,8 +119,8 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
         # CPU kernels only: the switch does nothing elsewhere, and records should say so.
         choice = dataclasses.replace(choice, cpu_kernels=False)
     if device.type != "cuda":
-        # The same for the CUDA-only gathering kernel.
-        choice = dataclasses.replace(choice, gather=False)
+        # The same for the CUDA-only gathering and head kernels.
+        choice = dataclasses.replace(choice, gather=False, heads=False)
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)
@@ -137,6 +142,7 @@ def current_fused_kernels() -> FusedKernels:
         fused_transformer.enabled,
         all(module.enabled for module in CPU_KERNEL_MODULES),
         all(module.enabled for module in GATHER_KERNEL_MODULES),
+        fused_radiance_views.enabled,
     )
 
 
@@ -149,6 +155,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
         module.enabled = choice.cpu_kernels
     for module in GATHER_KERNEL_MODULES:
         module.enabled = choice.gather
+    fused_radiance_views.enabled = choice.heads
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

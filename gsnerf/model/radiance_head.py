@@ -28,6 +28,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from gsnerf.model import fused_radiance_views
 from gsnerf.model.cpu_token_heads import cpu_radiance_applies, cpu_radiance_views
 from gsnerf.model.feature_gather import GatheredFeatures
 from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
@@ -120,8 +121,9 @@ class RadianceHead(nn.Module):
         Float[Tensor, "b rays samples 3"],
     ]:
         """Per sample: the global token after the view transformer, the blending weights and
-        the blended colour (on a CPU in inference, one kernel computes the same:
-        :mod:`gsnerf.model.cpu_token_heads`)."""
+        the blended colour (in inference one kernel can compute the same: C++ on a CPU,
+        :mod:`gsnerf.model.cpu_token_heads`, Triton on CUDA,
+        :mod:`gsnerf.model.fused_radiance_views`)."""
         batch, rays = view_mask.shape[:2]
         features = torch.cat([gathered.volume, gathered.image, gathered.colours], dim=-1)
         flags = torch.stack([gathered.in_frustum, gathered.visible], dim=-1).to(features.dtype)
@@ -159,6 +161,10 @@ class RadianceHead(nn.Module):
         batch, rays = view_mask.shape[:2]
         if cpu_radiance_applies(self, gathered):
             ray_tokens, blend_weights, rgb = cpu_radiance_views(self, gathered, view_mask)
+        elif fused_radiance_views.fused_radiance_views_applies(self, gathered):
+            ray_tokens, blend_weights, rgb = fused_radiance_views.fused_radiance_views(
+                self, gathered, view_mask
+            )
         else:
             ray_tokens, blend_weights, rgb = self.view_stage(gathered, view_mask)
         ray_tokens = rearrange(ray_tokens, "b r s c -> (b r) s c")

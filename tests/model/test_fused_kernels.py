@@ -15,6 +15,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_patch_read,
+    fused_radiance_views,
     fused_transformer,
     fused_view_gather,
 )
@@ -131,6 +132,9 @@ def test_switches_are_set_together_and_read_back(restored_switches) -> None:
     set_fused_kernels(FusedKernels(gather=True))
     assert switches() == (False, False, False, False, True)
     assert current_fused_kernels() == FusedKernels(gather=True)
+    set_fused_kernels(FusedKernels(heads=True))
+    assert fused_radiance_views.enabled and switches() == (False,) * 5
+    assert current_fused_kernels() == FusedKernels(heads=True)
 
 
 def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_switches) -> None:
@@ -162,6 +166,7 @@ def test_switches_are_read_from_and_written_to_config_options() -> None:
     options = EvalCfg(fused_attention=True, fused_transformer=False, fused_gather=True)
     choice = FusedKernels.from_options(options)
     assert choice == FusedKernels(attention=True, cpu_kernels=True, gather=True)
+    assert FusedKernels.from_options(EvalCfg(fused_heads=True)).heads
     written = dataclasses.replace(BenchmarkCfg(), **choice.as_options())
     assert FusedKernels.from_options(written) == choice
 
@@ -175,9 +180,9 @@ def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, capl
     # The CPU kernels' switch does nothing on CUDA, and a record says so; nor the CUDA
     # gathering kernel's on a CPU.
     assert supported_on(FusedKernels(True, True, True, True), cuda) == everything
-    gather = FusedKernels(gather=True)
-    assert supported_on(gather, cuda) == gather
-    assert supported_on(gather, torch.device("cpu")) == FusedKernels()
+    cuda_only = FusedKernels(gather=True, heads=True)
+    assert supported_on(cuda_only, cuda) == cuda_only
+    assert supported_on(cuda_only, torch.device("cpu")) == FusedKernels()
     cpu_choice = FusedKernels(True, True, True, True)
     if compiler_present():
         assert supported_on(cpu_choice, torch.device("cpu")) == cpu_choice
