@@ -7,8 +7,8 @@
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the CUDA tests of the Triton gathering and radiance-view
-#          kernels and the frame with them (fused_gather=true fused_heads=true; the stage
+#          steps and their phases), the CUDA tests of the Triton gathering and head kernels
+#          and the frame with them (fused_gather=true fused_heads=true; the stage
 #          table separates their effects), the frame with channels-last cost volumes,
 #          compiled training steps, and last the frame with the library's transformer blocks
 #          compiled (fused_transformer=false); the first compiles all three parts cold (about 3
@@ -16,7 +16,7 @@
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
-#          alone), and with the gathering kernels and the radiance-view kernel, about 9 minutes
+#          alone), and with the gathering kernels and the head kernels, about 9 minutes
 #          (a cold compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
@@ -61,7 +61,8 @@ n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precisi
 if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
-        tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py
+        tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
+        tests/model/test_fused_semantic_logits.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
@@ -72,7 +73,7 @@ if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py \
         tests/model/test_fused_view_gather.py tests/model/test_fused_patch_read.py \
-        tests/model/test_fused_radiance_views.py
+        tests/model/test_fused_radiance_views.py tests/model/test_fused_semantic_logits.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_heads=true

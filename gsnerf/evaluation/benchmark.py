@@ -121,7 +121,8 @@ class BenchmarkCfg:
     # CUDA: the gathering of the radiance head's inputs and of the semantic patches in Triton
     # (gsnerf/model/fused_view_gather.py, fused_patch_read.py); off until timed in a frame.
     fused_gather: bool = False
-    # CUDA: the radiance head's view stage in one Triton kernel (fused_radiance_views.py).
+    # CUDA: each head's view stage in one Triton kernel (fused_radiance_views.py and
+    # fused_semantic_logits.py).
     fused_heads: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True

@@ -223,7 +223,7 @@ def markdown_report(record: dict) -> str:
         if settings.get("fused_gather", False):
             compiled += ", Triton gathering kernels"
         if settings.get("fused_heads", False):
-            compiled += ", Triton radiance view stage"
+            compiled += ", Triton head kernels"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

@@ -96,9 +96,9 @@ class EvalCfg:
     # (fused_patch_read.py), eager or compiled; the same numbers to float32 rounding. Off by
     # default until they are timed within a whole frame.
     fused_gather: bool = False
-    # CUDA: the radiance head's view stage (embeddings, moments, view transformer, blending) in
-    # one Triton kernel (gsnerf/model/fused_radiance_views.py), eager or compiled; off by
-    # default until it is timed within a whole frame.
+    # CUDA: each head's view stage (embeddings, moments, transformer, then blending or the
+    # class MLP) in one Triton kernel (gsnerf/model/fused_radiance_views.py,
+    # fused_semantic_logits.py), eager or compiled; off until timed within a whole frame.
     fused_heads: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True

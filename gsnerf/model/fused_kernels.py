@@ -16,8 +16,9 @@ and for the inference's gathering of the radiance head's inputs, volume reads an
 patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read`,
 :mod:`gsnerf.model.cpu_patch_read`). One more is for CUDA only: Triton kernels for the
 gathering of the radiance head's inputs and of the semantic patches
-(:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and the
-radiance head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`).
+(:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and each
+head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`,
+:mod:`gsnerf.model.fused_semantic_logits`).
 """
 
 import contextlib
@@ -41,6 +42,7 @@ from gsnerf.model import (
     fused_blocks,
     fused_patch_read,
     fused_radiance_views,
+    fused_semantic_logits,
     fused_transformer,
     fused_view_gather,
 )
@@ -60,6 +62,9 @@ CPU_KERNEL_MODULES = (
 
 # The modules of the CUDA gathering kernels behind FusedKernels.gather.
 GATHER_KERNEL_MODULES = (fused_view_gather, fused_patch_read)
+
+# The modules of the CUDA head kernels behind FusedKernels.heads.
+HEAD_KERNEL_MODULES = (fused_radiance_views, fused_semantic_logits)
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
 # which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
@@ -86,7 +91,7 @@ class FusedKernels:
     cpu_kernels: bool = False
     # The Triton kernels of GATHER_KERNEL_MODULES; CUDA only.
     gather: bool = False
-    # The radiance head's view stage in one Triton kernel (fused_radiance_views); CUDA only.
+    # The Triton kernels of HEAD_KERNEL_MODULES (each head's view stage); CUDA only.
     heads: bool = False
 
     @classmethod
@@ -142,7 +147,7 @@ def current_fused_kernels() -> FusedKernels:
         fused_transformer.enabled,
         all(module.enabled for module in CPU_KERNEL_MODULES),
         all(module.enabled for module in GATHER_KERNEL_MODULES),
-        fused_radiance_views.enabled,
+        all(module.enabled for module in HEAD_KERNEL_MODULES),
     )
 
 
@@ -155,7 +160,8 @@ def set_fused_kernels(choice: FusedKernels) -> None:
         module.enabled = choice.cpu_kernels
     for module in GATHER_KERNEL_MODULES:
         module.enabled = choice.gather
-    fused_radiance_views.enabled = choice.heads
+    for module in HEAD_KERNEL_MODULES:
+        module.enabled = choice.heads
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

@@ -22,6 +22,7 @@ from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from gsnerf.model import fused_semantic_logits
 from gsnerf.model.cpu_token_heads import cpu_semantic_applies, cpu_semantic_logits
 from gsnerf.model.transformer import ELU, TokenTransformer, TransformerCfg, masked_moments, mlp
 
@@ -93,6 +94,11 @@ class SemanticHead(nn.Module):
         if cpu_semantic_applies(self, features):
             # The same numbers from one kernel on a CPU in inference (its module doc).
             return cpu_semantic_logits(self, features, in_frustum, visible, view_mask)
+        if fused_semantic_logits.fused_semantic_logits_applies(self, features):
+            # The same from one Triton kernel on CUDA in inference (its module doc).
+            return fused_semantic_logits.fused_semantic_logits(
+                self, features, in_frustum, visible, view_mask
+            )
         batch, rays = view_mask.shape[:2]
         flags = torch.stack([in_frustum, visible], dim=-1).to(features.dtype)
         view_tokens = rearrange(

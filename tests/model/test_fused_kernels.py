@@ -16,6 +16,7 @@ from gsnerf.model import (
     fused_blocks,
     fused_patch_read,
     fused_radiance_views,
+    fused_semantic_logits,
     fused_transformer,
     fused_view_gather,
 )
@@ -133,7 +134,8 @@ def test_switches_are_set_together_and_read_back(restored_switches) -> None:
     assert switches() == (False, False, False, False, True)
     assert current_fused_kernels() == FusedKernels(gather=True)
     set_fused_kernels(FusedKernels(heads=True))
-    assert fused_radiance_views.enabled and switches() == (False,) * 5
+    assert fused_radiance_views.enabled and fused_semantic_logits.enabled
+    assert switches() == (False,) * 5
     assert current_fused_kernels() == FusedKernels(heads=True)
 
 

@@ -7,6 +7,7 @@ test_fused_blocks.py). On CUDA it is compared in float32 and bf16.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.model import fused_radiance_views
+from gsnerf.model import fused_radiance_views, fused_semantic_logits
 from gsnerf.model.feature_gather import GatheredFeatures, attention_view_mask
 from gsnerf.model.fused_radiance_views import fused_radiance_views_applies, kernel_fits
 from gsnerf.model.gsnerf import GSNeRF
@@ -93,14 +94,14 @@ COMPARISON = """
     print("interpreted view stages: all cases match")
 """
 
-# A small model with the spec's two-layer blending MLP rendered with the kernel serving every
-# chunk (its CUDA condition lifted) against its plain render.
+# A small model with two-layer blending and class MLPs rendered with both head kernels serving
+# every chunk (their CUDA conditions lifted) against its plain render.
 RENDER = """
     import torch
     from test_fused_radiance_views import small_renders
 
     plain, render, calls = small_renders()
-    assert calls >= 1, calls
+    assert min(calls.values()) >= 1, calls
     for name in ("rgb", "depth", "semantic_logits", "opacity"):
         error = (getattr(render, name) - getattr(plain, name)).abs().max().item()
         assert error < 1e-4, (name, error)
@@ -108,30 +109,40 @@ RENDER = """
 """
 
 
-def small_renders(device: str = "cpu") -> tuple[object, object, int]:
-    """A small model's plain render and its render with the kernel lifted onto ``device``'s
-    tensors; the kernel's call count."""
+def small_renders(device: str = "cpu") -> tuple[object, object, dict[str, int]]:
+    """A small model's plain render and its render with both head kernels lifted onto
+    ``device``'s tensors; each kernel's call count."""
     cfg = small_gsnerf_cfg()
     cfg.renderer.radiance = dataclasses.replace(cfg.renderer.radiance, blend_hidden=[32, 16])
+    cfg.renderer.semantic = dataclasses.replace(cfg.renderer.semantic, hidden=[16, 16])
     torch.manual_seed(0)
     model = GSNeRF(cfg, num_classes=4).eval().to(device)
     example = plane_example(3, 8, 12, 4, seed=0).to(device)
-    calls = []
-    original = fused_radiance_views.fused_radiance_views_applies
+    calls = {"radiance": 0, "semantic": 0}
+    conditions = {
+        "radiance": (fused_radiance_views, "fused_radiance_views_applies"),
+        "semantic": (fused_semantic_logits, "fused_semantic_logits_applies"),
+    }
+    originals = {name: getattr(*where) for name, where in conditions.items()}
 
-    def lifted(head: torch.nn.Module, gathered: GatheredFeatures) -> bool:
-        calls.append(1)
-        return not torch.is_grad_enabled() and kernel_fits(head, gathered)
+    def lifted(name: str, fits: Callable[..., bool]) -> Callable[..., bool]:
+        def applies(head: torch.nn.Module, inputs: object) -> bool:
+            calls[name] += 1
+            return not torch.is_grad_enabled() and fits(head, inputs)
+
+        return applies
 
     with torch.no_grad():
         geometry = model.encode_sources(example)
         plain = model.render_image(example, geometry)
-        fused_radiance_views.fused_radiance_views_applies = lifted
+        for name, (module, condition) in conditions.items():
+            setattr(module, condition, lifted(name, module.kernel_fits))
         try:
             render = model.render_image(example, geometry)
         finally:
-            fused_radiance_views.fused_radiance_views_applies = original
-    return plain, render, len(calls)
+            for name, (module, condition) in conditions.items():
+                setattr(module, condition, originals[name])
+    return plain, render, calls
 
 
 @needs_triton
@@ -140,7 +151,7 @@ def test_kernel_equals_the_view_stage_in_the_interpreter() -> None:
 
 
 @needs_triton
-def test_a_render_with_the_kernel_matches_the_plain_render_in_the_interpreter() -> None:
+def test_a_render_with_the_head_kernels_matches_the_plain_render_in_the_interpreter() -> None:
     assert "match" in run_in_triton_interpreter(RENDER)
 
 
@@ -185,10 +196,10 @@ def test_kernel_equals_the_view_stage_on_cuda() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_render_with_the_kernel_matches_the_plain_render_on_cuda() -> None:
+def test_a_render_with_the_head_kernels_matches_the_plain_render_on_cuda() -> None:
     with runtime_type_checks_off():
         plain, render, calls = small_renders("cuda")
-    assert calls >= 1
+    assert min(calls.values()) >= 1
     assert_renders_close(render, plain)
 
 
