@@ -42,8 +42,17 @@ try:
     import triton
     import triton.language as tl
 
-    # The kernel calls it by name: Triton resolves it in this module's globals.
-    from gsnerf.model.fused_transformer import _blocks
+    # The kernel calls these by name: Triton resolves them in this module's globals.
+    from gsnerf.model.head_tiles import (
+        _bias,
+        _elu,
+        _linear,
+        _mask_flags,
+        _moment_products,
+        _same_set,
+        _sample_rows,
+        _transformed_tokens,
+    )
 except ImportError:  # A CPU-only torch comes without Triton; the kernel is then never used.
     triton = None
 
@@ -62,55 +71,6 @@ if triton is not None:
 
     @triton.jit
     @no_type_check  # keeps jaxtyping's import hook off the kernel (attention_kernel.py)
-    def _linear(x, weight_ptr, row_stride, fan_in, inputs, outputs, PRECISION: tl.constexpr):
-        """``x W^T`` of a ``(rows, len(inputs))`` tile and the first ``fan_in`` columns of a
-        row-major weight with rows ``row_stride`` apart; columns past ``fan_in`` count as 0."""
-        transposed = tl.load(
-            weight_ptr + outputs[None, :] * row_stride + inputs[:, None],
-            mask=(inputs < fan_in)[:, None],
-            other=0.0,
-        )
-        return tl.dot(x, transposed.to(x.dtype), input_precision=PRECISION)
-
-    @triton.jit
-    @no_type_check
-    def _moment_products(
-        values, joins, count, rows_in, cols, used, weight_ptr, row_stride, variance_offset,
-        outputs, dtype: tl.constexpr, PRECISION: tl.constexpr,
-    ):  # fmt: skip
-        """``mean W_m^T + variance W_v^T`` for the mean and variance over each row's sample's
-        attended views of the first ``used`` columns of ``values``; ``W_v`` starts
-        ``variance_offset`` columns after ``W_m`` in the weight."""
-        mean = tl.dot(joins, values, input_precision=PRECISION) / count
-        product = _linear(mean.to(dtype), weight_ptr, row_stride, used, cols, outputs, PRECISION)
-        deviation = tl.where(rows_in & (cols < used)[None, :], values - mean, 0.0)
-        variance = tl.dot(joins, deviation * deviation, input_precision=PRECISION) / count
-        product += _linear(
-            variance.to(dtype), weight_ptr + variance_offset, row_stride, used, cols, outputs,
-            PRECISION,
-        )  # fmt: skip
-        return product
-
-    @triton.jit
-    @no_type_check
-    def _same_set(local, TOKENS: tl.constexpr):
-        """Whether rows i and j of the tile are tokens of one sample (a set of TOKENS rows); a
-        function, recomputed where needed, rather than a (rows, rows) tile kept in registers."""
-        return (local // TOKENS)[:, None] == (local // TOKENS)[None, :]
-
-    @triton.jit
-    @no_type_check
-    def _elu(x):
-        # exp of the negative part only: no overflow where the positive branch is taken.
-        return tl.where(x > 0.0, x, tl.exp(tl.minimum(x, 0.0)) - 1.0)
-
-    @triton.jit
-    @no_type_check
-    def _bias(bias_ptr, outputs):
-        return tl.load(bias_ptr + outputs).to(tl.float32)[None, :]
-
-    @triton.jit
-    @no_type_check
     def _radiance_views_kernel(
         volume_ptr, image_ptr, colours_ptr, angle_ptr, in_frustum_ptr, visible_ptr, mask_ptr,
         view_w, view_b, global_w1, global_b1, global_w2, global_b2,
@@ -134,16 +94,9 @@ if triton is not None:
         dtype: tl.constexpr = view_w.dtype.element_ty
         TOKENS: tl.constexpr = VIEWS + 1
         FEATURES: tl.constexpr = VOLUME + IMAGE + 3
-        used_rows: tl.constexpr = (ROWS // TOKENS) * TOKENS
-        local = tl.arange(0, ROWS)
-        row = tl.program_id(0).to(tl.int64) * used_rows + local
-        valid = (local < used_rows) & (row < samples * TOKENS)
-        sample = row // TOKENS
-        token = row % TOKENS
-        is_global = valid & (token == 0)
-        is_view = valid & (token > 0)
-        sample_view = sample * VIEWS + token - 1
-        attended = is_view & (tl.load(mask_ptr + sample_view, mask=is_view, other=0) != 0)
+        local, sample, is_global, is_view, sample_view, attended = _sample_rows(
+            mask_ptr, samples, VIEWS, ROWS
+        )
         # The attended views of row i's sample.
         joins = tl.where(_same_set(local, TOKENS) & attended[None, :], 1.0, 0.0)
 
@@ -162,10 +115,7 @@ if triton is not None:
         rest = tl.load(image_ptr + at * IMAGE + cols, mask=rows_in & (cols < IMAGE), other=0.0)
         in_colour = rows_in & (cols >= IMAGE) & (cols < IMAGE + 3)
         rest += tl.load(colours_ptr + at * 3 + cols - IMAGE, mask=in_colour, other=0.0)
-        frustum = tl.load(in_frustum_ptr + sample_view, mask=is_view, other=0).to(tl.float32)
-        visible = tl.load(visible_ptr + sample_view, mask=is_view, other=0).to(tl.float32)
-        flags = tl.where(cols == IMAGE + 3, frustum[:, None], 0.0)
-        flags += tl.where(cols == IMAGE + 4, visible[:, None], 0.0)
+        flags = _mask_flags(in_frustum_ptr, visible_ptr, sample_view, is_view, cols, IMAGE + 3)
 
         channel = tl.arange(0, WIDTH)
         stride = FEATURES + 2
@@ -176,7 +126,6 @@ if triton is not None:
             (rest + flags).to(dtype), view_w + VOLUME, stride, IMAGE + 5, rest_cols, channel,
             PRECISION,
         )  # fmt: skip
-        view_tokens = _elu(view_tokens + _bias(view_b, channel))
 
         # Mean and population variance over the attended views (masked_moments), every row
         # getting its sample's, through products with the joining matrix; the global MLP's
@@ -190,19 +139,10 @@ if triton is not None:
             rest, joins, count, rows_in, rest_cols, IMAGE + 3, global_w1 + VOLUME, 2 * FEATURES,
             FEATURES, channel, dtype, PRECISION,
         )  # fmt: skip
-        hidden = _elu(hidden + _bias(global_b1, channel))
-        global_tokens = _linear(
-            hidden.to(dtype), global_w2, WIDTH, WIDTH, channel, channel, PRECISION
-        )
-        global_tokens = _elu(global_tokens + _bias(global_b2, channel))
-        x = tl.where(is_global[:, None], global_tokens, view_tokens)
-
-        # The view transformer: each token attends to its sample's global token and attended
-        # views.
-        attends = _same_set(local, TOKENS) & (is_global | attended)[None, :]
-        x = _blocks(
-            x, attends, qkv_w, out_w, norm1_w, norm1_b, ffn1_w, ffn1_b, ffn2_w, ffn2_b, norm2_w,
-            norm2_b, layers, eps, scale, dtype, ROWS, WIDTH, FFN_WIDTH, HEADS, PRECISION,
+        x = _transformed_tokens(
+            view_tokens, hidden, is_global, attended, local, view_b, global_b1, global_w2,
+            global_b2, qkv_w, out_w, norm1_w, norm1_b, ffn1_w, ffn1_b, ffn2_w, ffn2_b, norm2_w,
+            norm2_b, layers, eps, scale, dtype, TOKENS, ROWS, WIDTH, FFN_WIDTH, HEADS, PRECISION,
         )  # fmt: skip
         tokens_at = tokens_out + sample[:, None] * WIDTH + channel[None, :]
         tl.store(tokens_at, x.to(tokens_out.dtype.element_ty), mask=is_global[:, None])

@@ -1,6 +1,6 @@
 """The semantic head in one Triton kernel, for CUDA inference: the CUDA counterpart of
 :func:`gsnerf.model.cpu_token_heads.cpu_semantic_logits`, built like the radiance head's
-(:mod:`gsnerf.model.fused_radiance_views`, whose tile functions it calls).
+(:mod:`gsnerf.model.fused_radiance_views`; both call :mod:`gsnerf.model.head_tiles`).
 
 Per sample, :class:`gsnerf.model.semantic_head.SemanticHead` (its default ``views_and_global``
 tokens) embeds each view's patch features and mask flags, builds the global token from the
@@ -35,14 +35,16 @@ try:
     import triton.language as tl
 
     # The kernel calls these by name: Triton resolves them in this module's globals.
-    from gsnerf.model.fused_radiance_views import (
+    from gsnerf.model.head_tiles import (
         _bias,
         _elu,
         _linear,
+        _mask_flags,
         _moment_products,
         _same_set,
+        _sample_rows,
+        _transformed_tokens,
     )
-    from gsnerf.model.fused_transformer import _blocks
 except ImportError:  # A CPU-only torch comes without Triton; the kernel is then never used.
     triton = None
 
@@ -79,16 +81,9 @@ if triton is not None:
         scale = tl.cast(scale, tl.float32)
         dtype: tl.constexpr = view_w.dtype.element_ty
         TOKENS: tl.constexpr = VIEWS + 1
-        used_rows: tl.constexpr = (ROWS // TOKENS) * TOKENS
-        local = tl.arange(0, ROWS)
-        row = tl.program_id(0).to(tl.int64) * used_rows + local
-        valid = (local < used_rows) & (row < samples * TOKENS)
-        sample = row // TOKENS
-        token = row % TOKENS
-        is_global = valid & (token == 0)
-        is_view = valid & (token > 0)
-        sample_view = sample * VIEWS + token - 1
-        attended = is_view & (tl.load(mask_ptr + sample_view, mask=is_view, other=0) != 0)
+        local, sample, is_global, is_view, sample_view, attended = _sample_rows(
+            mask_ptr, samples, VIEWS, ROWS
+        )
         joins = tl.where(_same_set(local, TOKENS) & attended[None, :], 1.0, 0.0)
         count = tl.maximum(tl.sum(joins, axis=1), 1.0)[:, None]
         rows_in = is_view[:, None]
@@ -98,10 +93,7 @@ if triton is not None:
         # The flags [in frustum, visible], then the patch features block by block: each block
         # adds its part to the view embedding and to the global MLP's first layer.
         cols = tl.arange(0, 16)[None, :]
-        frustum = tl.load(in_frustum_ptr + sample_view, mask=is_view, other=0).to(tl.float32)
-        visible = tl.load(visible_ptr + sample_view, mask=is_view, other=0).to(tl.float32)
-        flags = tl.where(cols == 0, frustum[:, None], 0.0)
-        flags += tl.where(cols == 1, visible[:, None], 0.0)
+        flags = _mask_flags(in_frustum_ptr, visible_ptr, sample_view, is_view, cols, 0)
         view_tokens = _linear(
             flags.to(dtype), view_w + FEATURES, stride, 2, tl.arange(0, 16), channel, PRECISION
         )
@@ -121,18 +113,10 @@ if triton is not None:
                 block, joins, count, rows_in, block_cols, left, global_w1 + start,
                 2 * FEATURES, FEATURES, channel, dtype, PRECISION,
             )  # fmt: skip
-        view_tokens = _elu(view_tokens + _bias(view_b, channel))
-        hidden = _elu(hidden + _bias(global_b1, channel))
-        global_tokens = _linear(
-            hidden.to(dtype), global_w2, WIDTH, WIDTH, channel, channel, PRECISION
-        )
-        global_tokens = _elu(global_tokens + _bias(global_b2, channel))
-        x = tl.where(is_global[:, None], global_tokens, view_tokens)
-
-        attends = _same_set(local, TOKENS) & (is_global | attended)[None, :]
-        x = _blocks(
-            x, attends, qkv_w, out_w, norm1_w, norm1_b, ffn1_w, ffn1_b, ffn2_w, ffn2_b, norm2_w,
-            norm2_b, layers, eps, scale, dtype, ROWS, WIDTH, FFN_WIDTH, HEADS, PRECISION,
+        x = _transformed_tokens(
+            view_tokens, hidden, is_global, attended, local, view_b, global_b1, global_w2,
+            global_b2, qkv_w, out_w, norm1_w, norm1_b, ffn1_w, ffn1_b, ffn2_w, ffn2_b, norm2_w,
+            norm2_b, layers, eps, scale, dtype, TOKENS, ROWS, WIDTH, FFN_WIDTH, HEADS, PRECISION,
         )  # fmt: skip
 
         # The class MLP on [global token, mean of the attended view tokens] of each sample.

@@ -17,7 +17,7 @@ from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.model import fused_radiance_views, fused_semantic_logits
+from gsnerf.model import fused_radiance_views, fused_semantic_logits, head_tiles
 from gsnerf.model.feature_gather import GatheredFeatures, attention_view_mask
 from gsnerf.model.fused_radiance_views import fused_radiance_views_applies, kernel_fits
 from gsnerf.model.gsnerf import GSNeRF
@@ -158,8 +158,10 @@ def test_a_render_with_the_head_kernels_matches_the_plain_render_in_the_interpre
 @needs_triton
 def test_kernel_is_compiled_from_its_modules_own_functions() -> None:
     # A kernel wrapped by the test suite's jaxtyping hook would lose the module's ``tl``.
-    for kernel in (fused_radiance_views._radiance_views_kernel, fused_radiance_views._linear):
-        assert kernel.fn.__globals__ is vars(fused_radiance_views)
+    kernel = fused_radiance_views._radiance_views_kernel
+    assert kernel.fn.__globals__ is vars(fused_radiance_views)
+    for tile_function in (head_tiles._linear, head_tiles._transformed_tokens):
+        assert tile_function.fn.__globals__ is vars(head_tiles)
 
 
 def test_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
