@@ -7,16 +7,17 @@
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the CUDA tests of the Triton gathering and head kernels
-#          and the frame with them (fused_gather=true fused_heads=true; the stage
-#          table separates their effects), the frame with channels-last cost volumes,
+#          steps and their phases), the CUDA tests of the Triton gathering, head and volume
+#          convolution kernels and the frame with them (fused_gather=true fused_heads=true
+#          fused_volumes=true; the stage table separates their effects), the frame with
+#          channels-last cost volumes,
 #          compiled training steps, and last the frame with the library's transformer blocks
 #          compiled (fused_transformer=false); the first compiles all three parts cold (about 3
 #          minutes), the others reuse what they share from inductor's cache.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
-#          alone), and with the gathering kernels and the head kernels, about 9 minutes
+#          alone), and with the gathering, head and volume convolution kernels, about 10 minutes
 #          (a cold compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
@@ -62,8 +63,9 @@ if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
-        tests/model/test_fused_semantic_logits.py
-    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true
+        tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
+        fused_volumes=true
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
     run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_steps=10 train_compile=default
@@ -73,10 +75,12 @@ if wanted fused; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_transformer.py \
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py \
         tests/model/test_fused_view_gather.py tests/model/test_fused_patch_read.py \
-        tests/model/test_fused_radiance_views.py tests/model/test_fused_semantic_logits.py
+        tests/model/test_fused_radiance_views.py tests/model/test_fused_semantic_logits.py \
+        tests/model/test_fused_volume_conv.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_heads=true
+    run "${bench[@]}" "${n4[@]}" compile=default fused_volumes=true profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=none fused_gather=true fused_heads=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_blocks=true
@@ -122,7 +126,8 @@ if wanted quality; then
         eval.fused_transformer=false hydra.run.dir="$runs/fp32"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_gather=true \
-        eval.fused_heads=true hydra.run.dir="$runs/fused_gather_heads"
+        eval.fused_heads=true eval.fused_volumes=true eval.scene_cache_size=0 \
+        hydra.run.dir="$runs/fused_triton"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.compile=default \

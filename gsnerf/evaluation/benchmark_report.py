@@ -224,6 +224,8 @@ def markdown_report(record: dict) -> str:
             compiled += ", Triton gathering kernels"
         if settings.get("fused_heads", False):
             compiled += ", Triton head kernels"
+        if settings.get("fused_volumes", False):
+            compiled += ", Triton volume convolutions"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

@@ -19,6 +19,7 @@ from gsnerf.model import (
     fused_semantic_logits,
     fused_transformer,
     fused_view_gather,
+    fused_volume_conv,
 )
 from gsnerf.model.geo_reasoner import GeoReasonerCfg
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
@@ -172,6 +173,31 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def volume_conv(
+        channels: tuple[int, int], mode: int, dtype: torch.dtype
+    ) -> Callable[[object], object]:
+        # A cost volume's 3-D U-Net (spec 2.2): float32 activations (autocast's norms) in, the
+        # products in dtype; a full-resolution volume of 8 hypotheses at 1/4 of 240 x 320.
+        in_channels, out_channels = channels
+        shape = (
+            (in_channels, out_channels)
+            if mode == fused_volume_conv.TRANSPOSED_2
+            else (out_channels, in_channels)
+        )
+
+        def launch(launcher: object) -> object:
+            volume = torch.zeros(8, in_channels, 8, 60, 80)
+            weight = torch.zeros(*shape, 3, 3, 3)
+            # The kernel multiplies float32 in TF32 when cuDNN's convolutions may.
+            saved = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = True
+            try:
+                return fused_volume_conv.launch_volume_conv(volume, weight, mode, dtype, launcher)
+            finally:
+                torch.backends.cudnn.allow_tf32 = saved
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -239,4 +265,25 @@ def model_kernel_cases() -> list[KernelCase]:
             "semantic logits", "paper semantic head, 8 views of 180 channels, bf16",
             fused_semantic_logits._semantic_kernel, semantic_logits(torch.bfloat16),
         ),
+        *[
+            KernelCase(
+                "volume conv", f"{form}, {a} -> {b} channels, {str(dtype)[6:]} products",
+                fused_volume_conv._volume_conv_kernel, volume_conv((a, b), mode, dtype),
+            )
+            for form, mode, a, b, dtype in VOLUME_CONV_CASES
+        ],
     ]  # fmt: skip
+
+
+# The U-Net's convolutions (form, kernel mode, channels in and out, product dtype): the first,
+# the two heads' merged first ones and the depth logits; a downsampling; the widest; an
+# upsampling; and float32 products.
+VOLUME_CONV_CASES = [
+    ("stride 1", fused_volume_conv.STRIDE_1, 8, 8, torch.bfloat16),
+    ("stride 1", fused_volume_conv.STRIDE_1, 8, 16, torch.bfloat16),
+    ("stride 1", fused_volume_conv.STRIDE_1, 8, 1, torch.bfloat16),
+    ("stride 2", fused_volume_conv.STRIDE_2, 8, 16, torch.bfloat16),
+    ("stride 1", fused_volume_conv.STRIDE_1, 64, 64, torch.bfloat16),
+    ("transposed", fused_volume_conv.TRANSPOSED_2, 64, 32, torch.bfloat16),
+    ("stride 1", fused_volume_conv.STRIDE_1, 8, 8, torch.float32),
+]

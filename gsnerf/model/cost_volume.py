@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.geometry.homography import plane_sweep_warp
-from gsnerf.model import cpu_correlation, cpu_logit_conv, cpu_volume_norm
+from gsnerf.model import cpu_correlation, cpu_logit_conv, cpu_volume_norm, fused_volume_conv
 
 
 @dataclass
@@ -136,12 +136,30 @@ class ConvNormAct(nn.Sequential):
     """A 3-D convolution, its GroupNorm and a LeakyReLU: ``[conv, norm, activation]``.
 
     On a CPU the norm and the activation run as one C++ kernel, forward and backward
-    (:mod:`gsnerf.model.cpu_volume_norm`), where it applies; the same parameters and
-    state-dict keys as a plain ``nn.Sequential`` of the three.
+    (:mod:`gsnerf.model.cpu_volume_norm`), where it applies; in CUDA inference the convolution
+    can run as a Triton kernel that also sums what the norm needs
+    (:mod:`gsnerf.model.fused_volume_conv`). The same parameters and state-dict keys as a plain
+    ``nn.Sequential`` of the three.
     """
 
     def forward(self, volume: Tensor) -> Tensor:
+        if self.fused_applies(volume):
+            return self.fused_norm_act(*fused_volume_conv.convolve(volume, self[0]))
         return self.norm_act(self[0](volume))
+
+    def fused_applies(self, volume: Tensor) -> bool:
+        """Whether the Triton convolution serves this block: its conditions, and a norm of one
+        channel per group with affine parameters, whose statistics it sums."""
+        norm = self[1]
+        return (
+            fused_volume_conv.fused_volume_conv_applies(volume, self[0])
+            and norm.num_groups == norm.num_channels
+            and norm.affine
+        )
+
+    def fused_norm_act(self, raw: Tensor, stats: Tensor) -> Tensor:
+        """The norm and the activation of the Triton convolution's output ``raw`` and sums."""
+        return fused_volume_conv.normalise_activate(raw, stats, self[1], self[2].negative_slope)
 
     def norm_act(self, volume: Tensor) -> Tensor:
         """The norm and the activation of ``volume`` (the convolution's output)."""
@@ -161,6 +179,8 @@ class LogitConv3d(nn.Conv3d):
     def forward(self, volume: Tensor) -> Tensor:
         if cpu_logit_conv.cpu_logit_conv_applies(volume, self):
             return cpu_logit_conv.cpu_logit_conv(volume, self.weight)
+        if fused_volume_conv.fused_volume_conv_applies(volume, self):
+            return fused_volume_conv.convolve(volume, self)[0]
         return super().forward(volume)
 
 
@@ -222,7 +242,8 @@ class CostRegularizer(nn.Module):
         keep the layout of their input."""
         channels_last = self.channels_last
         if channels_last is None:
-            channels_last = device.type == "cpu"
+            # The Triton convolutions read and write channels-last volumes.
+            channels_last = device.type == "cpu" or fused_volume_conv.serves(device)
         return torch.channels_last_3d if channels_last else torch.contiguous_format
 
     def forward(
@@ -255,16 +276,27 @@ class CostRegularizer(nn.Module):
         input, whatever the output channels (1 to 16 took 19 ms each on [8, 8, 8, 64, 80], one
         thread), so an uncached 8-view tiny-model encoding took 270 against 296 ms, with the
         same numbers to the last bit. Training keeps two convolutions: there the merged one was
-        no faster (forward and backward 400 against 401 ms), and CUDA was not timed this way.
+        no faster (forward and backward 400 against 401 ms). CUDA inference merges them where
+        the Triton convolution serves both.
         """
+        depth_block, volume_block = self.depth_head[0], self.volume_head
+        split = depth_block[0].out_channels
+        if depth_block.fused_applies(features) and volume_block.fused_applies(features):
+            # The Triton convolution's time is that of its 27 reads, whatever its outputs (up
+            # to 16 take one tile): the same merge.
+            kernels = torch.cat([depth_block[0].weight, volume_block[0].weight])
+            mode = fused_volume_conv.STRIDE_1
+            dtype = fused_volume_conv.product_dtype(features)
+            both, stats = fused_volume_conv.fused_volume_conv(features, kernels, mode, dtype)
+            hidden = depth_block.fused_norm_act(both[:, :split], stats[:, :split])
+            volume = volume_block.fused_norm_act(both[:, split:], stats[:, split:])
+            return self.depth_head[1](hidden), volume
         if features.device.type != "cpu" or torch.is_grad_enabled():
             return self.depth_head(features), self.volume_head(features)
-        depth_conv, volume_conv = self.depth_head[0][0], self.volume_head[0]
-        kernels = torch.cat([depth_conv.weight, volume_conv.weight])
+        kernels = torch.cat([depth_block[0].weight, volume_block[0].weight])
         both = F.conv3d(features, kernels, padding=1)
-        split = depth_conv.out_channels
-        hidden = self.depth_head[0].norm_act(both[:, :split])
-        return self.depth_head[1](hidden), self.volume_head.norm_act(both[:, split:])
+        hidden = depth_block.norm_act(both[:, :split])
+        return self.depth_head[1](hidden), volume_block.norm_act(both[:, split:])
 
 
 class CostVolumeLevel(nn.Module):

@@ -18,7 +18,8 @@ patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read
 gathering of the radiance head's inputs and of the semantic patches
 (:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and each
 head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`,
-:mod:`gsnerf.model.fused_semantic_logits`).
+:mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes' 3-D convolutions in
+CUDA inference (:mod:`gsnerf.model.fused_volume_conv`).
 """
 
 import contextlib
@@ -45,6 +46,7 @@ from gsnerf.model import (
     fused_semantic_logits,
     fused_transformer,
     fused_view_gather,
+    fused_volume_conv,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ GATHER_KERNEL_MODULES = (fused_view_gather, fused_patch_read)
 # The modules of the CUDA head kernels behind FusedKernels.heads.
 HEAD_KERNEL_MODULES = (fused_radiance_views, fused_semantic_logits)
 
+# The modules of the CUDA cost-volume kernels behind FusedKernels.volumes.
+VOLUME_KERNEL_MODULES = (fused_volume_conv,)
+
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
 # which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
 TENSOR_CORE_CAPABILITY = (8, 0)
@@ -79,6 +84,7 @@ OPTION_NAMES = {
     "cpu_kernels": "cpu_kernels",
     "gather": "fused_gather",
     "heads": "fused_heads",
+    "volumes": "fused_volumes",
 }
 
 
@@ -93,6 +99,8 @@ class FusedKernels:
     gather: bool = False
     # The Triton kernels of HEAD_KERNEL_MODULES (each head's view stage); CUDA only.
     heads: bool = False
+    # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' convolutions); CUDA only.
+    volumes: bool = False
 
     @classmethod
     def from_options(cls, options: object) -> "FusedKernels":
@@ -124,8 +132,8 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
         # CPU kernels only: the switch does nothing elsewhere, and records should say so.
         choice = dataclasses.replace(choice, cpu_kernels=False)
     if device.type != "cuda":
-        # The same for the CUDA-only gathering and head kernels.
-        choice = dataclasses.replace(choice, gather=False, heads=False)
+        # The same for the CUDA-only gathering, head and volume kernels.
+        choice = dataclasses.replace(choice, gather=False, heads=False, volumes=False)
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)
@@ -148,6 +156,7 @@ def current_fused_kernels() -> FusedKernels:
         all(module.enabled for module in CPU_KERNEL_MODULES),
         all(module.enabled for module in GATHER_KERNEL_MODULES),
         all(module.enabled for module in HEAD_KERNEL_MODULES),
+        all(module.enabled for module in VOLUME_KERNEL_MODULES),
     )
 
 
@@ -162,6 +171,8 @@ def set_fused_kernels(choice: FusedKernels) -> None:
         module.enabled = choice.gather
     for module in HEAD_KERNEL_MODULES:
         module.enabled = choice.heads
+    for module in VOLUME_KERNEL_MODULES:
+        module.enabled = choice.volumes
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

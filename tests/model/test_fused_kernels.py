@@ -19,6 +19,7 @@ from gsnerf.model import (
     fused_semantic_logits,
     fused_transformer,
     fused_view_gather,
+    fused_volume_conv,
 )
 from gsnerf.model.fused_kernels import (
     FusedKernels,
@@ -137,13 +138,19 @@ def test_switches_are_set_together_and_read_back(restored_switches) -> None:
     assert fused_radiance_views.enabled and fused_semantic_logits.enabled
     assert switches() == (False,) * 5
     assert current_fused_kernels() == FusedKernels(heads=True)
+    set_fused_kernels(FusedKernels(volumes=True))
+    assert fused_volume_conv.enabled and not fused_radiance_views.enabled
+    assert switches() == (False,) * 5
+    assert current_fused_kernels() == FusedKernels(volumes=True)
 
 
 def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_switches) -> None:
-    set_fused_kernels(FusedKernels(True, True, True, True, True))
+    set_fused_kernels(FusedKernels(True, True, True, True, True, True, True))
     with kernels_disabled():
         assert switches() == (False,) * 5
+        assert not fused_volume_conv.enabled
     assert switches() == (True,) * 5
+    assert fused_volume_conv.enabled
 
 
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
@@ -169,6 +176,7 @@ def test_switches_are_read_from_and_written_to_config_options() -> None:
     choice = FusedKernels.from_options(options)
     assert choice == FusedKernels(attention=True, cpu_kernels=True, gather=True)
     assert FusedKernels.from_options(EvalCfg(fused_heads=True)).heads
+    assert FusedKernels.from_options(EvalCfg(fused_volumes=True)).volumes
     written = dataclasses.replace(BenchmarkCfg(), **choice.as_options())
     assert FusedKernels.from_options(written) == choice
 
@@ -182,7 +190,7 @@ def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, capl
     # The CPU kernels' switch does nothing on CUDA, and a record says so; nor the CUDA
     # gathering kernel's on a CPU.
     assert supported_on(FusedKernels(True, True, True, True), cuda) == everything
-    cuda_only = FusedKernels(gather=True, heads=True)
+    cuda_only = FusedKernels(gather=True, heads=True, volumes=True)
     assert supported_on(cuda_only, cuda) == cuda_only
     assert supported_on(cuda_only, torch.device("cpu")) == FusedKernels()
     cpu_choice = FusedKernels(True, True, True, True)
