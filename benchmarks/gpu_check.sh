@@ -8,9 +8,9 @@
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
 #          steps and their phases), the CUDA tests of the Triton gathering, head and volume
-#          convolution kernels and the frame with them (fused_gather=true fused_heads=true
-#          fused_volumes=true; the stage table separates their effects), the frame with
-#          channels-last cost volumes,
+#          convolution kernels and the frame and training steps with them (fused_gather=true
+#          fused_heads=true fused_volumes=true; the stage table separates their effects), the
+#          frame with channels-last cost volumes,
 #          compiled training steps, and last the frame with the library's transformer blocks
 #          compiled (fused_transformer=false); the first compiles all three parts cold (about 3
 #          minutes), the others reuse what they share from inductor's cache.
@@ -65,7 +65,7 @@ if wanted first; then
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
         tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
-        fused_volumes=true
+        fused_volumes=true train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
     run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_steps=10 train_compile=default

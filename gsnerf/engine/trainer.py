@@ -95,24 +95,26 @@ class TrainCfg:
     init_weights: str = ""
     # torch.compile of parts of the model for the training steps (forward and backward; the
     # validation renders use them too): "none" or a mode of eval.compile. The same losses and
-    # gradients as eager steps up to float32 rounding (tests). Off by default: on a CPU the
-    # first step compiles for minutes and the steps are no faster (tiny model, 512 rays, N = 4:
-    # 1.06 steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the
-    # benchmark's train_compile).
+    # gradients as eager steps up to float32 rounding (tests). Off by default: on a CPU the first
+    # step compiles for minutes and the steps are no faster (tiny model, 512 rays, N = 4: 1.06
+    # steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the benchmark's
+    # train_compile).
     compile: str = "none"
-    # What train.compile compiles: some of heads, gather, cost_volumes, guide_depth
-    # (eval.compile_parts); by default the first three.
+    # What train.compile compiles: of heads, gather, cost_volumes, guide_depth; the first three.
     compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
     # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
-    # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs
-    # (gsnerf.model.cpu_volume_norm) and depth-logit convolutions (gsnerf.model.cpu_logit_conv),
-    # and the transformer blocks' attention (gsnerf.model.cpu_set_attention), forward and
-    # backward (a tiny-model step of 512 rays with 4 views, one thread: 373 against 477 ms with
-    # the first two alone, then 369 against 383 ms with the third and 322 against 355 ms with
-    # the fourth), in the validation renders all of eval.cpu_kernels. The same numbers up to
-    # float32 rounding; no effect on CUDA. Without a C++ compiler, a warning and the PyTorch
-    # code.
+    # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs (cpu_volume_norm) and depth-
+    # logit convolutions (cpu_logit_conv), and the transformer blocks' attention
+    # (cpu_set_attention), forward and backward (a tiny-model step of 512 rays with 4 views, one
+    # thread: 373 against 477 ms with the first two alone, then 369 against 383 ms with the third
+    # and 322 against 355 ms with the fourth), in the validation renders all of eval.cpu_kernels.
+    # The same numbers up to float32 rounding; no effect on CUDA. Without a C++ compiler, a warning
+    # and the PyTorch code.
     cpu_kernels: bool = True
+    # CUDA: the cost volumes' 3-D convolutions, forward and backward, in Triton kernels
+    # (gsnerf/model/fused_volume_conv.py, also in the validation renders); the same gradients to
+    # rounding (tests); off until timed in training steps (the benchmark's fused_volumes).
+    fused_volumes: bool = False
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "train.compile")
@@ -139,7 +141,7 @@ class Trainer:
             self.device = torch.device("cuda", self.context.local_rank)
         configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
         kernels = replace(current_fused_kernels(), cpu_kernels=self.train_cfg.cpu_kernels)
-        use_fused_kernels(kernels, self.device)
+        use_fused_kernels(replace(kernels, volumes=self.train_cfg.fused_volumes), self.device)
         # Automatic loader workers share the machine's cores among the processes of a DDP run.
         cores = max((os.cpu_count() or 1) // self.context.world_size, 1)
         self.num_workers = data_workers(self.train_cfg.num_workers, self.device, cores)
@@ -156,12 +158,9 @@ class Trainer:
             train_scenes = open_split(cfg.dataset, "train")
         self.class_names = train_scenes[0].class_names
         self.ignore_index = train_scenes[0].ignore_index
+        items = self.train_cfg.steps * self.train_cfg.batch_size * self.context.world_size
         self.train_set = MultiViewDataset(
-            train_scenes,
-            cfg.dataset,
-            "train",
-            seed=cfg.seed,
-            length=self.train_cfg.steps * self.train_cfg.batch_size * self.context.world_size,
+            train_scenes, cfg.dataset, "train", seed=cfg.seed, length=items
         )
         self.model = build_model(cfg.model, len(self.class_names)).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg.optim)
@@ -238,9 +237,8 @@ class Trainer:
         """One optimiser step; returns the loss terms, or None when the step was skipped."""
         cfg = self.train_cfg
         example = example.to(self.device)
-        generator = torch.Generator(device="cpu").manual_seed(
-            self.cfg.seed * 7_919 + self.step * self.context.world_size + self.context.rank
-        )
+        seed = self.cfg.seed * 7_919 + self.step * self.context.world_size + self.context.rank
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         pixels = sample_pixels(example.target, cfg.rays_per_step, generator).to(self.device)
         self.model.train()
         losses = training_losses(

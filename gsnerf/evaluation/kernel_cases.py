@@ -20,6 +20,7 @@ from gsnerf.model import (
     fused_transformer,
     fused_view_gather,
     fused_volume_conv,
+    fused_volume_conv_grad,
 )
 from gsnerf.model.geo_reasoner import GeoReasonerCfg
 from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
@@ -198,6 +199,20 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def volume_conv_weight_grad(
+        channels: tuple[int, int], mode: int, dtype: torch.dtype
+    ) -> Callable[[object], object]:
+        # The kernels' gradient in a training step: the volume_conv cases' volumes.
+        in_channels, out_channels = channels
+
+        def launch(launcher: object) -> object:
+            volume = torch.zeros(8, in_channels, 8, 60, 80)
+            size = [fused_volume_conv.output_size(extent, mode) for extent in (8, 60, 80)]
+            grad = torch.zeros(8, out_channels, *size, dtype=dtype)
+            return fused_volume_conv_grad.launch_weight_grad(volume, grad, mode, launcher)
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -271,6 +286,15 @@ def model_kernel_cases() -> list[KernelCase]:
                 fused_volume_conv._volume_conv_kernel, volume_conv((a, b), mode, dtype),
             )
             for form, mode, a, b, dtype in VOLUME_CONV_CASES
+        ],
+        *[
+            KernelCase(
+                "volume conv weight grad", f"{form}, {a} -> {b} channels, {str(dtype)[6:]}",
+                fused_volume_conv_grad._weight_grad_kernel,
+                volume_conv_weight_grad((a, b), mode, dtype),
+            )
+            for form, mode, a, b, dtype in VOLUME_CONV_CASES
+            if (mode, a, b) != (fused_volume_conv.STRIDE_1, 8, 16)  # inference's merged heads
         ],
     ]  # fmt: skip
 

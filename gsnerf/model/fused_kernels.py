@@ -18,8 +18,9 @@ patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read
 gathering of the radiance head's inputs and of the semantic patches
 (:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and each
 head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`,
-:mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes' 3-D convolutions in
-CUDA inference (:mod:`gsnerf.model.fused_volume_conv`).
+:mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes' 3-D convolutions on
+CUDA (:mod:`gsnerf.model.fused_volume_conv`), which with its backward also serves training
+steps (``train.fused_volumes``).
 """
 
 import contextlib
@@ -99,7 +100,8 @@ class FusedKernels:
     gather: bool = False
     # The Triton kernels of HEAD_KERNEL_MODULES (each head's view stage); CUDA only.
     heads: bool = False
-    # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' convolutions); CUDA only.
+    # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' convolutions, forward and
+    # backward); CUDA only.
     volumes: bool = False
 
     @classmethod

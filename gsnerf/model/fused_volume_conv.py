@@ -22,11 +22,12 @@ would; float32 in TF32 or IEEE precision as ``torch.backends.cudnn.allow_tf32`` 
 result is stored in that dtype. The norm and activation (:func:`normalise_activate`) run in
 float32, as autocast runs ``group_norm``.
 
-Conditions (:func:`fused_volume_conv_applies`): ``enabled`` (``eval.fused_volumes``, the
-benchmark's ``fused_volumes``), Triton, a CUDA volume, no gradient wanted, a 3x3x3 convolution
-of one of the three forms without bias, groups or dilation, at most :data:`MAX_CHANNELS`
-channels in and out. Called as the operator ``gsnerf::fused_volume_conv``, so that compiled
-cost volumes call it within their graph. Not yet timed on a GPU: off by default.
+Conditions (:func:`fused_volume_conv_applies`): ``enabled`` (``eval.fused_volumes``,
+``train.fused_volumes``, the benchmark's ``fused_volumes``), Triton, a CUDA volume, a 3x3x3
+convolution of one of the three forms without bias, groups or dilation, at most
+:data:`MAX_CHANNELS` channels in and out. Called as the operator ``gsnerf::fused_volume_conv``,
+so that compiled cost volumes call it within their graph; its backward, for training steps, is
+:mod:`gsnerf.model.fused_volume_conv_grad`. Not yet timed on a GPU: off by default.
 """
 
 from typing import no_type_check
@@ -77,6 +78,33 @@ if triton is not None:
 
     @triton.jit
     @no_type_check
+    def _voxel_coordinates(voxel, out_height, out_width):
+        """``(z, y, x)`` of flat voxel indices within a volume of ``out_height x out_width``
+        planes."""
+        x = voxel % out_width
+        y = (voxel // out_width) % out_height
+        return voxel // (out_width * out_height), y, x
+
+    @triton.jit
+    @no_type_check
+    def _tap_inputs(
+        volume_ptr, b, out_z, out_y, out_x, mask, tap, in_depth, in_height, in_width,
+        IN_CHANNELS: tl.constexpr, IN_TILE: tl.constexpr, MODE: tl.constexpr,
+    ):  # fmt: skip
+        """``(BLOCK, IN_TILE)``: the input channels kernel tap ``tap`` (0 to 26, ``z`` major)
+        reads for output voxels ``(out_z, out_y, out_x)`` of volume ``b``; 0 outside the volume
+        (the padding), beyond ``IN_CHANNELS`` and where ``mask`` is False."""
+        z, inside_z = _input_index(out_z, tap // 9, in_depth, MODE)
+        y, inside_y = _input_index(out_y, tap // 3 % 3, in_height, MODE)
+        x, inside_x = _input_index(out_x, tap % 3, in_width, MODE)
+        inside = mask & inside_z & inside_y & inside_x
+        row = ((b * in_depth + z) * in_height + y) * in_width + x
+        channel = tl.arange(0, IN_TILE)
+        source = volume_ptr + (row * IN_CHANNELS)[:, None] + channel[None, :]
+        return tl.load(source, mask=inside[:, None] & (channel < IN_CHANNELS)[None, :], other=0)
+
+    @triton.jit
+    @no_type_check
     def _volume_conv_kernel(
         out_ptr, stats_ptr, volume_ptr, weight_ptr, in_depth, in_height, in_width, out_depth,
         out_height, out_width, IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr,
@@ -92,24 +120,18 @@ if triton is not None:
         voxel = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         per_volume = out_depth * out_height * out_width
         mask = voxel < per_volume
-        out_x = voxel % out_width
-        out_y = (voxel // out_width) % out_height
-        out_z = voxel // (out_width * out_height)
+        out_z, out_y, out_x = _voxel_coordinates(voxel, out_height, out_width)
         in_channel = tl.arange(0, IN_TILE)
         out_channel = tl.arange(0, OUT_TILE)
-        channel_mask = (in_channel < IN_CHANNELS)[None, :]
         weights = weight_ptr + in_channel[:, None] * OUT_TILE + out_channel[None, :]
         accumulated = tl.zeros((BLOCK, OUT_TILE), dtype=tl.float32)
         # A loop, not unrolled: unrolled, the wide (64-channel) forms spilled on sm_90, and so
         # they did with a loop per axis.
         for tap in range(27):
-            z, inside_z = _input_index(out_z, tap // 9, in_depth, MODE)
-            y, inside_y = _input_index(out_y, tap // 3 % 3, in_height, MODE)
-            x, inside_x = _input_index(out_x, tap % 3, in_width, MODE)
-            inside = mask & inside_z & inside_y & inside_x
-            row = ((b * in_depth + z) * in_height + y) * in_width + x
-            source = volume_ptr + (row * IN_CHANNELS)[:, None] + in_channel[None, :]
-            values = tl.load(source, mask=inside[:, None] & channel_mask, other=0)
+            values = _tap_inputs(
+                volume_ptr, b, out_z, out_y, out_x, mask, tap, in_depth, in_height, in_width,
+                IN_CHANNELS, IN_TILE, MODE,
+            )  # fmt: skip
             kernel = tl.load(weights + tap * IN_TILE * OUT_TILE)
             accumulated = tl.dot(
                 values.to(kernel.dtype), kernel, accumulated, input_precision=PRECISION
@@ -159,6 +181,13 @@ def tap_kernels(weight: Tensor, mode: int, dtype: torch.dtype) -> Tensor:
     ).contiguous()
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s precision for operands of ``dtype``: float32 in TF32 where cuDNN's
+    convolutions may use it (``torch.backends.cudnn.allow_tf32``), else exact products."""
+    tf32 = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    return "tf32" if tf32 else "ieee"
+
+
 def launch_volume_conv(
     volume: Tensor,
     weight: Tensor,
@@ -185,7 +214,6 @@ def launch_volume_conv(
     out_size = [output_size(size, mode) for size in (depth, height, width)]
     out = torch.empty((batch, *out_size, out_channels), dtype=dtype, device=volume.device)
     stats = torch.zeros((batch, kernels.shape[2], 2), dtype=torch.float32, device=volume.device)
-    full_float32 = dtype == torch.float32 and not torch.backends.cudnn.allow_tf32
     launcher = launcher or torch.library.wrap_triton(_volume_conv_kernel)
     launcher[(triton.cdiv(out_size[0] * out_size[1] * out_size[2], BLOCK), batch)](
         out,
@@ -201,7 +229,7 @@ def launch_volume_conv(
         IN_TILE=kernels.shape[1],
         OUT_TILE=kernels.shape[2],
         MODE=mode,
-        PRECISION="ieee" if full_float32 or dtype != torch.float32 else "tf32",
+        PRECISION=dot_precision(dtype),
         BLOCK=BLOCK,
         num_warps=NUM_WARPS,
     )
@@ -246,7 +274,6 @@ def fused_volume_conv_applies(volume: Tensor, conv: nn.Module) -> bool:
         enabled
         and triton is not None
         and volume.is_cuda
-        and not torch.is_grad_enabled()
         and volume.dim() == 5
         and volume.dtype in (torch.float32, torch.bfloat16, torch.float16)
         and conv_mode(conv) is not None
@@ -254,9 +281,9 @@ def fused_volume_conv_applies(volume: Tensor, conv: nn.Module) -> bool:
 
 
 def serves(device: torch.device) -> bool:
-    """Whether the kernel is to serve the convolutions of volumes on ``device`` now (switch,
-    Triton, CUDA, no gradient wanted), before any volume is at hand."""
-    return enabled and triton is not None and device.type == "cuda" and not torch.is_grad_enabled()
+    """Whether the kernel is to serve the convolutions of volumes on ``device`` (switch,
+    Triton, CUDA), before any volume is at hand."""
+    return enabled and triton is not None and device.type == "cuda"
 
 
 def product_dtype(volume: Tensor) -> torch.dtype:
@@ -287,3 +314,7 @@ def normalise_activate(
     shift = norm.bias.float() - mean * scale
     normalised = raw.float() * scale[..., None, None, None] + shift[..., None, None, None]
     return F.leaky_relu(normalised, negative_slope)
+
+
+# Registers the kernel's backward on the operator (the module imports this one's names).
+from gsnerf.model import fused_volume_conv_grad  # noqa: E402, F401

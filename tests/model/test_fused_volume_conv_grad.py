@@ -1,0 +1,167 @@
+"""The Triton volume convolution's backward against the library convolutions' autograd, and a
+training step's gradients through the cost volumes' 3-D U-Net with it against the plain one.
+
+On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, in a process of its
+own), in float32 and float16 (test_fused_volume_conv.py: bfloat16 is checked on CUDA).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_fused_volume_conv import CASES, CUDA_CASES
+from triton_interpreter import run_in_triton_interpreter
+
+from gsnerf.model import fused_volume_conv, fused_volume_conv_grad
+from gsnerf.model.cost_volume import CostRegularizer, CostVolumeCfg
+from gsnerf.model.fused_volume_conv import STRIDE_2, TRANSPOSED_2
+
+needs_triton = pytest.mark.skipif(fused_volume_conv.triton is None, reason="needs Triton")
+
+
+def gradients(case: tuple, device: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The input's and kernels' gradients of a loss of ``case``'s output and its per-channel
+    sums and sums of squares (what the norms read): by the library's autograd on the operands
+    rounded to the product dtype, in float32, and by the kernels."""
+    mode, in_channels, out_channels, size, dtype = case
+    generator = torch.Generator().manual_seed(in_channels * 10 + out_channels)
+    product = getattr(torch, dtype)
+    volume = torch.randn(2, in_channels, *size, generator=generator).to(product).float()
+    shape = (in_channels, out_channels) if mode == TRANSPOSED_2 else (out_channels, in_channels)
+    weight = (torch.randn(*shape, 3, 3, 3, generator=generator) * 0.1).to(product).float()
+    volume, weight = volume.to(device).requires_grad_(), weight.to(device).requires_grad_()
+    if mode == TRANSPOSED_2:
+        expected = F.conv_transpose3d(volume, weight, stride=2, padding=1, output_padding=1)
+    else:
+        expected = F.conv3d(volume, weight, stride=mode + 1, padding=1)
+    upstream = torch.randn(expected.shape, generator=generator).to(device)
+    weights = (
+        torch.randn(2, 2, out_channels, generator=generator).to(device) / expected[0, 0].numel()
+    )
+
+    def loss(out: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+        return (out * upstream).sum() + (sums * weights[0]).sum() + (squares * weights[1]).sum()
+
+    cells = (2, 3, 4)
+    plain = loss(expected, expected.sum(cells), expected.square().sum(cells))
+    out, stats = fused_volume_conv.fused_volume_conv(volume, weight, mode, product)
+    fused = loss(out.float(), stats[..., 0], stats[..., 1])
+    return (
+        list(torch.autograd.grad(plain, (volume, weight))),
+        list(torch.autograd.grad(fused, (volume, weight))),
+    )
+
+
+COMPARISON = """
+    import torch
+    from test_fused_volume_conv import CASES
+    from test_fused_volume_conv_grad import gradients
+
+    for case in CASES:
+        expected, computed = gradients(case, "cpu")
+        # float16: the output's gradient is rounded to the product dtype before the products.
+        tolerance = 1e-5 if case[-1] == "float32" else 5e-3
+        for name, a, b in zip(("input", "kernels"), expected, computed):
+            assert a.shape == b.shape and a.dtype == b.dtype, (case, name)
+            error = ((a - b).abs().max() / a.abs().max()).item()
+            assert error < tolerance, (case, name, error)
+    print("interpreted gradients: all cases match")
+"""
+
+
+@needs_triton
+def test_backward_equals_the_library_gradients_in_the_interpreter() -> None:
+    assert "all cases match" in run_in_triton_interpreter(COMPARISON)
+
+
+# A training step's gradients through the 3-D U-Net of the paper's widths (every form, the
+# norms' sums, the merged heads) with the kernels serving every convolution, against the plain
+# U-Net's, in float32: the cost volume's and every parameter's.
+INTERPRETED_UNET_STEP = """
+    import torch
+    from gsnerf.model import fused_volume_conv, fused_volume_conv_grad
+    from gsnerf.model.cost_volume import CostRegularizer, CostVolumeCfg
+    from gsnerf.model.fused_kernels import FusedKernels, set_fused_kernels
+
+    set_fused_kernels(FusedKernels())
+    # Fewer, larger tiles: the interpreter's time goes by operation.
+    fused_volume_conv.BLOCK = fused_volume_conv_grad.BLOCK = 512
+
+    def step(unet, cost):
+        cost = cost.clone().requires_grad_()
+        logits, volume = unet(cost)
+        generator = torch.Generator().manual_seed(1)
+        loss = (logits * torch.randn(logits.shape, generator=generator)).sum()
+        loss = loss + (volume * torch.randn(volume.shape, generator=generator)).sum()
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in unet.named_parameters()}
+        unet.zero_grad()
+        return cost.grad, grads
+
+    torch.manual_seed(0)
+    unet = CostRegularizer(8, CostVolumeCfg())
+    for norm in unet.modules():
+        if isinstance(norm, torch.nn.GroupNorm):  # not the identity of a fresh norm
+            torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(norm.bias, -0.2, 0.2)
+    # 16^3: the deepest norms see 8 voxels (with 2 they magnify rounding 100-fold).
+    cost = torch.randn(1, 8, 16, 16, 16)
+    plain_input, plain = step(unet, cost)
+    fused_volume_conv.fused_volume_conv_applies = lambda volume, conv: (
+        fused_volume_conv.conv_mode(conv) is not None
+    )
+    fused_volume_conv.serves = lambda device: True
+    fused_input, fused = step(unet, cost)
+    checked = 0
+    for name, expected in [("cost", plain_input), *plain.items()]:
+        computed = fused_input if name == "cost" else fused[name]
+        error = ((expected - computed).abs().max() / expected.abs().max()).item()
+        assert error < 1e-4, (name, error)
+        checked += 1
+    assert checked == 1 + len(list(unet.parameters()))
+    print("interpreted U-Net gradients: match")
+"""
+
+
+@needs_triton
+def test_unet_gradients_with_the_kernels_equal_the_plain_ones_in_the_interpreter() -> None:
+    assert "match" in run_in_triton_interpreter(INTERPRETED_UNET_STEP)
+
+
+@needs_triton
+def test_kernel_is_compiled_from_its_modules_own_functions() -> None:
+    # A kernel wrapped by the test suite's jaxtyping hook would lose the module's ``tl``.
+    globals_ = fused_volume_conv_grad._weight_grad_kernel.fn.__globals__
+    assert globals_ is vars(fused_volume_conv_grad)
+
+
+def test_weight_gradient_layout_is_the_inverse_of_the_kernels_tap_layout() -> None:
+    for mode, shape in ((STRIDE_2, (16, 8)), (TRANSPOSED_2, (32, 16))):
+        weight = torch.randn(*shape, 3, 3, 3)
+        per_tap = fused_volume_conv.tap_kernels(weight, mode, torch.float32)
+        restored = fused_volume_conv_grad.module_layout(per_tap, weight, mode)
+        assert torch.equal(restored, weight)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_backward_and_unet_step_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    for case in CASES + CUDA_CASES:
+        expected, computed = gradients(case, "cuda")
+        tolerance = 1e-3 if case[-1] == "float32" else 2e-2
+        for a, b in zip(expected, computed):
+            assert ((a - b).abs().max() / a.abs().max()).item() < tolerance, case
+    unet = CostRegularizer(8, CostVolumeCfg()).cuda()
+    cost = torch.randn(2, 8, 16, 32, 40, device="cuda")
+
+    def grads() -> list[torch.Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, volume = unet(cost)
+        (logits.float().square().mean() + volume.float().square().mean()).backward()
+        result = [p.grad.clone() for p in unet.parameters()]
+        unet.zero_grad()
+        return result
+
+    plain = grads()
+    monkeypatch.setattr(fused_volume_conv, "enabled", True)
+    for a, b in zip(plain, grads()):
+        assert ((a - b).abs().max() / a.abs().max().clamp_min(1e-6)).item() < 0.1
