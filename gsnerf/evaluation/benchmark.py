@@ -124,9 +124,9 @@ class BenchmarkCfg:
     # CUDA: each head's view stage in one Triton kernel (fused_radiance_views.py and
     # fused_semantic_logits.py).
     fused_heads: bool = False
-    # CUDA: the cost volumes' 3-D convolutions in Triton, with their norms' sums
-    # (gsnerf/model/fused_volume_conv.py): uncached passes and the timed training steps
-    # (forward and backward, fused_volume_conv_grad.py).
+    # CUDA: the cost volumes' 3-D convolutions in Triton (gsnerf/model/fused_volume_conv.py):
+    # uncached passes and the timed training steps (forward and backward,
+    # fused_volume_conv_grad.py).
     fused_volumes: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True

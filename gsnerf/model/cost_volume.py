@@ -136,30 +136,16 @@ class ConvNormAct(nn.Sequential):
     """A 3-D convolution, its GroupNorm and a LeakyReLU: ``[conv, norm, activation]``.
 
     On a CPU the norm and the activation run as one C++ kernel, forward and backward
-    (:mod:`gsnerf.model.cpu_volume_norm`), where it applies; in CUDA inference the convolution
-    can run as a Triton kernel that also sums what the norm needs
-    (:mod:`gsnerf.model.fused_volume_conv`). The same parameters and state-dict keys as a plain
-    ``nn.Sequential`` of the three.
+    (:mod:`gsnerf.model.cpu_volume_norm`), where it applies; on CUDA the convolution can run
+    as a Triton kernel (:mod:`gsnerf.model.fused_volume_conv`). The same parameters and
+    state-dict keys as a plain ``nn.Sequential`` of the three.
     """
 
     def forward(self, volume: Tensor) -> Tensor:
-        if self.fused_applies(volume):
-            return self.fused_norm_act(*fused_volume_conv.convolve(volume, self[0]))
-        return self.norm_act(self[0](volume))
-
-    def fused_applies(self, volume: Tensor) -> bool:
-        """Whether the Triton convolution serves this block: its conditions, and a norm of one
-        channel per group with affine parameters, whose statistics it sums."""
-        norm = self[1]
-        return (
-            fused_volume_conv.fused_volume_conv_applies(volume, self[0])
-            and norm.num_groups == norm.num_channels
-            and norm.affine
-        )
-
-    def fused_norm_act(self, raw: Tensor, stats: Tensor) -> Tensor:
-        """The norm and the activation of the Triton convolution's output ``raw`` and sums."""
-        return fused_volume_conv.normalise_activate(raw, stats, self[1], self[2].negative_slope)
+        conv = self[0]
+        if fused_volume_conv.fused_volume_conv_applies(volume, conv):
+            return self.norm_act(fused_volume_conv.convolve(volume, conv))
+        return self.norm_act(conv(volume))
 
     def norm_act(self, volume: Tensor) -> Tensor:
         """The norm and the activation of ``volume`` (the convolution's output)."""
@@ -180,7 +166,7 @@ class LogitConv3d(nn.Conv3d):
         if cpu_logit_conv.cpu_logit_conv_applies(volume, self):
             return cpu_logit_conv.cpu_logit_conv(volume, self.weight)
         if fused_volume_conv.fused_volume_conv_applies(volume, self):
-            return fused_volume_conv.convolve(volume, self)[0]
+            return fused_volume_conv.convolve(volume, self)
         return super().forward(volume)
 
 
@@ -276,25 +262,25 @@ class CostRegularizer(nn.Module):
         input, whatever the output channels (1 to 16 took 19 ms each on [8, 8, 8, 64, 80], one
         thread), so an uncached 8-view tiny-model encoding took 270 against 296 ms, with the
         same numbers to the last bit. Training keeps two convolutions: there the merged one was
-        no faster (forward and backward 400 against 401 ms). CUDA inference merges them where
-        the Triton convolution serves both.
+        no faster (forward and backward 400 against 401 ms). On CUDA they are merged where the
+        Triton convolution serves them.
         """
         depth_block, volume_block = self.depth_head[0], self.volume_head
-        split = depth_block[0].out_channels
-        if depth_block.fused_applies(features) and volume_block.fused_applies(features):
-            # The Triton convolution's time is that of its 27 reads, whatever its outputs (up
-            # to 16 take one tile): the same merge.
-            kernels = torch.cat([depth_block[0].weight, volume_block[0].weight])
-            mode = fused_volume_conv.STRIDE_1
-            dtype = fused_volume_conv.product_dtype(features)
-            both, stats = fused_volume_conv.fused_volume_conv(features, kernels, mode, dtype)
-            hidden = depth_block.fused_norm_act(both[:, :split], stats[:, :split])
-            volume = volume_block.fused_norm_act(both[:, split:], stats[:, split:])
-            return self.depth_head[1](hidden), volume
-        if features.device.type != "cpu" or torch.is_grad_enabled():
+        # The Triton convolution's time is that of its 27 reads too, whatever its outputs (up to
+        # 16 take one tile): the same merge, in training as well.
+        merged_channels = depth_block[0].out_channels + volume_block[0].out_channels
+        fused = fused_volume_conv.fused_volume_conv_applies(features, depth_block[0])
+        fused = fused and merged_channels <= fused_volume_conv.MAX_CHANNELS
+        if not fused and (features.device.type != "cpu" or torch.is_grad_enabled()):
             return self.depth_head(features), self.volume_head(features)
         kernels = torch.cat([depth_block[0].weight, volume_block[0].weight])
-        both = F.conv3d(features, kernels, padding=1)
+        if fused:
+            dtype = fused_volume_conv.product_dtype(features)
+            mode = fused_volume_conv.STRIDE_1
+            both = fused_volume_conv.fused_volume_conv(features, kernels, mode, dtype)
+        else:
+            both = F.conv3d(features, kernels, padding=1)
+        split = depth_block[0].out_channels
         hidden = depth_block.norm_act(both[:, :split])
         return self.depth_head[1](hidden), volume_block.norm_act(both[:, split:])
 

@@ -1,4 +1,4 @@
-"""The cost volumes' small-channel 3-D convolutions in one Triton kernel, for CUDA inference.
+"""The cost volumes' small-channel 3-D convolutions in one Triton kernel, on CUDA.
 
 The 3-D U-Nets of the Semantic Geo-Reasoner (:class:`gsnerf.model.cost_volume.CostRegularizer`)
 convolve volumes of 8 to 64 channels with 3x3x3 kernels. cuDNN does that badly: in an H100 bf16
@@ -12,15 +12,17 @@ Here each program takes :data:`BLOCK` output voxels of one volume, in the channe
 volume, the padding of 1) and multiplies them with the tap's ``c_in x c_out`` kernel on the
 tensor cores, accumulating in float32. Three forms share it (``MODE``): stride 1, stride 2 (the
 U-Net's downsampling) and the transposed stride-2 convolution with ``output_padding=1`` (its
-upsampling; output voxel ``o`` takes input ``i = (o + 1 - k) / 2`` where that is whole). The
-kernel also sums each output channel and its square per volume, the statistics of the
-GroupNorm that follows every convolution but the depth logits' (one channel per group, the
-spec's InstanceNorm-like norm): the norm then needs no pass of its own over the volume.
+upsampling; output voxel ``o`` takes input ``i = (o + 1 - k) / 2`` where that is whole).
+Volumes stay channels-last through the U-Net, so no layout conversion is left. The GroupNorm
+after each convolution keeps the library's (two-pass) statistics: sums of the values and their
+squares, which the kernel could add up on the way, lose the variance to cancellation where a
+channel's mean is large against its spread (with such sums a tiny-model training step's
+gradients were up to 9e-3 of their scale off the plain step's; with the library's norm, 2e-5),
+and the norm's pass reads the output once more, a fraction of a convolution's 27 reads.
 
-Operands are multiplied in the kernel's dtype (bf16 under autocast, as cuDNN's convolution
-would; float32 in TF32 or IEEE precision as ``torch.backends.cudnn.allow_tf32`` says), and the
-result is stored in that dtype. The norm and activation (:func:`normalise_activate`) run in
-float32, as autocast runs ``group_norm``.
+Operands are multiplied in the product dtype (bf16 under autocast, as cuDNN's convolution
+would; float32 in TF32 or IEEE precision as ``torch.backends.cudnn.allow_tf32`` says), with
+float32 sums, and the result is stored in that dtype.
 
 Conditions (:func:`fused_volume_conv_applies`): ``enabled`` (``eval.fused_volumes``,
 ``train.fused_volumes``, the benchmark's ``fused_volumes``), Triton, a CUDA volume, a 3x3x3
@@ -106,7 +108,7 @@ if triton is not None:
     @triton.jit
     @no_type_check
     def _volume_conv_kernel(
-        out_ptr, stats_ptr, volume_ptr, weight_ptr, in_depth, in_height, in_width, out_depth,
+        out_ptr, volume_ptr, weight_ptr, in_depth, in_height, in_width, out_depth,
         out_height, out_width, IN_CHANNELS: tl.constexpr, OUT_CHANNELS: tl.constexpr,
         IN_TILE: tl.constexpr, OUT_TILE: tl.constexpr, MODE: tl.constexpr,
         PRECISION: tl.constexpr, BLOCK: tl.constexpr,
@@ -114,8 +116,7 @@ if triton is not None:
         """Output voxels ``[BLOCK i, BLOCK (i + 1))`` of volume ``b``, program ``(i, b)``.
         ``volume`` ``(b, in_depth, in_height, in_width, IN_CHANNELS)``, ``weight`` ``(27,
         IN_TILE, OUT_TILE)`` (zero-padded, in the product's dtype), ``out`` ``(b, out_depth,
-        out_height, out_width, OUT_CHANNELS)``; ``stats`` ``(b, OUT_TILE, 2)`` float32, to
-        which each program adds its voxels' sums and sums of squares per channel."""
+        out_height, out_width, OUT_CHANNELS)``."""
         b = tl.program_id(1).to(tl.int64)
         voxel = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         per_volume = out_depth * out_height * out_width
@@ -140,11 +141,6 @@ if triton is not None:
         out_mask = mask[:, None] & (out_channel < OUT_CHANNELS)[None, :]
         out = out_ptr + ((b * per_volume + voxel) * OUT_CHANNELS)[:, None] + out_channel[None, :]
         tl.store(out, result, mask=out_mask)
-        # The norm's statistics of the stored (rounded) values, as group_norm would see them.
-        stored = tl.where(out_mask, result.to(tl.float32), 0.0)
-        stats = stats_ptr + (b * OUT_TILE + out_channel) * 2
-        tl.atomic_add(stats, tl.sum(stored, axis=0))
-        tl.atomic_add(stats + 1, tl.sum(stored * stored, axis=0))
 
 
 def output_size(size: int, mode: int) -> int:
@@ -194,12 +190,11 @@ def launch_volume_conv(
     mode: int,
     dtype: torch.dtype,
     launcher: object | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> Tensor:
     """The convolution of ``volume`` ``(b, c_in, d, h, w)`` with ``weight`` in form ``mode``
     (:data:`STRIDE_1`, :data:`STRIDE_2` or :data:`TRANSPOSED_2`), multiplied in ``dtype``.
 
-    Returns the output ``(b, c_out, d', h', w')`` in ``dtype``, channels-last, and ``(b, c_out,
-    2)`` float32: per volume and channel the output's sum and sum of squares. ``launcher``:
+    Returns the output ``(b, c_out, d', h', w')`` in ``dtype``, channels-last. ``launcher``:
     ``wrap_triton`` of the kernel (unset), or a stand-in that records the launch
     (:mod:`gsnerf.evaluation.kernel_report`).
     """
@@ -213,11 +208,9 @@ def launch_volume_conv(
     kernels = tap_kernels(weight, mode, dtype)
     out_size = [output_size(size, mode) for size in (depth, height, width)]
     out = torch.empty((batch, *out_size, out_channels), dtype=dtype, device=volume.device)
-    stats = torch.zeros((batch, kernels.shape[2], 2), dtype=torch.float32, device=volume.device)
     launcher = launcher or torch.library.wrap_triton(_volume_conv_kernel)
     launcher[(triton.cdiv(out_size[0] * out_size[1] * out_size[2], BLOCK), batch)](
         out,
-        stats,
         volume.permute(0, 2, 3, 4, 1).contiguous(),
         kernels,
         depth,
@@ -233,16 +226,14 @@ def launch_volume_conv(
         BLOCK=BLOCK,
         num_warps=NUM_WARPS,
     )
-    return out.permute(0, 4, 1, 2, 3), stats[:, :out_channels]
+    return out.permute(0, 4, 1, 2, 3)
 
 
-def _fused_volume_conv(
-    volume: Tensor, weight: Tensor, mode: int, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
+def _fused_volume_conv(volume: Tensor, weight: Tensor, mode: int, dtype: torch.dtype) -> Tensor:
     return launch_volume_conv(volume, weight, mode, dtype)
 
 
-# The kernel as a torch operator, with launch_volume_conv's arguments and results.
+# The kernel as a torch operator, with launch_volume_conv's arguments and result.
 fused_volume_conv = as_triton_operator("fused_volume_conv", _fused_volume_conv)
 
 
@@ -294,26 +285,10 @@ def product_dtype(volume: Tensor) -> torch.dtype:
     return volume.dtype
 
 
-def convolve(volume: Tensor, conv: nn.Module) -> tuple[Tensor, Tensor]:
-    """``conv(volume)`` by the kernel (its form must exist: :func:`conv_mode`), with the
-    per-channel statistics of :func:`launch_volume_conv`."""
+def convolve(volume: Tensor, conv: nn.Module) -> Tensor:
+    """``conv(volume)`` by the kernel (its form must exist: :func:`conv_mode`)."""
     dtype = product_dtype(volume)
     return fused_volume_conv(volume, conv.weight, conv_mode(conv), dtype)
-
-
-def normalise_activate(
-    raw: Tensor, stats: Tensor, norm: nn.GroupNorm, negative_slope: float
-) -> Tensor:
-    """``leaky_relu(norm(raw))`` for a GroupNorm of one channel per group, from the kernel's
-    sums; float32, as autocast runs ``group_norm``. Keeps ``raw``'s (channels-last) layout."""
-    count = raw[0, 0].numel()
-    mean = stats[..., 0] / count
-    # E[x^2] - E[x]^2 of float32 sums: the norm's inputs are O(1) activations.
-    variance = (stats[..., 1] / count - mean * mean).clamp_min(0)
-    scale = norm.weight.float() * torch.rsqrt(variance + norm.eps)
-    shift = norm.bias.float() - mean * scale
-    normalised = raw.float() * scale[..., None, None, None] + shift[..., None, None, None]
-    return F.leaky_relu(normalised, negative_slope)
 
 
 # Registers the kernel's backward on the operator (the module imports this one's names).

@@ -15,8 +15,8 @@ same kernel computes in another of its forms:
 The gradient of the kernels sums, over every output voxel, the outer product of the input
 channels a tap reads and the output's gradient: :func:`_weight_grad_kernel`, one program per
 run of :data:`VOXELS_PER_PROGRAM` voxels and tap, adding its ``c_in x c_out`` product (tensor
-cores, float32 sums) to the result with atomic adds. The output's per-channel sums and sums of
-squares, which the norms read, pass their gradients on to the output first: ``1`` and ``2 y``.
+cores, float32 sums) to the result with atomic adds (in an order that varies: not bitwise
+reproducible, like cuDNN's default backward).
 
 Operands are multiplied in the forward's dtype (bf16 under autocast, as cuDNN's backward of an
 autocast convolution would), sums are float32, and each gradient comes back in its tensor's
@@ -171,24 +171,19 @@ def input_grad(grad: Tensor, weight: Tensor, mode: int, volume: Tensor) -> Tenso
         kernels, form = weight, TRANSPOSED_2
     else:
         kernels, form = weight, STRIDE_2
-    result, _ = fused_volume_conv.fused_volume_conv(grad, kernels, form, grad.dtype)
+    result = fused_volume_conv.fused_volume_conv(grad, kernels, form, grad.dtype)
     return result.to(volume.dtype)
 
 
-def _setup_context(ctx: object, inputs: tuple, output: tuple) -> None:
+def _setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
     volume, weight, mode, dtype = inputs
-    ctx.save_for_backward(volume, weight, output[0])
+    ctx.save_for_backward(volume, weight)
     ctx.mode, ctx.dtype = mode, dtype
 
 
-def _backward(ctx: object, grad_out: Tensor, grad_stats: Tensor) -> tuple:
-    volume, weight, out = ctx.saved_tensors
-    grad = grad_out.float()
-    if grad_stats is not None:
-        # d sum / d y = 1 and d sum(y^2) / d y = 2 y, per volume and channel.
-        per_channel = grad_stats[..., None, None, None]
-        grad = grad + per_channel[:, :, 0] + 2 * out.float() * per_channel[:, :, 1]
-    grad = grad.to(ctx.dtype)
+def _backward(ctx: object, grad_out: Tensor) -> tuple:
+    volume, weight = ctx.saved_tensors
+    grad = grad_out.to(ctx.dtype)
     grad_volume = grad_weight = None
     if ctx.needs_input_grad[0]:
         grad_volume = input_grad(grad, weight, ctx.mode, volume)
