@@ -8,7 +8,11 @@ own), in float32 and float16 (test_fused_volume_conv.py: bfloat16 is checked on 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_compiled_heads import runtime_type_checks_off
 from test_fused_volume_conv import CASES, CUDA_CASES
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.partitioners import default_partition
+from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model import fused_volume_conv, fused_volume_conv_grad
@@ -131,6 +135,68 @@ def test_weight_gradient_layout_is_the_inverse_of_the_kernels_tap_layout() -> No
         per_tap = fused_volume_conv.tap_kernels(weight, mode, torch.float32)
         restored = fused_volume_conv_grad.module_layout(per_tap, weight, mode)
         assert torch.equal(restored, weight)
+
+
+class GraphCaptured(Exception):
+    """Raised in place of running a captured graph (the kernels cannot run without a GPU)."""
+
+
+@needs_triton
+def test_compiled_unet_step_keeps_the_kernels_in_its_forward_and_backward_graphs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What train.compile does with the operators before code generation (which needs a GPU):
+    # AOTAutograd traces the step's forward and backward with fake tensors (the kernels' CUDA
+    # condition lifted), through the operators to their Triton kernels, and partitions them
+    # into the two graphs captured here.
+    monkeypatch.setattr(
+        fused_volume_conv,
+        "fused_volume_conv_applies",
+        lambda volume, conv: fused_volume_conv.conv_mode(conv) is not None,
+    )
+    monkeypatch.setattr(fused_volume_conv, "serves", lambda device: True)
+    graphs: dict[str, list[str]] = {}
+
+    def calls(graph: torch.fx.GraphModule) -> list[str]:
+        """The graph's operators; a Triton kernel (traced through its operator) by its name."""
+        names = []
+        for node in graph.graph.nodes:
+            if node.op == "call_function" and "triton_kernel_wrapper" in str(node.target):
+                names.append(kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__)
+            elif node.op == "call_function":
+                names.append(str(node.target))
+        return names
+
+    def partition(joint: torch.fx.GraphModule, joint_inputs: list, **kwargs: object) -> tuple:
+        forward, backward = default_partition(joint, joint_inputs, **kwargs)
+        graphs["forward"], graphs["backward"] = calls(forward), calls(backward)
+        return forward, backward
+
+    def not_run(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        def raise_captured(*args: object) -> None:
+            raise GraphCaptured
+
+        return raise_captured
+
+    backend = aot_autograd(fw_compiler=not_run, bw_compiler=not_run, partition_fn=partition)
+    unet = CostRegularizer(8, CostVolumeCfg())
+
+    def step(cost: torch.Tensor) -> torch.Tensor:
+        logits, volume = unet(cost)
+        return logits.square().mean() + volume.square().mean()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend=backend, dynamic=False)
+    with runtime_type_checks_off(), pytest.raises(GraphCaptured):
+        compiled(torch.randn(1, 8, 8, 8, 16))
+    torch._dynamo.reset()
+    forward, backward = graphs["forward"], graphs["backward"]
+    # 10 blocks, the heads' merged first convolution and the logits; no library convolution.
+    assert forward.count("_volume_conv_kernel") == 12, forward
+    assert backward.count("_weight_grad_kernel") == 12, backward
+    # The input's gradients: all but the first convolution's (the cost volume needs none).
+    assert backward.count("_volume_conv_kernel") == 11, backward
+    assert not [name for name in forward + backward if "convolution" in name]
 
 
 @pytest.mark.gpu
