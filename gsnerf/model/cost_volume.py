@@ -33,8 +33,9 @@ class CostVolumeCfg:
     # Channels-last (N D H W C) volumes in the U-Net. None: channels-last on a CPU (oneDNN's 3-D
     # convolutions: training steps 1.67 against 1.23 per s, benchmarks/README.md), the
     # contiguous layout on CUDA, where it is not yet timed (cuDNN's tensor-core kernels work in
-    # channels-last and convert every input and output otherwise: 7 ms of an H100 frame). True
-    # also stores the kernels channels-last. Same numbers either way, up to rounding (test).
+    # channels-last and convert every input and output otherwise: 7 ms of an H100 frame), and
+    # channels-last there where the Triton convolutions serve (fused_volume_conv). True also
+    # stores the kernels channels-last. Same numbers either way, up to rounding (test).
     channels_last: bool | None = None
 
 
