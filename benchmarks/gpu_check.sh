@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in seven parts:
 #   bash benchmarks/gpu_check.sh first                # what a 15-minute GPU session measures
-#                                                     # first, about 10 minutes on an H100
+#                                                     # first, about 12 minutes on an H100
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
 #   bash benchmarks/gpu_check.sh                      # all but first, about 25 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
