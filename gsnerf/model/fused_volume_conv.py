@@ -2,10 +2,10 @@
 
 The 3-D U-Nets of the Semantic Geo-Reasoner (:class:`gsnerf.model.cost_volume.CostRegularizer`)
 convolve volumes of 8 to 64 channels with 3x3x3 kernels. cuDNN does that badly: in an H100 bf16
-paper frame its convolutions took 17.6 ms (about 8 TFLOP/s, a hundredth of the tensor cores'
-rate) plus 6.7 ms of layout conversions around its channels-last kernels, most of the cost
-volumes' 45 ms (benchmarks/README.md). With so few channels a convolution is neither compute
-nor memory bound: it is a gather of 27 neighbours.
+paper frame its convolutions took 17.6 ms (about 11 TFLOP/s by a count of the layers, a
+hundredth of the tensor cores' rate) plus 6.7 ms of layout conversions around its channels-last
+kernels, over half of the cost volumes' 45 ms (benchmarks/README.md). With so few channels a
+convolution is neither compute nor memory bound: it is a gather of 27 neighbours.
 
 Here each program takes :data:`BLOCK` output voxels of one volume, in the channels-last layout
 (``N D H W C``), and for each of the 27 taps reads the voxels' input channels (zero outside the
