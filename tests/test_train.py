@@ -21,7 +21,7 @@ from gsnerf.engine import trainer as trainer_module
 from gsnerf.engine.checkpoint import load_checkpoint
 from gsnerf.engine.runs import run_evaluation, run_training
 from gsnerf.engine.trainer import Trainer
-from gsnerf.model import cpu_volume_norm
+from gsnerf.model import cpu_volume_norm, fused_volume_conv
 from gsnerf.model.native_library import compiler_present
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -218,16 +218,32 @@ def test_train_compile_compiles_the_chosen_parts_for_the_steps(
     assert "forward" not in vars(plain.model.geo_reasoner.cost_volumes[0].regularizer)
 
 
-def test_train_cpu_kernels_switches_the_cpu_kernels(data_root: Path, tmp_path: Path) -> None:
-    # Their numbers and gradients: tests/model/test_cpu_volume_norm.py and the other kernels'.
+def test_train_kernel_options_switch_the_kernels(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their numbers and gradients: tests/model/test_cpu_volume_norm.py and the other kernels',
+    # tests/model/test_fused_volume_conv_grad.py for the volume convolutions.
+    requested = []
+    choose = trainer_module.use_fused_kernels
+
+    def recording(wanted, device):
+        requested.append(wanted)
+        return choose(wanted, device)
+
+    monkeypatch.setattr(trainer_module, "use_fused_kernels", recording)
     for wanted in (True, False):
         run_dir = tmp_path / str(wanted)
-        overrides = ["train.steps=1", f"train.cpu_kernels={str(wanted).lower()}"]
+        option = str(wanted).lower()
+        overrides = ["train.steps=1", f"train.cpu_kernels={option}"]
+        overrides.append(f"train.fused_volumes={option}")
+        requested.clear()
         trainer = Trainer(
             _compose("train", _synthetic_overrides(data_root) + overrides, run_dir), run_dir
         )
         trainer.close()
         assert cpu_volume_norm.enabled == (wanted and compiler_present())
+        # The volume convolutions are asked for as configured, and CUDA's only: off on a CPU.
+        assert requested[0].volumes == wanted and not fused_volume_conv.enabled
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
