@@ -118,15 +118,11 @@ class BenchmarkCfg:
     fused_blocks: bool = False
     fused_transformer: bool = True
     cpu_kernels: bool = True
-    # CUDA: the gathering of the radiance head's inputs and of the semantic patches in Triton
-    # (gsnerf/model/fused_view_gather.py, fused_patch_read.py); off until timed in a frame.
+    # CUDA, off until timed: Triton kernels (gsnerf.model.fused_kernels) for the gathering
+    # (GATHER_KERNEL_MODULES), each head's view stage (HEAD_KERNEL_MODULES) and the cost
+    # volumes' 3-D convolutions, also in the timed training steps (VOLUME_KERNEL_MODULES).
     fused_gather: bool = False
-    # CUDA: each head's view stage in one Triton kernel (fused_radiance_views.py and
-    # fused_semantic_logits.py).
     fused_heads: bool = False
-    # CUDA: the cost volumes' 3-D convolutions in Triton (gsnerf/model/fused_volume_conv.py):
-    # uncached passes and the timed training steps (forward and backward,
-    # fused_volume_conv_grad.py).
     fused_volumes: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
