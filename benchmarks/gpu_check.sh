@@ -7,8 +7,9 @@
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the CUDA tests of the Triton gathering, head and volume
-#          convolution kernels and the frame and training steps with them (fused_gather=true
+#          steps and their phases), the CUDA tests of the Triton gathering, head and cost-volume
+#          kernels (warp and correlation, convolutions, their backward passes) and the frame and
+#          training steps with them (fused_gather=true
 #          fused_heads=true fused_volumes=true; the stage table separates their effects), the
 #          frame with channels-last cost volumes,
 #          compiled training steps, and last the frame with the library's transformer blocks
@@ -17,7 +18,7 @@
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
-#          alone), and with the gathering, head and volume convolution kernels, about 10 minutes
+#          alone), and with the gathering, head and cost-volume kernels, about 10 minutes
 #          (a cold compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
@@ -63,7 +64,8 @@ if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
-        tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py
+        tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py \
+        tests/model/test_fused_volume_conv_grad.py tests/model/test_fused_correlation.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
         fused_volumes=true train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default \
@@ -76,7 +78,8 @@ if wanted fused; then
         tests/model/test_fused_blocks.py tests/model/test_attention_kernel.py \
         tests/model/test_fused_view_gather.py tests/model/test_fused_patch_read.py \
         tests/model/test_fused_radiance_views.py tests/model/test_fused_semantic_logits.py \
-        tests/model/test_fused_volume_conv.py
+        tests/model/test_fused_volume_conv.py tests/model/test_fused_volume_conv_grad.py \
+        tests/model/test_fused_correlation.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_heads=true

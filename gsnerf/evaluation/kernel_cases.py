@@ -14,6 +14,7 @@ import torch
 from gsnerf.model import (
     attention_kernel,
     fused_blocks,
+    fused_correlation,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -213,6 +214,27 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def correlation(level: tuple[int, int, int], backward: bool) -> Callable[[object], object]:
+        # A cascade level's warp and correlation: 8 reference views of 3 MVS neighbours, bf16
+        # features (autocast's feature net), 8 groups (spec 2.2).
+        channels, depths, scale = level
+        height, width = 240 // scale, 320 // scale
+
+        def launch(launcher: object) -> object:
+            reference = torch.zeros(8, channels, height, width, dtype=torch.bfloat16)
+            neighbours = torch.zeros(8, 3, channels, height, width, dtype=torch.bfloat16)
+            hypotheses, projections = torch.zeros(8, depths, height, width), torch.zeros(24, 12)
+            if backward:
+                grad = torch.zeros(8, 8, depths, height, width, dtype=torch.bfloat16)
+                return fused_correlation.launch_correlation_grad(
+                    grad, reference, neighbours, hypotheses, projections, launcher
+                )
+            return fused_correlation.launch_correlation(
+                reference, neighbours, hypotheses, projections, 8, torch.bfloat16, launcher
+            )
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -296,6 +318,17 @@ def model_kernel_cases() -> list[KernelCase]:
             for form, mode, a, b, dtype in VOLUME_CONV_CASES
             if (mode, a, b) != (fused_volume_conv.STRIDE_1, 8, 16)  # inference's merged heads
         ],
+        *[
+            KernelCase(
+                name, f"{channels} channels, {depths} hypotheses at 1/{scale} of 240 x 320, bf16",
+                kernel, correlation((channels, depths, scale), backward),
+            )
+            for channels, depths, scale in CORRELATION_LEVELS
+            for name, kernel, backward in (
+                ("correlation", fused_correlation._correlation_kernel, False),
+                ("correlation grad", fused_correlation._correlation_grad_kernel, True),
+            )
+        ],
     ]  # fmt: skip
 
 
@@ -311,3 +344,7 @@ VOLUME_CONV_CASES = [
     ("transposed", fused_volume_conv.TRANSPOSED_2, 64, 32, torch.bfloat16),
     ("stride 1", fused_volume_conv.STRIDE_1, 8, 8, torch.float32),
 ]
+
+# The paper's cascade levels (feature channels, hypotheses, image scale): 1/4, 1/2 and full
+# resolution (spec 2.2).
+CORRELATION_LEVELS = [(32, 48, 4), (16, 32, 2), (8, 8, 1)]

@@ -42,6 +42,25 @@ def reference_to_source_pixels(
     return rotation, src_k @ ref_to_src[:, :3, 3:]
 
 
+def pair_projections(
+    ref_intrinsics: Float[Tensor, "b 3 3"],
+    ref_cam_to_world: Float[Tensor, "b 4 4"],
+    neighbour_intrinsics: Float[Tensor, "b n 3 3"],
+    neighbour_cam_to_world: Float[Tensor, "b n 4 4"],
+) -> Float[Tensor, "bn 12"]:
+    """Every (reference, neighbour) pair's ``(M, t)`` of :func:`reference_to_source_pixels`,
+    flattened over ``(b, n)`` (neighbour fastest) as the warp kernels read them: the nine
+    entries of ``M`` row by row, then the three of ``t``, in float32."""
+    num_neighbours = neighbour_intrinsics.shape[1]
+    rotation, translation = reference_to_source_pixels(
+        rearrange(neighbour_intrinsics, "b n i j -> (b n) i j"),
+        rearrange(neighbour_cam_to_world, "b n i j -> (b n) i j"),
+        ref_intrinsics.repeat_interleave(num_neighbours, dim=0),
+        ref_cam_to_world.repeat_interleave(num_neighbours, dim=0),
+    )
+    return torch.cat([rotation.flatten(1), translation.flatten(1)], dim=1).float()
+
+
 def plane_sweep_warp(
     src_features: Float[Tensor, "b c h w"],
     src_intrinsics: Float[Tensor, "b 3 3"],

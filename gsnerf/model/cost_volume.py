@@ -15,7 +15,13 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from gsnerf.geometry.homography import plane_sweep_warp
-from gsnerf.model import cpu_correlation, cpu_logit_conv, cpu_volume_norm, fused_volume_conv
+from gsnerf.model import (
+    cpu_correlation,
+    cpu_logit_conv,
+    cpu_volume_norm,
+    fused_correlation,
+    fused_volume_conv,
+)
 
 
 @dataclass
@@ -76,12 +82,26 @@ def correlation_volume(
 
     The correlation is linear in the warped features, so correlating with their mean equals the
     mean of the n correlations. The reference divides the sum of 3 neighbours by V - 1 = 7
-    (spec 7.9); here the divisor is the number of neighbours used. CPU inference computes the
-    same in one C++ kernel that stores no warped volume (:mod:`gsnerf.model.cpu_correlation`).
+    (spec 7.9); here the divisor is the number of neighbours used. The same in one kernel that
+    stores no warped volume: C++ on a CPU (:mod:`gsnerf.model.cpu_correlation`), Triton on CUDA
+    (:mod:`gsnerf.model.fused_correlation`).
     """
     fused = cpu_correlation.cpu_correlation_applies
     if fused(ref_features, neighbour_features, hypotheses, groups):
         return cpu_correlation.cpu_correlation_volume(
+            ref_features,
+            neighbour_features,
+            ref_intrinsics,
+            ref_cam_to_world,
+            neighbour_intrinsics,
+            neighbour_cam_to_world,
+            hypotheses,
+            groups,
+        )
+    if fused_correlation.fused_correlation_applies(
+        ref_features, neighbour_features, hypotheses, groups
+    ):
+        return fused_correlation.fused_correlation_volume(
             ref_features,
             neighbour_features,
             ref_intrinsics,

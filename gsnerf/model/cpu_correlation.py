@@ -35,7 +35,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from gsnerf.geometry.homography import reference_to_source_pixels
+from gsnerf.geometry.homography import pair_projections
 from gsnerf.model.native_library import (
     INT64,
     POINTER,
@@ -94,15 +94,10 @@ def cpu_correlation_volume(
     """:func:`gsnerf.model.cost_volume.correlation_volume` in the kernel; the result is stored
     channels-last (``torch.channels_last_3d``), the layout the CPU regulariser reads. Gradients
     flow to both feature maps (the hypotheses are detached upstream)."""
-    num_neighbours = neighbour_features.shape[1]
     # Every (reference, neighbour) pair's p = z M x + t, flattened over b and n.
-    rotation, translation = reference_to_source_pixels(
-        rearrange(neighbour_intrinsics, "b n i j -> (b n) i j"),
-        rearrange(neighbour_cam_to_world, "b n i j -> (b n) i j"),
-        ref_intrinsics.repeat_interleave(num_neighbours, dim=0),
-        ref_cam_to_world.repeat_interleave(num_neighbours, dim=0),
+    projections = pair_projections(
+        ref_intrinsics, ref_cam_to_world, neighbour_intrinsics, neighbour_cam_to_world
     )
-    projections = torch.cat([rotation.flatten(1), translation.flatten(1)], dim=1).float()
     return _Correlation.apply(
         ref_features, neighbour_features, hypotheses.detach(), projections.detach(), groups
     )

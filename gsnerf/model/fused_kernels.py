@@ -18,9 +18,10 @@ patches (:mod:`gsnerf.model.cpu_view_gather`, :mod:`gsnerf.model.cpu_volume_read
 gathering of the radiance head's inputs and of the semantic patches
 (:mod:`gsnerf.model.fused_view_gather`, :mod:`gsnerf.model.fused_patch_read`), and each
 head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`,
-:mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes' 3-D convolutions on
-CUDA (:mod:`gsnerf.model.fused_volume_conv`), which with its backward also serves training
-steps (``train.fused_volumes``).
+:mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes on CUDA: their
+plane-sweep warp and group correlation (:mod:`gsnerf.model.fused_correlation`) and 3-D
+convolutions (:mod:`gsnerf.model.fused_volume_conv`), which with their backward passes also
+serve training steps (``train.fused_volumes``).
 """
 
 import contextlib
@@ -42,6 +43,7 @@ from gsnerf.model import (
     cpu_volume_norm,
     cpu_volume_read,
     fused_blocks,
+    fused_correlation,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -70,7 +72,7 @@ GATHER_KERNEL_MODULES = (fused_view_gather, fused_patch_read)
 HEAD_KERNEL_MODULES = (fused_radiance_views, fused_semantic_logits)
 
 # The modules of the CUDA cost-volume kernels behind FusedKernels.volumes.
-VOLUME_KERNEL_MODULES = (fused_volume_conv,)
+VOLUME_KERNEL_MODULES = (fused_correlation, fused_volume_conv)
 
 # The fused blocks and the one-kernel transformer multiply bf16 or TF32 operands with tl.dot,
 # which needs compute capability 8.0 (A100, RTX 30xx, H100 and later GPUs).
@@ -100,8 +102,8 @@ class FusedKernels:
     gather: bool = False
     # The Triton kernels of HEAD_KERNEL_MODULES (each head's view stage); CUDA only.
     heads: bool = False
-    # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' convolutions, forward and
-    # backward); CUDA only.
+    # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' warp and correlation and
+    # their convolutions, forward and backward); CUDA only.
     volumes: bool = False
 
     @classmethod

@@ -14,6 +14,7 @@ from gsnerf.model import (
     cpu_correlation,
     cpu_volume_read,
     fused_blocks,
+    fused_correlation,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -139,7 +140,8 @@ def test_switches_are_set_together_and_read_back(restored_switches) -> None:
     assert switches() == (False,) * 5
     assert current_fused_kernels() == FusedKernels(heads=True)
     set_fused_kernels(FusedKernels(volumes=True))
-    assert fused_volume_conv.enabled and not fused_radiance_views.enabled
+    assert fused_volume_conv.enabled and fused_correlation.enabled
+    assert not fused_radiance_views.enabled
     assert switches() == (False,) * 5
     assert current_fused_kernels() == FusedKernels(volumes=True)
 
@@ -148,9 +150,9 @@ def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_s
     set_fused_kernels(FusedKernels(True, True, True, True, True, True, True))
     with kernels_disabled():
         assert switches() == (False,) * 5
-        assert not fused_volume_conv.enabled
+        assert not fused_volume_conv.enabled and not fused_correlation.enabled
     assert switches() == (True,) * 5
-    assert fused_volume_conv.enabled
+    assert fused_volume_conv.enabled and fused_correlation.enabled
 
 
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:

@@ -5,6 +5,8 @@ On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, in a p
 own), in float32 and float16 (test_fused_volume_conv.py: bfloat16 is checked on CUDA).
 """
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,24 +143,14 @@ class GraphCaptured(Exception):
     """Raised in place of running a captured graph (the kernels cannot run without a GPU)."""
 
 
-@needs_triton
-def test_compiled_unet_step_keeps_the_kernels_in_its_forward_and_backward_graphs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # What train.compile does with the operators before code generation (which needs a GPU):
-    # AOTAutograd traces the step's forward and backward with fake tensors (the kernels' CUDA
-    # condition lifted), through the operators to their Triton kernels, and partitions them
-    # into the two graphs captured here.
-    monkeypatch.setattr(
-        fused_volume_conv,
-        "fused_volume_conv_applies",
-        lambda volume, conv: fused_volume_conv.conv_mode(conv) is not None,
-    )
-    monkeypatch.setattr(fused_volume_conv, "serves", lambda device: True)
+def captured_step_graphs(step: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> tuple:
+    """The operators of the forward and backward graphs of ``step(*inputs)`` (a loss), as
+    ``train.compile`` has AOTAutograd trace them before code generation (which needs a GPU):
+    with fake tensors, through the project's operators to their Triton kernels (named by their
+    functions), partitioned into the two graphs."""
     graphs: dict[str, list[str]] = {}
 
     def calls(graph: torch.fx.GraphModule) -> list[str]:
-        """The graph's operators; a Triton kernel (traced through its operator) by its name."""
         names = []
         for node in graph.graph.nodes:
             if node.op == "call_function" and "triton_kernel_wrapper" in str(node.target):
@@ -179,18 +171,34 @@ def test_compiled_unet_step_keeps_the_kernels_in_its_forward_and_backward_graphs
         return raise_captured
 
     backend = aot_autograd(fw_compiler=not_run, bw_compiler=not_run, partition_fn=partition)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend=backend, dynamic=False)
+    try:
+        with runtime_type_checks_off(), pytest.raises(GraphCaptured):
+            compiled(*inputs)
+    finally:
+        torch._dynamo.reset()
+    return graphs["forward"], graphs["backward"]
+
+
+@needs_triton
+def test_compiled_unet_step_keeps_the_kernels_in_its_forward_and_backward_graphs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernels' CUDA condition lifted: fake tensors trace them on the CPU.
+    monkeypatch.setattr(
+        fused_volume_conv,
+        "fused_volume_conv_applies",
+        lambda volume, conv: fused_volume_conv.conv_mode(conv) is not None,
+    )
+    monkeypatch.setattr(fused_volume_conv, "serves", lambda device: True)
     unet = CostRegularizer(8, CostVolumeCfg())
 
     def step(cost: torch.Tensor) -> torch.Tensor:
         logits, volume = unet(cost)
         return logits.square().mean() + volume.square().mean()
 
-    torch._dynamo.reset()
-    compiled = torch.compile(step, backend=backend, dynamic=False)
-    with runtime_type_checks_off(), pytest.raises(GraphCaptured):
-        compiled(torch.randn(1, 8, 8, 8, 16))
-    torch._dynamo.reset()
-    forward, backward = graphs["forward"], graphs["backward"]
+    forward, backward = captured_step_graphs(step, torch.randn(1, 8, 8, 8, 16))
     # 10 blocks, the heads' merged first convolution and the logits; no library convolution.
     assert forward.count("_volume_conv_kernel") == 12, forward
     assert backward.count("_weight_grad_kernel") == 12, backward
