@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets (spec 9), in seven parts:
-#   bash benchmarks/gpu_check.sh first                # what a 15-minute GPU session measures
-#                                                     # first, about 12 minutes on an H100
+# The GPU tests and figures of the speed targets (spec 9), in eight parts:
+#   bash benchmarks/gpu_check.sh first                # the most important, about 8 minutes
+#   bash benchmarks/gpu_check.sh second               # the next most important, about 6 minutes
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
-#   bash benchmarks/gpu_check.sh                      # all but first, about 25 minutes
+#   bash benchmarks/gpu_check.sh                      # all but first and second, about 25 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
-# first    N = 4 with the CUDA defaults (with the operator table and the paper training config's
-#          steps and their phases), the CUDA tests of the Triton gathering, head and cost-volume
-#          kernels (warp and correlation, convolutions, their backward passes) and the frame and
-#          training steps with them (fused_gather=true
-#          fused_heads=true fused_volumes=true; the stage table separates their effects), the
-#          frame with channels-last cost volumes,
-#          compiled training steps, and last the frame with the library's transformer blocks
-#          compiled (fused_transformer=false); the first compiles all three parts cold (about 3
-#          minutes), the others reuse what they share from inductor's cache.
+# first    the CUDA tests of the Triton gathering, head and cost-volume kernels (warp and
+#          correlation, convolutions, their backward passes), about 2 minutes; N = 4 with the
+#          CUDA defaults, with the operator table and the paper training config's steps and
+#          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
+#          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true;
+#          the stage table separates gathering, heads and cost volumes, the operator table the
+#          kernels), about 2 minutes from inductor's cache.
+# second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
+#          frame with the library's transformer blocks compiled (fused_transformer=false).
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
@@ -44,9 +44,9 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(fused tests speed options kernels quality)
 for part in "${parts[@]}"; do
     case $part in
-        first | fused | tests | speed | options | kernels | quality) ;;
-        *) echo "gpu_check: unknown part '$part' (first, fused, tests, speed, options, kernels," \
-            "quality)" >&2
+        first | second | fused | tests | speed | options | kernels | quality) ;;
+        *) echo "gpu_check: unknown part '$part' (first, second, fused, tests, speed, options," \
+            "kernels, quality)" >&2
             exit 2 ;;
     esac
 done
@@ -61,13 +61,15 @@ paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_sam
     budget_s=20)
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
 if wanted first; then
-    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
         tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py \
         tests/model/test_fused_volume_conv_grad.py tests/model/test_fused_correlation.py
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
         fused_volumes=true train_steps=10
+fi
+if wanted second; then
     run "${bench[@]}" "${n4[@]}" compile=default \
         "model_overrides=[geo_reasoner.cost_volume.channels_last=true]"
     run "${bench[@]}" "${n4[@]}" compile=none repeats=2 train_steps=10 train_compile=default
