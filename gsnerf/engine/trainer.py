@@ -111,9 +111,10 @@ class TrainCfg:
     # The same numbers up to float32 rounding; no effect on CUDA. Without a C++ compiler, a warning
     # and the PyTorch code.
     cpu_kernels: bool = True
-    # CUDA: the cost volumes' 3-D convolutions, forward and backward, in Triton kernels
-    # (gsnerf/model/fused_volume_conv.py, also in the validation renders); the same gradients to
-    # rounding (tests); off until timed in training steps (the benchmark's fused_volumes).
+    # CUDA: the cost volumes' warp, correlation and 3-D convolutions, forward and backward, in
+    # Triton kernels (gsnerf/model/fused_correlation.py, fused_volume_conv.py, also in the
+    # validation renders); the same gradients to rounding (tests); off until timed in training
+    # steps (the benchmark's fused_volumes).
     fused_volumes: bool = False
 
     def __post_init__(self) -> None:

@@ -120,7 +120,7 @@ class BenchmarkCfg:
     cpu_kernels: bool = True
     # CUDA, off until timed: Triton kernels (gsnerf.model.fused_kernels) for the gathering
     # (GATHER_KERNEL_MODULES), each head's view stage (HEAD_KERNEL_MODULES) and the cost
-    # volumes' 3-D convolutions, also in the timed training steps (VOLUME_KERNEL_MODULES).
+    # volumes' correlation and convolutions, also in timed training (VOLUME_KERNEL_MODULES).
     fused_gather: bool = False
     fused_heads: bool = False
     fused_volumes: bool = False

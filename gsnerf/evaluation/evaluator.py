@@ -100,9 +100,9 @@ class EvalCfg:
     # class MLP) in one Triton kernel (gsnerf/model/fused_radiance_views.py,
     # fused_semantic_logits.py), eager or compiled; off until timed within a whole frame.
     fused_heads: bool = False
-    # CUDA: the cost volumes' 3-D convolutions in one Triton kernel on channels-last volumes
-    # (gsnerf/model/fused_volume_conv.py), eager or compiled; the same numbers to rounding. Off
-    # until timed within a whole frame.
+    # CUDA: the cost volumes' warp and correlation (gsnerf/model/fused_correlation.py) and 3-D
+    # convolutions (fused_volume_conv.py) in Triton kernels on channels-last volumes, eager or
+    # compiled; the same numbers to rounding. Off until timed within a whole frame.
     fused_volumes: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
