@@ -6,19 +6,19 @@
 #   bash benchmarks/gpu_check.sh                      # all but first and second, about 25 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
-# first    the CUDA tests of the Triton gathering, head and cost-volume kernels (warp and
-#          correlation, convolutions, their backward passes), about 2 minutes; N = 4 with the
+# first    the CUDA tests of the Triton gathering, head, cost-volume (warp and correlation,
+#          convolutions, their backward passes) and D_T kernels, about 2 minutes; N = 4 with the
 #          CUDA defaults, with the operator table and the paper training config's steps and
 #          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
-#          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true;
-#          the stage table separates gathering, heads and cost volumes, the operator table the
+#          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true
+#          fused_guide_depth=true; the stage table separates them, the operator table the
 #          kernels), about 2 minutes from inductor's cache.
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
-#          alone), and with the gathering, head and cost-volume kernels, about 10 minutes
+#          alone), and with the gathering, head, cost-volume and D_T kernels, about 11 minutes
 #          (a cold compile of all three parts takes about 2 minutes).
 # tests    the CUDA tests (pytest -m gpu), about 2 minutes.
 # speed    the paper model at 240x320 with 8 source views with the benchmark's CUDA defaults
@@ -64,10 +64,11 @@ if wanted first; then
     run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
         tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py \
-        tests/model/test_fused_volume_conv_grad.py tests/model/test_fused_correlation.py
+        tests/model/test_fused_volume_conv_grad.py tests/model/test_fused_correlation.py \
+        tests/model/test_fused_guide_depth.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
-        fused_volumes=true train_steps=10
+        fused_volumes=true fused_guide_depth=true train_steps=10
 fi
 if wanted second; then
     run "${bench[@]}" "${n4[@]}" compile=default \
@@ -81,11 +82,12 @@ if wanted fused; then
         tests/model/test_fused_view_gather.py tests/model/test_fused_patch_read.py \
         tests/model/test_fused_radiance_views.py tests/model/test_fused_semantic_logits.py \
         tests/model/test_fused_volume_conv.py tests/model/test_fused_volume_conv_grad.py \
-        tests/model/test_fused_correlation.py
+        tests/model/test_fused_correlation.py tests/model/test_fused_guide_depth.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25
     run "${bench[@]}" "${n4[@]}" compile=default fused_gather=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_heads=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_volumes=true profile_ops=25
+    run "${bench[@]}" "${n4[@]}" compile=default fused_guide_depth=true
     run "${bench[@]}" "${n4[@]}" compile=none fused_gather=true fused_heads=true
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false
     run "${bench[@]}" "${n4[@]}" compile=default fused_transformer=false fused_blocks=true
@@ -131,7 +133,8 @@ if wanted quality; then
         eval.fused_transformer=false hydra.run.dir="$runs/fp32"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 hydra.run.dir="$runs/bf16"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_gather=true \
-        eval.fused_heads=true eval.fused_volumes=true eval.scene_cache_size=0 \
+        eval.fused_heads=true eval.fused_volumes=true eval.fused_guide_depth=true \
+        eval.scene_cache_size=0 \
         hydra.run.dir="$runs/fused_triton"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"

@@ -17,8 +17,7 @@ For each N the model renders one full novel view of :func:`plane_example` (rando
   of a target view with ``train_views`` source views (by default the paper's training config
   on CUDA, the quickstart's step on a CPU), in the passes' precision (AMP on CUDA).
 
-Keys left unset take the device's defaults (``DEVICE_DEFAULTS``): on CUDA the paper's model
-at 320 x 240 with chunks sized to the free memory, on a CPU the tiny model at 80 x 60.
+Unset keys take ``DEVICE_DEFAULTS`` (CUDA: the paper model at 320 x 240; CPU: tiny, 80 x 60).
 
 With ``compile`` (by default) the rendering passes run the ``compile_parts`` compiled
 (:mod:`gsnerf.model.compiled_heads`) during the warm-up, so no timed pass includes compile time;
@@ -119,11 +118,12 @@ class BenchmarkCfg:
     fused_transformer: bool = True
     cpu_kernels: bool = True
     # CUDA, off until timed: Triton kernels (gsnerf.model.fused_kernels) for the gathering
-    # (GATHER_KERNEL_MODULES), each head's view stage (HEAD_KERNEL_MODULES) and the cost
-    # volumes' correlation and convolutions, also in timed training (VOLUME_KERNEL_MODULES).
+    # (GATHER_KERNEL_MODULES), each head's view stage (HEAD_KERNEL_MODULES), the cost volumes'
+    # correlation and convolutions, also in timed training (VOLUME_KERNEL_MODULES), and D_T.
     fused_gather: bool = False
     fused_heads: bool = False
     fused_volumes: bool = False
+    fused_guide_depth: bool = False
     # TF32 float32 matrix products on CUDA for every pass (no effect on a CPU).
     allow_tf32: bool = True
     # cuDNN autotuning of the convolutions on CUDA (torch.backends.cudnn.benchmark; the warm-up

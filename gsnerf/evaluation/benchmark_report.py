@@ -225,7 +225,9 @@ def markdown_report(record: dict) -> str:
         if settings.get("fused_heads", False):
             compiled += ", Triton head kernels"
         if settings.get("fused_volumes", False):
-            compiled += ", Triton volume convolutions"
+            compiled += ", Triton cost-volume kernels"
+        if settings.get("fused_guide_depth", False):
+            compiled += ", Triton D_T"
     elif settings.get("fused_transformer", False):
         compiled += ", C++ transformers"
     title = (

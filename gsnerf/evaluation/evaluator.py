@@ -104,6 +104,9 @@ class EvalCfg:
     # convolutions (fused_volume_conv.py) in Triton kernels on channels-last volumes, eager or
     # compiled; the same numbers to rounding. Off until timed within a whole frame.
     fused_volumes: bool = False
+    # CUDA: the guide depth D_T (splat, fill passes, bilateral filter) in Triton kernels
+    # (gsnerf/model/fused_guide_depth.py); the same depths to float32 rounding. Off until timed.
+    fused_guide_depth: bool = False
     # TF32 float32 matrix products on CUDA in test evaluation and render.py (no effect on a CPU).
     allow_tf32: bool = True
     # Write one image strip per view (GT | render | semantics | GT semantics | error | depth).

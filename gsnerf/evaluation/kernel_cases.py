@@ -15,6 +15,7 @@ from gsnerf.model import (
     attention_kernel,
     fused_blocks,
     fused_correlation,
+    fused_guide_depth,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -235,6 +236,23 @@ def model_kernel_cases() -> list[KernelCase]:
 
         return launch
 
+    def guide_depth(kernel: str) -> Callable[[object], object]:
+        # D_T of the paper's target view from 8 source depth maps at 240 x 320 (spec 2.3), the
+        # default footprint, fill window and 5 x 5 filter.
+        def launch(launcher: object) -> object:
+            depth = torch.zeros(1, 240, 320)
+            if kernel == "splat":
+                sources, cameras = torch.zeros(1, 8, 240, 320), torch.zeros(8, 21)
+                return fused_guide_depth.launch_splat(
+                    sources, cameras[:, :9], cameras[:, 9:], cameras[:1, :9], 240, 320, 1.0,
+                    1e-3, launcher,
+                )  # fmt: skip
+            if kernel == "fill":
+                return fused_guide_depth.launch_fill(depth, 1, launcher)
+            return fused_guide_depth.launch_bilateral(depth, torch.zeros(5, 5), -50.0, launcher)
+
+        return launch
+
     view_case = "view / semantic transformer: 9 tokens, key mask"
     tail_case = f"width {cfg.width}, feed-forward {cfg.ffn_width}"
     return [
@@ -329,6 +347,18 @@ def model_kernel_cases() -> list[KernelCase]:
                 ("correlation grad", fused_correlation._correlation_grad_kernel, True),
             )
         ],
+        KernelCase(
+            "guide depth", "z-buffered splat: 8 source maps of 240 x 320, 2 x 2 footprints",
+            fused_guide_depth._splat_kernel, guide_depth("splat"),
+        ),
+        KernelCase(
+            "guide depth", "a fill pass, 3 x 3 window", fused_guide_depth._fill_kernel,
+            guide_depth("fill"),
+        ),
+        KernelCase(
+            "guide depth", "bilateral filter, 5 x 5", fused_guide_depth._bilateral_kernel,
+            guide_depth("bilateral"),
+        ),
     ]  # fmt: skip
 
 

@@ -86,31 +86,14 @@ def correlation_volume(
     stores no warped volume: C++ on a CPU (:mod:`gsnerf.model.cpu_correlation`), Triton on CUDA
     (:mod:`gsnerf.model.fused_correlation`).
     """
-    fused = cpu_correlation.cpu_correlation_applies
-    if fused(ref_features, neighbour_features, hypotheses, groups):
-        return cpu_correlation.cpu_correlation_volume(
-            ref_features,
-            neighbour_features,
-            ref_intrinsics,
-            ref_cam_to_world,
-            neighbour_intrinsics,
-            neighbour_cam_to_world,
-            hypotheses,
-            groups,
-        )
-    if fused_correlation.fused_correlation_applies(
-        ref_features, neighbour_features, hypotheses, groups
-    ):
-        return fused_correlation.fused_correlation_volume(
-            ref_features,
-            neighbour_features,
-            ref_intrinsics,
-            ref_cam_to_world,
-            neighbour_intrinsics,
-            neighbour_cam_to_world,
-            hypotheses,
-            groups,
-        )
+    cameras = (ref_intrinsics, ref_cam_to_world, neighbour_intrinsics, neighbour_cam_to_world)
+    kernels = (
+        (cpu_correlation.cpu_correlation_applies, cpu_correlation.cpu_correlation_volume),
+        (fused_correlation.fused_correlation_applies, fused_correlation.fused_correlation_volume),
+    )
+    for applies, kernel in kernels:
+        if applies(ref_features, neighbour_features, hypotheses, groups):
+            return kernel(ref_features, neighbour_features, *cameras, hypotheses, groups)
     num_neighbours = neighbour_features.shape[1]
     warped_sum = torch.zeros_like(ref_features)[:, :, None]
     # One neighbour at a time keeps a single warped volume in memory, not n of them.

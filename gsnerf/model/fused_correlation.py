@@ -215,6 +215,22 @@ def _channels_last(features: Tensor) -> Tensor:
     return features.movedim(-3, -1).contiguous()
 
 
+def _level_arguments(
+    reference: Tensor, neighbours: Tensor, hypotheses: Tensor, projections: Tensor, groups: int
+) -> tuple[tuple, dict[str, int]]:
+    """The two kernels' arguments after their outputs: the level's tensors in the kernels'
+    layouts and its sizes, then the compile-time constants."""
+    _, num_neighbours, channels, height, width = neighbours.shape
+    tensors = (
+        _channels_last(reference),
+        _channels_last(neighbours),
+        hypotheses.float().contiguous(),
+        projections.float().contiguous(),
+    )
+    sizes = (hypotheses.shape[1], height, width, num_neighbours)
+    return (*tensors, *sizes), {"CHANNELS": channels, "GROUPS": groups, "BLOCK": BLOCK}
+
+
 def launch_correlation(
     reference: Tensor,
     neighbours: Tensor,
@@ -229,24 +245,13 @@ def launch_correlation(
     through ``projections`` ``(b n, 12)`` (:func:`gsnerf.geometry.homography.pair_projections`).
     ``launcher``: ``wrap_triton`` of the kernel (unset), or a stand-in that records the launch
     (:mod:`gsnerf.evaluation.kernel_report`)."""
-    batch, num_neighbours, channels, height, width = neighbours.shape
+    batch, _, _, height, width = neighbours.shape
     depths = hypotheses.shape[1]
     cost = torch.empty((batch, depths, height, width, groups), dtype=dtype, device=reference.device)
+    level, constants = _level_arguments(reference, neighbours, hypotheses, projections, groups)
     launcher = launcher or torch.library.wrap_triton(_correlation_kernel)
     launcher[(triton.cdiv(depths * height * width, BLOCK), batch)](
-        cost,
-        _channels_last(reference),
-        _channels_last(neighbours),
-        hypotheses.float().contiguous(),
-        projections.float().contiguous(),
-        depths,
-        height,
-        width,
-        num_neighbours,
-        CHANNELS=channels,
-        GROUPS=groups,
-        BLOCK=BLOCK,
-        num_warps=NUM_WARPS,
+        cost, *level, **constants, num_warps=NUM_WARPS
     )
     return cost.permute(0, 4, 1, 2, 3)
 
@@ -263,7 +268,7 @@ def launch_correlation_grad(
     ``neighbours`` given its gradient ``grad_cost`` ``(b, g, d, h, w)``, in their dtypes and
     layouts ``(b, c, h, w)``, ``(b, n, c, h, w)``."""
     batch, num_neighbours, channels, height, width = neighbours.shape
-    depths, groups = hypotheses.shape[1], grad_cost.shape[1]
+    groups = grad_cost.shape[1]
     grad_reference = torch.empty(
         (batch, height, width, channels), dtype=reference.dtype, device=reference.device
     )
@@ -273,22 +278,14 @@ def launch_correlation_grad(
         dtype=torch.float32,
         device=neighbours.device,
     )
+    level, constants = _level_arguments(reference, neighbours, hypotheses, projections, groups)
     launcher = launcher or torch.library.wrap_triton(_correlation_grad_kernel)
     launcher[(triton.cdiv(height * width, BLOCK), batch)](
         grad_reference,
         grad_neighbours,
         grad_cost.permute(0, 2, 3, 4, 1).contiguous(),
-        _channels_last(reference),
-        _channels_last(neighbours),
-        hypotheses.float().contiguous(),
-        projections.float().contiguous(),
-        depths,
-        height,
-        width,
-        num_neighbours,
-        CHANNELS=channels,
-        GROUPS=groups,
-        BLOCK=BLOCK,
+        *level,
+        **constants,
         num_warps=WIDE_NUM_WARPS if channels >= 32 else NUM_WARPS,
     )
     grad_neighbours = grad_neighbours.to(neighbours.dtype).movedim(-1, -3)

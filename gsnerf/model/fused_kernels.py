@@ -21,7 +21,8 @@ head's view stage in one Triton kernel (:mod:`gsnerf.model.fused_radiance_views`
 :mod:`gsnerf.model.fused_semantic_logits`). And one for the cost volumes on CUDA: their
 plane-sweep warp and group correlation (:mod:`gsnerf.model.fused_correlation`) and 3-D
 convolutions (:mod:`gsnerf.model.fused_volume_conv`), which with their backward passes also
-serve training steps (``train.fused_volumes``).
+serve training steps (``train.fused_volumes``). And one for the target view's guide depth
+D_T on CUDA (:mod:`gsnerf.model.fused_guide_depth`).
 """
 
 import contextlib
@@ -44,6 +45,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_correlation,
+    fused_guide_depth,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -88,6 +90,7 @@ OPTION_NAMES = {
     "gather": "fused_gather",
     "heads": "fused_heads",
     "volumes": "fused_volumes",
+    "guide_depth": "fused_guide_depth",
 }
 
 
@@ -105,6 +108,8 @@ class FusedKernels:
     # The Triton kernels of VOLUME_KERNEL_MODULES (the cost volumes' warp and correlation and
     # their convolutions, forward and backward); CUDA only.
     volumes: bool = False
+    # The Triton kernels of D_T (gsnerf.model.fused_guide_depth); CUDA only.
+    guide_depth: bool = False
 
     @classmethod
     def from_options(cls, options: object) -> "FusedKernels":
@@ -136,8 +141,10 @@ def supported_on(choice: FusedKernels, device: torch.device) -> FusedKernels:
         # CPU kernels only: the switch does nothing elsewhere, and records should say so.
         choice = dataclasses.replace(choice, cpu_kernels=False)
     if device.type != "cuda":
-        # The same for the CUDA-only gathering, head and volume kernels.
-        choice = dataclasses.replace(choice, gather=False, heads=False, volumes=False)
+        # The same for the CUDA-only gathering, head, volume and D_T kernels.
+        choice = dataclasses.replace(
+            choice, gather=False, heads=False, volumes=False, guide_depth=False
+        )
     if device.type != "cuda" or not (choice.blocks or choice.transformer):
         return choice
     capability = torch.cuda.get_device_capability(device)
@@ -161,6 +168,7 @@ def current_fused_kernels() -> FusedKernels:
         all(module.enabled for module in GATHER_KERNEL_MODULES),
         all(module.enabled for module in HEAD_KERNEL_MODULES),
         all(module.enabled for module in VOLUME_KERNEL_MODULES),
+        fused_guide_depth.enabled,
     )
 
 
@@ -177,6 +185,7 @@ def set_fused_kernels(choice: FusedKernels) -> None:
         module.enabled = choice.heads
     for module in VOLUME_KERNEL_MODULES:
         module.enabled = choice.volumes
+    fused_guide_depth.enabled = choice.guide_depth
 
 
 def use_fused_kernels(wanted: FusedKernels, device: torch.device) -> FusedKernels:

@@ -29,6 +29,7 @@ from kornia.filters import joint_bilateral_blur
 from torch import Tensor
 
 from gsnerf.geometry.splatting import reproject_depth_batched
+from gsnerf.model import fused_guide_depth
 from gsnerf.types import GuideDepth
 
 
@@ -169,7 +170,19 @@ def estimate_guide_depth(
 
     Source intrinsics are at the source maps' resolution, target intrinsics at the target's.
     Gradients flow to ``src_depths``; detach them first if the samples should not train them.
+    On CUDA, Triton kernels can compute the same (:mod:`gsnerf.model.fused_guide_depth`).
     """
+    if fused_guide_depth.fused_guide_depth_applies(src_depths, cfg.hole_fill):
+        return fused_guide_depth.fused_estimate_guide_depth(
+            src_depths,
+            src_intrinsics,
+            src_cam_to_world,
+            tgt_intrinsics,
+            tgt_cam_to_world,
+            height,
+            width,
+            cfg,
+        )
     with torch.autocast(device_type=src_depths.device.type, enabled=False):
         depth, valid = reproject_depth_batched(
             src_depths.float(),

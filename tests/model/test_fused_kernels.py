@@ -15,6 +15,7 @@ from gsnerf.model import (
     cpu_volume_read,
     fused_blocks,
     fused_correlation,
+    fused_guide_depth,
     fused_patch_read,
     fused_radiance_views,
     fused_semantic_logits,
@@ -144,15 +145,19 @@ def test_switches_are_set_together_and_read_back(restored_switches) -> None:
     assert not fused_radiance_views.enabled
     assert switches() == (False,) * 5
     assert current_fused_kernels() == FusedKernels(volumes=True)
+    set_fused_kernels(FusedKernels(guide_depth=True))
+    assert fused_guide_depth.enabled and not fused_volume_conv.enabled
+    assert current_fused_kernels() == FusedKernels(guide_depth=True)
 
 
 def test_kernels_disabled_switches_every_kernel_off_and_restores_them(restored_switches) -> None:
-    set_fused_kernels(FusedKernels(True, True, True, True, True, True, True))
+    set_fused_kernels(FusedKernels(True, True, True, True, True, True, True, True))
     with kernels_disabled():
         assert switches() == (False,) * 5
         assert not fused_volume_conv.enabled and not fused_correlation.enabled
+        assert not fused_guide_depth.enabled
     assert switches() == (True,) * 5
-    assert fused_volume_conv.enabled and fused_correlation.enabled
+    assert fused_volume_conv.enabled and fused_correlation.enabled and fused_guide_depth.enabled
 
 
 def test_eval_options_switch_the_fused_kernels(restored_switches) -> None:
@@ -179,6 +184,7 @@ def test_switches_are_read_from_and_written_to_config_options() -> None:
     assert choice == FusedKernels(attention=True, cpu_kernels=True, gather=True)
     assert FusedKernels.from_options(EvalCfg(fused_heads=True)).heads
     assert FusedKernels.from_options(EvalCfg(fused_volumes=True)).volumes
+    assert FusedKernels.from_options(EvalCfg(fused_guide_depth=True)).guide_depth
     written = dataclasses.replace(BenchmarkCfg(), **choice.as_options())
     assert FusedKernels.from_options(written) == choice
 
@@ -192,7 +198,7 @@ def test_gpus_without_bf16_tensor_cores_use_the_library_blocks(monkeypatch, capl
     # The CPU kernels' switch does nothing on CUDA, and a record says so; nor the CUDA
     # gathering kernel's on a CPU.
     assert supported_on(FusedKernels(True, True, True, True), cuda) == everything
-    cuda_only = FusedKernels(gather=True, heads=True, volumes=True)
+    cuda_only = FusedKernels(gather=True, heads=True, volumes=True, guide_depth=True)
     assert supported_on(cuda_only, cuda) == cuda_only
     assert supported_on(cuda_only, torch.device("cpu")) == FusedKernels()
     cpu_choice = FusedKernels(True, True, True, True)
