@@ -236,4 +236,5 @@ def test_kernels_on_cuda() -> None:
     with torch.no_grad():
         eager = fused_correlation_volume(*arguments, CASES[0][3])
         compiled = torch.compile(fused_correlation_volume)(*arguments, CASES[0][3])
-    assert (eager - compiled).abs().max() < 1e-6
+    # The same kernel; inductor composes the projections, to rounding.
+    assert (eager - compiled).abs().max() < 1e-5 * eager.abs().max()

@@ -206,4 +206,5 @@ def test_kernels_on_cuda() -> None:
         differs = (fused.depth - plain.depth).abs() > 1e-5 * plain.depth.abs().clamp_min(1)
         assert differs.float().mean() < 0.01, case
         compiled = torch.compile(fused_guide_depth.fused_estimate_guide_depth)(*arguments)
-        assert torch.equal(compiled.depth, fused.depth), case
+        # The same kernels; inductor computes the filter's spatial kernel, to rounding.
+        assert torch.allclose(compiled.depth, fused.depth, rtol=1e-5, atol=0), case
