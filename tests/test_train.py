@@ -21,7 +21,7 @@ from gsnerf.engine import trainer as trainer_module
 from gsnerf.engine.checkpoint import load_checkpoint
 from gsnerf.engine.runs import run_evaluation, run_training
 from gsnerf.engine.trainer import Trainer
-from gsnerf.model import cpu_volume_norm, fused_volume_conv
+from gsnerf.model import cpu_volume_norm, fused_guide_depth, fused_volume_conv
 from gsnerf.model.native_library import compiler_present
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -235,15 +235,17 @@ def test_train_kernel_options_switch_the_kernels(
         run_dir = tmp_path / str(wanted)
         option = str(wanted).lower()
         overrides = ["train.steps=1", f"train.cpu_kernels={option}"]
-        overrides.append(f"train.fused_volumes={option}")
+        overrides += [f"train.fused_volumes={option}", f"train.fused_guide_depth={option}"]
         requested.clear()
         trainer = Trainer(
             _compose("train", _synthetic_overrides(data_root) + overrides, run_dir), run_dir
         )
         trainer.close()
         assert cpu_volume_norm.enabled == (wanted and compiler_present())
-        # The volume convolutions are asked for as configured, and CUDA's only: off on a CPU.
+        # The cost-volume and D_T kernels are asked for as configured, and CUDA's only: off on a
+        # CPU.
         assert requested[0].volumes == wanted and not fused_volume_conv.enabled
+        assert requested[0].guide_depth == wanted and not fused_guide_depth.enabled
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")

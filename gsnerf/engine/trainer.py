@@ -102,20 +102,19 @@ class TrainCfg:
     compile: str = "none"
     # What train.compile compiles: of heads, gather, cost_volumes, guide_depth; the first three.
     compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
-    # C++ kernels on a CPU: in the training steps the cost volumes' warp and group correlation
-    # (gsnerf.model.cpu_correlation), their GroupNorm + LeakyReLU pairs (cpu_volume_norm) and depth-
-    # logit convolutions (cpu_logit_conv), and the transformer blocks' attention
-    # (cpu_set_attention), forward and backward (a tiny-model step of 512 rays with 4 views, one
-    # thread: 373 against 477 ms with the first two alone, then 369 against 383 ms with the third
-    # and 322 against 355 ms with the fourth), in the validation renders all of eval.cpu_kernels.
-    # The same numbers up to float32 rounding; no effect on CUDA. Without a C++ compiler, a warning
-    # and the PyTorch code.
+    # C++ kernels on a CPU, forward and backward: the cost volumes' warp and group correlation
+    # (gsnerf.model.cpu_correlation), GroupNorm + LeakyReLU pairs (cpu_volume_norm), depth-logit
+    # convolutions (cpu_logit_conv) and the blocks' attention (cpu_set_attention); a tiny-model
+    # step (512 rays, 4 views, one thread) 322 against 355 ms with the last, 373 against 477 with
+    # the first two. Validation renders: all of eval.cpu_kernels. The same numbers to float32
+    # rounding; no effect on CUDA; without a C++ compiler, a warning and the PyTorch code.
     cpu_kernels: bool = True
-    # CUDA: the cost volumes' warp, correlation and 3-D convolutions, forward and backward, in
-    # Triton kernels (gsnerf/model/fused_correlation.py, fused_volume_conv.py, also in the
-    # validation renders); the same gradients to rounding (tests); off until timed in training
-    # steps (the benchmark's fused_volumes).
+    # CUDA, Triton kernels (also in validation), off until timed in training steps (the
+    # benchmark's options of these names): the cost volumes' warp, correlation and convolutions,
+    # forward and backward (gsnerf/model/fused_correlation.py, fused_volume_conv.py; the same
+    # gradients to rounding, tests), and D_T (fused_guide_depth.py; detached source depths).
     fused_volumes: bool = False
+    fused_guide_depth: bool = False
 
     def __post_init__(self) -> None:
         check_compile_mode(self.compile, "train.compile")
@@ -142,7 +141,9 @@ class Trainer:
             self.device = torch.device("cuda", self.context.local_rank)
         configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
         kernels = replace(current_fused_kernels(), cpu_kernels=self.train_cfg.cpu_kernels)
-        use_fused_kernels(replace(kernels, volumes=self.train_cfg.fused_volumes), self.device)
+        cuda_kernels = {"volumes": self.train_cfg.fused_volumes}
+        cuda_kernels["guide_depth"] = self.train_cfg.fused_guide_depth
+        use_fused_kernels(replace(kernels, **cuda_kernels), self.device)
         # Automatic loader workers share the machine's cores among the processes of a DDP run.
         cores = max((os.cpu_count() or 1) // self.context.world_size, 1)
         self.num_workers = data_workers(self.train_cfg.num_workers, self.device, cores)
