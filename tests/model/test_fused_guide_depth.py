@@ -62,31 +62,62 @@ COMPARISON = """
     from test_fused_guide_depth import CASES, scene
 
     from gsnerf.geometry.splatting import reproject_depth_batched
-    from gsnerf.model import fused_guide_depth
-    from gsnerf.model.target_depth import estimate_guide_depth
+    from gsnerf.model import fused_guide_depth as fused
+    from gsnerf.model.target_depth import (
+        HoleFill,
+        estimate_guide_depth,
+        fill_holes,
+        smooth_depth,
+    )
 
     # Fewer, larger programs: the interpreter's time goes by operation, not by pixel.
-    fused_guide_depth.BLOCK = 4096
+    fused.BLOCK = 4096
+
+    def differs(a, b):
+        # Pixels where depth maps a and b differ beyond float32 rounding, or in validity.
+        return ((a - b).abs() > 1e-5 * b.abs().clamp_min(1)) | ((a > 0) != (b > 0))
+
     holes = still_invalid = 0
     for case in CASES:
         arguments = scene(case)
-        plain = estimate_guide_depth(*arguments)
-        fused = fused_guide_depth.fused_estimate_guide_depth(*arguments)
-        exact = estimate_guide_depth(*(a.double() if torch.is_tensor(a) else a for a in arguments))
-        assert fused.depth.dtype == torch.float32 and fused.depth.shape == plain.depth.shape
-        _, splatted = reproject_depth_batched(*arguments[:7])
+        cfg = arguments[-1]
+        parameters = fused.splat_parameters(*arguments[1:5])
+        size = arguments[5:7]
+        # The splat. Its coordinates round in another order than the PyTorch path's, so a
+        # point within rounding of a footprint's edge may cover a pixel more or less: allowed
+        # as often as the PyTorch float32 splat differs from its float64 self, plus two.
+        splat, splatted = reproject_depth_batched(*arguments[:7], cfg.footprint_radius)
+        exact, _ = reproject_depth_batched(
+            *(a.double() for a in arguments[:5]), *size, cfg.footprint_radius
+        )
+        radius, tolerance = cfg.footprint_radius, cfg.snap_tolerance
+        kernel = fused.launch_splat(arguments[0], *parameters, *size, radius, tolerance)
+        allowed = differs(splat, exact.float()).sum().item() + 2
+        assert differs(kernel, exact.float()).sum().item() <= allowed, case
+        assert differs(kernel, splat).sum().item() <= 2 * allowed, case
         holes += (~splatted).sum().item()
-        still_invalid += (~plain.valid).sum().item()
-        # The splat's coordinates round in another order: a point within rounding of a
-        # footprint's edge may cover a pixel more or less. Such pixels are allowed as often
-        # as the PyTorch float32 path differs from its float64 self, plus one.
-        differs = lambda a, b: ((a - b).abs() > 1e-5 * b.abs().clamp_min(1)) | ((a > 0) != (b > 0))
-        allowed = differs(plain.depth, exact.depth.float()).sum().item() + 1
-        assert differs(fused.depth, exact.depth.float()).sum().item() <= allowed, case
-        assert (fused.valid == (fused.depth > 0)).all()
-        error = (fused.depth - plain.depth).abs().max().item()
-        assert differs(fused.depth, plain.depth).sum().item() <= 2 * allowed, (case, error)
-        print(case[:7], "max difference", error)
+        # The fill passes and the filter on the PyTorch splat: the same arithmetic.
+        filled, valid = fill_holes(
+            splat, splatted, HoleFill.FARTHEST, cfg.fill_radius, cfg.fill_iterations
+        )
+        depth = splat
+        for _ in range(cfg.fill_iterations):
+            depth = fused.launch_fill(depth, cfg.fill_radius)
+        assert torch.equal(depth, filled) and torch.equal(depth > 0, valid), case
+        smoothed = smooth_depth(filled, valid, cfg.kernel_size, cfg.sigma_color, cfg.sigma_space)
+        guide = fused.fused_estimate_guide_depth(*arguments)
+        spatial = fused.get_gaussian_kernel2d(
+            (cfg.kernel_size,) * 2, (cfg.sigma_space,) * 2
+        )[0]
+        kernel_smoothed = fused.launch_bilateral(filled, spatial, -0.5 / cfg.sigma_color**2)
+        assert not differs(kernel_smoothed, smoothed).any(), case
+        still_invalid += (~valid).sum().item()
+        # The whole D_T: a differing splat pixel spreads over the filter's window at most.
+        plain = estimate_guide_depth(*arguments)
+        assert guide.depth.dtype == torch.float32 and guide.depth.shape == plain.depth.shape
+        assert (guide.valid == (guide.depth > 0)).all()
+        window = cfg.kernel_size**2 if cfg.smoothing == "bilateral" else 1
+        assert differs(guide.depth, plain.depth).sum().item() <= 2 * allowed * window, case
     # The scenes exercise the fill passes and leave pixels they cannot reach.
     assert holes > 100 and still_invalid > 20, (holes, still_invalid)
     print("interpreted guide depths: all cases match")
