@@ -7,11 +7,12 @@ On a CPU the kernels run, through their torch operator, in Triton's interpreter
 import pytest
 import torch
 from test_cpu_correlation import _intrinsics, _poses
+from test_fused_volume_conv_grad import captured_inference_graph
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model import fused_guide_depth
 from gsnerf.model.fused_guide_depth import fused_guide_depth_applies
-from gsnerf.model.target_depth import TargetDepthCfg
+from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
 
 needs_triton = pytest.mark.skipif(fused_guide_depth.triton is None, reason="needs Triton")
 
@@ -132,7 +133,7 @@ def test_kernels_equal_the_pytorch_guide_depth_in_the_interpreter() -> None:
 IDENTITY = """
     import torch
     from gsnerf.model import fused_guide_depth
-    from gsnerf.model.target_depth import TargetDepthCfg
+    from gsnerf.model.target_depth import TargetDepthCfg, estimate_guide_depth
 
     # Source and target cameras alike: every point lands on its own pixel centre, so the
     # splat reproduces the source map (the nearest of the views), holes stay holes without
@@ -209,6 +210,20 @@ def test_kernels_are_compiled_from_their_modules_own_functions() -> None:
         assert kernel.fn.__globals__ is vars(fused_guide_depth)
 
 
+@needs_triton
+def test_compiled_guide_depth_keeps_the_kernels_in_its_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What compile_parts=[guide_depth] does with the operator before code generation (which
+    # needs a GPU): the kernels' CUDA condition lifted, fake tensors trace it on the CPU.
+    monkeypatch.setattr(fused_guide_depth, "fused_guide_depth_applies", lambda *args: True)
+    calls = captured_inference_graph(estimate_guide_depth, *scene(CASES[0]))
+    kernels = [name for name in calls if name.endswith("_kernel")]
+    fills = TargetDepthCfg().fill_iterations
+    assert kernels == ["_splat_kernel", *["_fill_kernel"] * fills, "_bilateral_kernel"], calls
+    assert not [name for name in calls if "scatter_reduce" in name or "max_pool" in name]
+
+
 def test_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
     depths = torch.ones(1, 2, 4, 4)
     assert not fused_guide_depth_applies(depths, "farthest")  # switched off
@@ -228,8 +243,6 @@ def test_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_kernels_on_cuda() -> None:
-    from gsnerf.model.target_depth import estimate_guide_depth
-
     for case in CASES:
         arguments = scene(case, "cuda")
         plain = estimate_guide_depth(*arguments)

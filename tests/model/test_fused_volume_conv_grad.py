@@ -150,35 +150,56 @@ def captured_step_graphs(step: Callable[..., torch.Tensor], *inputs: torch.Tenso
     functions), partitioned into the two graphs."""
     graphs: dict[str, list[str]] = {}
 
-    def calls(graph: torch.fx.GraphModule) -> list[str]:
-        names = []
-        for node in graph.graph.nodes:
-            if node.op == "call_function" and "triton_kernel_wrapper" in str(node.target):
-                names.append(kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__)
-            elif node.op == "call_function":
-                names.append(str(node.target))
-        return names
-
     def partition(joint: torch.fx.GraphModule, joint_inputs: list, **kwargs: object) -> tuple:
         forward, backward = default_partition(joint, joint_inputs, **kwargs)
-        graphs["forward"], graphs["backward"] = calls(forward), calls(backward)
+        graphs["forward"], graphs["backward"] = graph_calls(forward), graph_calls(backward)
         return forward, backward
 
-    def not_run(graph: torch.fx.GraphModule, example_inputs: list) -> object:
-        def raise_captured(*args: object) -> None:
-            raise GraphCaptured
+    backend = aot_autograd(fw_compiler=_not_run, bw_compiler=_not_run, partition_fn=partition)
+    _capture(step, backend, inputs)
+    return graphs["forward"], graphs["backward"]
 
-        return raise_captured
 
-    backend = aot_autograd(fw_compiler=not_run, bw_compiler=not_run, partition_fn=partition)
+def captured_inference_graph(function: Callable[..., object], *inputs: object) -> list[str]:
+    """The operators of the graph of ``function(*inputs)`` without gradients, as
+    :func:`captured_step_graphs` traces them."""
+    graphs: list[list[str]] = []
+
+    def record(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(graph_calls(graph))
+        return _not_run(graph, example_inputs)
+
+    _capture(function, aot_autograd(fw_compiler=record), inputs)
+    return graphs[0]
+
+
+def graph_calls(graph: torch.fx.GraphModule) -> list[str]:
+    """A traced graph's operators; a Triton kernel (traced through its operator) by its
+    function's name."""
+    names = []
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and "triton_kernel_wrapper" in str(node.target):
+            names.append(kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__)
+        elif node.op == "call_function":
+            names.append(str(node.target))
+    return names
+
+
+def _not_run(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+    def raise_captured(*args: object) -> None:
+        raise GraphCaptured
+
+    return raise_captured
+
+
+def _capture(function: Callable[..., object], backend: object, inputs: tuple) -> None:
     torch._dynamo.reset()
-    compiled = torch.compile(step, backend=backend, dynamic=False)
+    compiled = torch.compile(function, backend=backend, dynamic=False)
     try:
         with runtime_type_checks_off(), pytest.raises(GraphCaptured):
             compiled(*inputs)
     finally:
         torch._dynamo.reset()
-    return graphs["forward"], graphs["backward"]
 
 
 @needs_triton
