@@ -12,7 +12,8 @@
 #          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
 #          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true
 #          fused_guide_depth=true; the stage table separates them, the operator table the
-#          kernels), about 2 minutes from inductor's cache.
+#          kernels), about 2 minutes from inductor's cache; then the two records side by side
+#          (scripts/compare_benchmarks.py).
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
@@ -69,6 +70,9 @@ if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
         fused_volumes=true fused_guide_depth=true train_steps=10
+    # The two newest records side by side (the labels name the settings that differ).
+    mapfile -t newest < <(ls -t benchmarks/*_cuda_*.json | head -2)
+    [ ${#newest[@]} -eq 2 ] && run python scripts/compare_benchmarks.py "${newest[1]}" "${newest[0]}"
 fi
 if wanted second; then
     run "${bench[@]}" "${n4[@]}" compile=default \
