@@ -36,9 +36,10 @@
 # quality  the quickstart trained on the GPU (unless CKPT names a checkpoint), evaluated with each
 #          speed option against the fp32 path without the encoding cache (metrics.json under
 #          outputs/gpu_check/), and a 48-frame fly-through of it with render.py.
-# One JSON record per benchmark under benchmarks/. Every step runs even if one before it failed,
-# and stops after STEP_LIMIT_S seconds (default 300; status 124), so that one slow step cannot
-# use up a limited GPU session; the script's status is that of the last failure.
+# One JSON record per benchmark under benchmarks/ (or RECORD_DIR, where each lands as its step
+# ends, so that a run cut short keeps the records done). Every step runs even if one before it
+# failed, and stops after STEP_LIMIT_S seconds (default 300; status 124), so that one slow step
+# cannot use up a limited GPU session; the script's status is that of the last failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
@@ -52,7 +53,8 @@ for part in "${parts[@]}"; do
     esac
 done
 step_limit=${STEP_LIMIT_S:-300}
-bench=(timeout "$step_limit" python scripts/benchmark.py)
+record_dir=${RECORD_DIR:-benchmarks}
+bench=(timeout "$step_limit" python scripts/benchmark.py "output_dir=$record_dir")
 evaluate=(timeout "$step_limit" python eval.py)
 wanted() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 status=0
@@ -71,7 +73,7 @@ if wanted first; then
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
         fused_volumes=true fused_guide_depth=true train_steps=10
     # The two newest records side by side (the labels name the settings that differ).
-    mapfile -t newest < <(ls -t benchmarks/*_cuda_*.json | head -2)
+    mapfile -t newest < <(ls -t "$record_dir"/*_cuda_*.json 2>/dev/null | head -2)
     [ ${#newest[@]} -eq 2 ] && run python scripts/compare_benchmarks.py "${newest[1]}" "${newest[0]}"
 fi
 if wanted second; then
@@ -122,7 +124,7 @@ if wanted options; then
     run "${bench[@]}" "${n4[@]}" compile=none "$channels_last"
 fi
 if wanted kernels; then
-    run timeout "$step_limit" python scripts/transformer_benchmark.py
+    run timeout "$step_limit" python scripts/transformer_benchmark.py "output_dir=$record_dir"
 fi
 
 if wanted quality; then
