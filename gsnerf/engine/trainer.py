@@ -140,10 +140,10 @@ class Trainer:
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
-        kernels = replace(current_fused_kernels(), cpu_kernels=self.train_cfg.cpu_kernels)
-        cuda_kernels = {"volumes": self.train_cfg.fused_volumes}
-        cuda_kernels["guide_depth"] = self.train_cfg.fused_guide_depth
-        use_fused_kernels(replace(kernels, **cuda_kernels), self.device)
+        train = self.train_cfg
+        kernels = replace(current_fused_kernels(), cpu_kernels=train.cpu_kernels)
+        kernels = replace(kernels, volumes=train.fused_volumes, guide_depth=train.fused_guide_depth)
+        use_fused_kernels(kernels, self.device)
         # Automatic loader workers share the machine's cores among the processes of a DDP run.
         cores = max((os.cpu_count() or 1) // self.context.world_size, 1)
         self.num_workers = data_workers(self.train_cfg.num_workers, self.device, cores)
