@@ -11,8 +11,9 @@
 #          CUDA defaults, with the operator table and the paper training config's steps and
 #          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
 #          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true
-#          fused_guide_depth=true; the stage table separates them, the operator table the
-#          kernels), about 2 minutes from inductor's cache; then the two records side by side
+#          fused_guide_depth=true) and the 2-D feature net and the compositing compiled too
+#          (compile_parts; the stage table separates all of them, the operator table the
+#          kernels), about 2 minutes; then the two records side by side
 #          (scripts/compare_benchmarks.py).
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
@@ -71,7 +72,8 @@ if wanted first; then
         tests/model/test_fused_guide_depth.py
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
-        fused_volumes=true fused_guide_depth=true train_steps=10
+        fused_volumes=true fused_guide_depth=true train_steps=10 \
+        "compile_parts=[heads,gather,cost_volumes,feature_net,compositing]"
     # The two newest records side by side (the labels name the settings that differ).
     mapfile -t newest < <(ls -t "$record_dir"/*_cuda_*.json 2>/dev/null | head -2)
     [ ${#newest[@]} -eq 2 ] && run python scripts/compare_benchmarks.py "${newest[1]}" "${newest[0]}"

@@ -100,7 +100,7 @@ class TrainCfg:
     # steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the benchmark's
     # train_compile).
     compile: str = "none"
-    # What train.compile compiles: of heads, gather, cost_volumes, guide_depth; the first three.
+    # What train.compile compiles (of eval.compile_parts' choices): the CUDA benchmark's three.
     compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
     # C++ kernels on a CPU, forward and backward: the cost volumes' warp and group correlation
     # (gsnerf.model.cpu_correlation), GroupNorm + LeakyReLU pairs (cpu_volume_norm), depth-logit

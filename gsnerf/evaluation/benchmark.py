@@ -103,8 +103,8 @@ class BenchmarkCfg:
     # torch.compile in the rendering passes (compiled during warm-up, not timed): "none",
     # "default", "reduce-overhead" or "max-autotune". Unset: "default", fastest on CPU and CUDA.
     compile: str | None = None
-    # What compile compiles: some of heads, gather (per-chunk sampling and feature gathering),
-    # cost_volumes (their 3-D U-Nets, uncached passes only) and guide_depth (D_T);
+    # What compile compiles: some of heads, gather (sampling and feature gathering), cost_volumes
+    # and feature_net (uncached passes only), guide_depth (D_T) and compositing;
     # compile_heads. Unset: the first three on CUDA (H100 frame 123 / 76 ms against 150 / 90 ms
     # heads only), heads, gather and guide_depth on a CPU (D_T 3.9 against 6.7 ms).
     compile_parts: list[str] | None = None

@@ -71,7 +71,8 @@ class EvalCfg:
     compile: str = "none"
     # What eval.compile compiles (compile_heads): some of heads, gather (the per-chunk sampling
     # and feature gathering), cost_volumes (their 3-D U-Nets: only where sources are encoded
-    # for a view, i.e. with scene_cache_size = 0 or new sources) and guide_depth (D_T).
+    # for a view, i.e. with scene_cache_size = 0 or new sources), guide_depth (D_T),
+    # feature_net (the 2-D feature net, where sources are encoded) and compositing.
     compile_parts: list[str] = field(default_factory=lambda: ["heads"])
     # CUDA: the heads' attention in one fused Triton kernel (gsnerf/model/attention_kernel.py),
     # eager or compiled; off by default until it is timed within a whole frame.

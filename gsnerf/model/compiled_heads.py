@@ -16,16 +16,19 @@ size, the last one padded (``equal_chunks``). Each new shape (image size, chunk 
 compiles again, tens of seconds on a CPU, so the first render belongs to a warm-up. Inductor
 needs a C++ compiler on the CPU and Triton on CUDA.
 
-Three more parts can be compiled the same way (``parts``): the gathering of the heads' inputs
+More parts can be compiled the same way (``parts``): the gathering of the heads' inputs
 (``GSNeRF.gather``: sampling, projections, grid reads and many element-wise passes, which
 eager code runs as one kernel each), the cost volumes' 3-D U-Nets (whose GroupNorm +
-LeakyReLU pairs fuse; the convolutions stay the library's) and the target depth D_T
+LeakyReLU pairs fuse; the convolutions stay the library's), the target depth D_T
 (``GSNeRF.estimate_guide``: the splat's scatter, the hole filling's pooling and the filter,
-about a hundred small operators eager). On a CPU the gathering's grid reads stay the library's
-kernels (``gsnerf::border_grid_read``), and the compiled gathering is a little faster than the
-eager one; the compiled cost volumes were no faster there, the compiled D_T took 3.9 against
-6.7 ms a tiny-model frame (benchmarks/README.md). On CUDA the first three are the benchmark's
-default.
+about a hundred small operators eager), the 2-D feature net (its GroupNorm + LeakyReLU pairs
+fuse, and on CUDA inductor may keep the convolutions' activations channels-last, the layout of
+cuDNN's bf16 kernels, instead of converting around each convolution) and the compositing
+(``GSNeRF.composite_samples``: a dozen small operators per chunk). On a CPU the gathering's
+grid reads stay the library's kernels (``gsnerf::border_grid_read``), and the compiled
+gathering is a little faster than the eager one; the compiled cost volumes were no faster
+there, the compiled D_T took 3.9 against 6.7 ms a tiny-model frame (benchmarks/README.md). On
+CUDA the first three are the benchmark's default.
 """
 
 import dataclasses
@@ -71,6 +74,10 @@ class CompiledPart(str, Enum):
     COST_VOLUMES = "cost_volumes"
     # The target depth D_T (splat, fill, filter), once per target view (GSNeRF.estimate_guide).
     GUIDE_DEPTH = "guide_depth"
+    # The 2-D feature net, once per source encoding (one graph for the batch of source images).
+    FEATURE_NET = "feature_net"
+    # Alpha compositing of colour, depth and semantics, per chunk (GSNeRF.composite_samples).
+    COMPOSITING = "compositing"
 
 
 # What the CUDA benchmark and train.compile compile by default: the parts timed together on an
@@ -124,8 +131,10 @@ def compile_heads(model: GSNeRF, mode: str, parts: Sequence[str] = ("heads",)) -
 
     ``parts``: some of ``"heads"`` (the radiance and semantic heads), ``"gather"`` (the
     per-chunk gathering, ``GSNeRF.gather``), ``"cost_volumes"`` (the cost volumes' 3-D
-    U-Nets, which run only where sources are encoded, not from a scene-encoding cache) and
-    ``"guide_depth"`` (D_T, once per target view, ``GSNeRF.estimate_guide``);
+    U-Nets, which run only where sources are encoded, not from a scene-encoding cache),
+    ``"guide_depth"`` (D_T, once per target view, ``GSNeRF.estimate_guide``),
+    ``"feature_net"`` (the 2-D feature net, where sources are encoded) and ``"compositing"``
+    (per chunk, ``GSNeRF.composite_samples``);
     :class:`CompiledPart`, config keys ``eval.compile_parts`` and the benchmark's
     ``compile_parts``.
 
@@ -161,6 +170,10 @@ def compile_heads(model: GSNeRF, mode: str, parts: Sequence[str] = ("heads",)) -
         targets += [(level.regularizer, "forward") for level in model.geo_reasoner.cost_volumes]
     if CompiledPart.GUIDE_DEPTH in chosen:
         targets.append((model, "estimate_guide"))
+    if CompiledPart.FEATURE_NET in chosen:
+        targets.append((model.geo_reasoner.feature_net, "forward"))
+    if CompiledPart.COMPOSITING in chosen:
+        targets.append((model, "composite_samples"))
     for owner, name in targets:
         plain = types.MethodType(getattr(type(owner), name), owner)
         compiled = torch.compile(plain, mode=choice.value, dynamic=False)

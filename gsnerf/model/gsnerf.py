@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from gsnerf.geometry.camera import camera_rays, pixel_grid, scale_intrinsics
 from gsnerf.model.feature_gather import GatherCfg
 from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
-from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg
-from gsnerf.model.ray_features import RayFeatures, SemanticInputs, gather_ray_features
+from gsnerf.model.radiance_head import RadianceHead, RadianceHeadCfg, RadianceOutput
+from gsnerf.model.ray_features import RayFeatures, gather_ray_features
 from gsnerf.model.sampler import SamplerCfg
 from gsnerf.model.semantic_head import SemanticHead, SemanticHeadCfg, SemanticRendering
 from gsnerf.model.stage_timer import StageRecorder
@@ -230,21 +230,12 @@ class GSNeRF(nn.Module):
         samples, rays = features.samples, features.rays
         with self.stage("heads"):
             radiance = self.radiance_head(features.gathered, features.view_mask, features.positions)
+            semantic = features.semantic
+            logits = self.semantic_head(
+                semantic.features, semantic.in_frustum, semantic.visible, semantic.view_mask
+            )
         with self.stage("compositing"):
-            deltas = sample_intervals(samples.depths, rays.far)
-            weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
-            rgb = composite(weights, radiance.rgb.float())
-            if not training:
-                rgb = rgb.clamp(0.0, 1.0)
-            depth = composite_depth(weights, samples.depths, self.depth_normalisation)
-            ray_opacity = opacity(weights)
-        render = RenderOutput(
-            rgb=rgb,
-            depth=depth,
-            semantic_logits=self.semantic_logits(features.semantic, weights),
-            weights=weights,
-            opacity=ray_opacity,
-        )
+            render = self.composite_samples(radiance, logits, samples.depths, rays.far, training)
         return GSNeRFOutput(
             geometry=geometry, guide=guide, rays=rays, samples=samples, render=render
         )
@@ -276,18 +267,40 @@ class GSNeRF(nn.Module):
             generator,
         )
 
-    def semantic_logits(
-        self, semantic: SemanticInputs, weights: Float[Tensor, "b rays samples"]
-    ) -> Float[Tensor, "b rays classes"]:
-        """Ray class logits: composited per-sample logits, or those of the guide sample."""
-        with self.stage("heads"):
-            logits = self.semantic_head(
-                semantic.features, semantic.in_frustum, semantic.visible, semantic.view_mask
-            )
+    def composite_samples(
+        self,
+        radiance: RadianceOutput,
+        logits: Float[Tensor, "b rays semantic_samples classes"],
+        depths: Float[Tensor, "b rays samples"],
+        far: Float[Tensor, "b rays"],
+        training: bool,
+    ) -> RenderOutput:
+        """Colour, depth, opacity and class logits of the rays from their samples (spec 2.8).
+
+        Densities and values are composited in float32 whatever the heads' precision. Colours
+        are clamped to [0, 1] only when ``training`` is False. The class logits are the
+        composited per-sample ones, or the guide sample's, the only one the semantic head
+        then sees (``renderer.semantic.rendering``; ``semantic_samples`` = 1). A
+        method of its own so that ``compile_heads(..., parts=["compositing"])`` can replace it
+        on the instance with a compiled one: eager, its dozen small operators each launch a
+        kernel per chunk.
+        """
+        deltas = sample_intervals(depths, far)
+        weights = render_weights(alphas_from_density(radiance.density.float(), deltas))
+        rgb = composite(weights, radiance.rgb.float())
+        if not training:
+            rgb = rgb.clamp(0.0, 1.0)
         if self.semantic_rendering is SemanticRendering.VOLUME:
-            with self.stage("compositing"):
-                return composite(weights, logits.float())
-        return logits[:, :, 0].float()
+            ray_logits = composite(weights, logits.float())
+        else:
+            ray_logits = logits[:, :, 0].float()
+        return RenderOutput(
+            rgb=rgb,
+            depth=composite_depth(weights, depths, self.depth_normalisation),
+            semantic_logits=ray_logits,
+            weights=weights,
+            opacity=opacity(weights),
+        )
 
     def render_image(
         self, example: Example, geometry: SourceGeometry, chunk_rays: int | None = None
