@@ -147,7 +147,8 @@ if wanted quality; then
     run "${evaluate[@]}" "${quick[@]}" eval.precision=fp32 eval.compile=default \
         hydra.run.dir="$runs/compiled"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.compile=default \
-        "eval.compile_parts=[heads,gather,cost_volumes]" eval.scene_cache_size=0 \
+        "eval.compile_parts=[heads,gather,cost_volumes,feature_net,compositing]" \
+        eval.scene_cache_size=0 \
         hydra.run.dir="$runs/compiled_all"
     run "${evaluate[@]}" "${quick[@]}" eval.precision=bf16 eval.fused_transformer=false \
         eval.fused_attention=true hydra.run.dir="$runs/fused_attention"
