@@ -11,7 +11,8 @@
 #          CUDA defaults, with the operator table and the paper training config's steps and
 #          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
 #          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true
-#          fused_guide_depth=true) and the 2-D feature net and the compositing compiled too
+#          fused_guide_depth=true, each only if its CUDA tests passed; their log is
+#          first_kernel_tests.log) and the 2-D feature net and the compositing compiled too
 #          (compile_parts; the stage table separates all of them, the operator table the
 #          kernels), about 2 minutes; then the two records side by side
 #          (scripts/compare_benchmarks.py).
@@ -65,14 +66,29 @@ paper=(model=gsnerf width=320 height=240 views=8 device=cuda threads=0 chunk_sam
     budget_s=20)
 n4=("${paper[@]}" "samples=[4]" train_steps=0 profile_ops=0 chunk_rays=0 precision=bf16)
 if wanted first; then
-    run timeout 300 python -m pytest -q -m gpu tests/model/test_fused_view_gather.py \
+    mkdir -p "$record_dir"
+    tests_log="$record_dir/first_kernel_tests.log"
+    run timeout 300 python -m pytest -q -rfE -m gpu tests/model/test_fused_view_gather.py \
         tests/model/test_fused_patch_read.py tests/model/test_fused_radiance_views.py \
         tests/model/test_fused_semantic_logits.py tests/model/test_fused_volume_conv.py \
         tests/model/test_fused_volume_conv_grad.py tests/model/test_fused_correlation.py \
-        tests/model/test_fused_guide_depth.py
+        tests/model/test_fused_guide_depth.py >"$tests_log" 2>&1
+    cat "$tests_log"
+    # Each option's kernels go into the timed frame only if none of their tests failed, so that
+    # one broken kernel leaves the others' figures.
+    fused=()
+    for option_tests in fused_gather:view_gather,patch_read fused_heads:radiance_views,semantic_logits \
+        fused_volumes:volume_conv,volume_conv_grad,correlation fused_guide_depth:guide_depth; do
+        option=${option_tests%%:*}
+        pattern="^(FAILED|ERROR) tests/model/test_fused_(${option_tests#*:})\.py"
+        if grep -qE "${pattern//,/|}" "$tests_log"; then
+            echo "gpu_check: $option left out of the timed frame: its CUDA tests failed" >&2
+        else
+            fused+=("$option=true")
+        fi
+    done
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
-    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 fused_gather=true fused_heads=true \
-        fused_volumes=true fused_guide_depth=true train_steps=10 \
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 "${fused[@]}" train_steps=10 \
         "compile_parts=[heads,gather,cost_volumes,feature_net,compositing]"
     # The two newest records side by side (the labels name the settings that differ).
     mapfile -t newest < <(ls -t "$record_dir"/*_cuda_*.json 2>/dev/null | head -2)
