@@ -7,7 +7,7 @@ library attention, sets first (:meth:`MaskedAttentionBlock.forward`), in float32
 from dataclasses import dataclass
 
 import torch
-from test_compiled_heads import runtime_type_checks_off
+from compiled_checks import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg

@@ -6,18 +6,17 @@ import dataclasses
 
 import pytest
 import torch
-from test_compiled_heads import (
-    CLASSES,
-    CPU_AND_CUDA,
+from compiled_checks import (
+    assert_close_training,
     assert_same_render,
-    fp32_matmuls,
-    runtime_type_checks_off,
+    plain_and_compiled_encodings,
+    plain_and_compiled_renders,
+    train_both,
 )
+from test_compiled_heads import CLASSES, CPU_AND_CUDA
 
-from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
-from gsnerf.losses import LossCfg
 from gsnerf.model import GSNeRF, build_model
 from gsnerf.model.compiled_heads import compile_heads
 
@@ -36,11 +35,7 @@ def tiny_model(device: str, rendering: str = "guide_point") -> GSNeRF:
 def test_compiled_feature_net_encodes_the_plain_sources(device: str) -> None:
     model = tiny_model(device).eval()
     example = plane_example(3, 32, 48, CLASSES, seed=0).to(device)
-    with fp32_matmuls(torch.device(device)), torch.inference_mode():
-        plain = model.encode_sources(example)
-        compile_heads(model, "default", parts=["feature_net"])
-        with runtime_type_checks_off():
-            fast = model.encode_sources(example)
+    plain, fast = plain_and_compiled_encodings(model, example, ["feature_net"])
     assert "forward" in vars(model.geo_reasoner.feature_net)
     assert "forward" not in vars(model.radiance_head)
     # Float32 rounding of the fused normalisations: measured up to 5e-6 on the CPU. The depths
@@ -59,12 +54,7 @@ def test_compiled_feature_net_encodes_the_plain_sources(device: str) -> None:
 def test_compiled_compositing_renders_the_plain_image(device: str, rendering: str) -> None:
     model = tiny_model(device, rendering).eval()
     example = plane_example(3, 24, 32, CLASSES, seed=0).to(device)
-    with fp32_matmuls(torch.device(device)), torch.inference_mode():
-        geometry = model.encode_sources(example)
-        plain = model.render_image(example, geometry, 200)
-        compile_heads(model, "default", parts=["compositing"])
-        with runtime_type_checks_off():
-            fast = model.render_image(example, geometry, 200)
+    plain, fast = plain_and_compiled_renders(model, example, ["compositing"])
     assert "composite_samples" in vars(model)
     assert model.composite_samples != GSNeRF.composite_samples
     assert_same_render(fast, plain)
@@ -82,27 +72,10 @@ def test_compiled_feature_net_and_compositing_train_with_the_plain_gradients(dev
     fast = copy.deepcopy(plain)
     compile_heads(fast, "default", parts=["feature_net", "compositing"])
     example = plane_example(3, 32, 48, CLASSES, seed=0).to(device)
-
-    def loss_and_gradients(model: GSNeRF) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(1)
-        pixels = sample_pixels(example.target, 64, generator).to(device)
-        losses = training_losses(
-            model, example, pixels, LossCfg(), generator, "fp32", torch.device(device)
-        )
-        losses["total"].backward()
-        named = model.named_parameters()
-        return losses["total"].detach(), {n: p.grad for n, p in named if p.grad is not None}
-
-    with fp32_matmuls(torch.device(device)), runtime_type_checks_off():
-        plain_loss, plain_gradients = loss_and_gradients(plain)
-        fast_loss, fast_gradients = loss_and_gradients(fast)
+    plain_loss, plain_gradients, fast_loss, fast_gradients = train_both(plain, fast, example)
     assert "forward" in vars(fast.geo_reasoner.feature_net) and "composite_samples" in vars(fast)
-    assert fast_gradients.keys() == plain_gradients.keys()
     assert any("feature_net" in name for name in fast_gradients)
     assert any("semantic_head" in name for name in fast_gradients)
     # Float32 rounding of the fused normalisations, grown through the backward pass (as for the
     # compiled cost volumes); a wrong gradient is off by the order of the gradient itself.
-    torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
-    for name, gradient in fast_gradients.items():
-        scale = max(plain_gradients[name].abs().max().item(), 1e-4)
-        torch.testing.assert_close(gradient, plain_gradients[name], atol=1e-2 * scale, rtol=0)
+    assert_close_training(fast_loss, fast_gradients, plain_loss, plain_gradients)

@@ -3,7 +3,8 @@
 import dataclasses
 
 import torch
-from test_compiled_heads import CLASSES, assert_same_render, runtime_type_checks_off
+from compiled_checks import assert_same_render, runtime_type_checks_off
+from test_compiled_heads import CLASSES
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example

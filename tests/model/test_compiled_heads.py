@@ -1,29 +1,31 @@
 """Inference fast paths against the plain fp32 path: compiled heads and TF32 (spec 9)."""
 
-import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator
 
-import jaxtyping
 import pytest
 import torch
+from compiled_checks import (
+    assert_close_training,
+    assert_same_render,
+    plain_and_compiled_encodings,
+    plain_and_compiled_renders,
+    runtime_type_checks_off,
+    train_both,
+)
 from small_models import small_gsnerf_cfg
 from torch._dynamo.utils import counters
 from torch.profiler import profile
 
 from gsnerf.engine.device import autocast_context, configure_matmul_precision
-from gsnerf.engine.step import sample_pixels, training_losses
 from gsnerf.engine.trainer import TrainCfg
 from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.evaluator import EvalCfg
-from gsnerf.losses import LossCfg
 from gsnerf.model import GSNeRF, build_model
 from gsnerf.model.compiled_heads import _with_own_memory, compile_heads
 from gsnerf.model.radiance_head import RadianceOutput
 from gsnerf.model.transformer import ELU
-from gsnerf.types import ImageRender
 
 CLASSES, HEIGHT, WIDTH = 4, 16, 24
 # Devices of the tests that run on both; the CUDA case only where a GPU is present.
@@ -44,40 +46,6 @@ def tiny_model() -> GSNeRF:
     cfg = small_gsnerf_cfg(num_uniform=0)
     torch.manual_seed(0)
     return build_model(cfg, CLASSES).eval()
-
-
-def assert_same_render(fast: ImageRender, plain: ImageRender) -> None:
-    """Colour and z-depth within 1e-4 (float32 rounding of fused kernels), labels >= 99.9 %."""
-    torch.testing.assert_close(fast.rgb, plain.rgb, atol=1e-4, rtol=0)
-    torch.testing.assert_close(fast.depth, plain.depth, atol=1e-4, rtol=0)
-    agree = fast.semantic_logits.argmax(1) == plain.semantic_logits.argmax(1)
-    assert agree.float().mean() >= 0.999
-
-
-@contextlib.contextmanager
-def fp32_matmuls(device: torch.device) -> Iterator[None]:
-    """TF32 off inside the block (the flags restored after): compiled and eager in plain fp32."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    configure_matmul_precision(device, False)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@contextlib.contextmanager
-def runtime_type_checks_off() -> Iterator[None]:
-    """jaxtyping's runtime checks (pytest's import hook, pyproject.toml) off for a while.
-
-    Under torch 2.11 on CUDA the compiler traced the checker too, which then rejected valid
-    tensors (an H200 run); with the hook off the same tests passed there.
-    """
-    previous = jaxtyping.config.jaxtyping_disable
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", previous)
 
 
 def test_compiled_heads_render_the_plain_image_for_two_chunk_sizes() -> None:
@@ -139,11 +107,7 @@ def test_compiled_cost_volumes_encode_the_plain_geometry(device: str) -> None:
     torch.manual_seed(0)
     model = build_model(load_model_cfg("tiny", 4), CLASSES).to(device).eval()
     example = plane_example(3, 32, 48, CLASSES, seed=0).to(device)
-    with fp32_matmuls(torch.device(device)), torch.inference_mode():
-        plain = model.encode_sources(example)
-        compile_heads(model, "default", parts=["cost_volumes"])
-        with runtime_type_checks_off():
-            fast = model.encode_sources(example)
+    plain, fast = plain_and_compiled_encodings(model, example, ["cost_volumes"])
     for level in model.geo_reasoner.cost_volumes:
         assert "forward" in vars(level.regularizer)
     assert "forward" not in vars(model.radiance_head)
@@ -162,31 +126,14 @@ def test_compiled_cost_volumes_train_with_the_plain_loss_and_gradients(device: s
     fast = copy.deepcopy(plain)
     compile_heads(fast, "default", parts=["cost_volumes"])
     example = plane_example(3, 32, 48, CLASSES, seed=0).to(device)
-
-    def loss_and_gradients(model: GSNeRF) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(1)
-        pixels = sample_pixels(example.target, 64, generator).to(device)
-        losses = training_losses(
-            model, example, pixels, LossCfg(), generator, "fp32", torch.device(device)
-        )
-        losses["total"].backward()
-        named = model.named_parameters()
-        return losses["total"].detach(), {n: p.grad for n, p in named if p.grad is not None}
-
-    with fp32_matmuls(torch.device(device)), runtime_type_checks_off():
-        plain_loss, plain_gradients = loss_and_gradients(plain)
-        fast_loss, fast_gradients = loss_and_gradients(fast)
+    plain_loss, plain_gradients, fast_loss, fast_gradients = train_both(plain, fast, example)
     assert "forward" in vars(fast.geo_reasoner.cost_volumes[0].regularizer)
-    assert fast_gradients.keys() == plain_gradients.keys()
     assert any("regularizer" in name for name in fast_gradients)
     # Float32 rounding of the fused normalisation: losses measured 6e-6 apart; gradients, whose
     # rounding grows through the whole backward pass, up to 3e-3 of each tensor's largest entry
     # (1.2e-4 of 0.13; the reduction order depends on the CPU's vector width). A wrong gradient
     # formula is off by the order of the gradient itself.
-    torch.testing.assert_close(fast_loss, plain_loss, atol=1e-5, rtol=0)
-    for name, gradient in fast_gradients.items():
-        scale = max(plain_gradients[name].abs().max().item(), 1e-4)  # some are zero up to 1e-10
-        torch.testing.assert_close(gradient, plain_gradients[name], atol=1e-2 * scale, rtol=0)
+    assert_close_training(fast_loss, fast_gradients, plain_loss, plain_gradients)
 
 
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
@@ -200,14 +147,11 @@ def test_compiled_gathering_renders_the_plain_image(device: str) -> None:
         model = build_model(dataclasses.replace(cfg, renderer=renderer), CLASSES)
         model = model.to(device).eval()
         example = plane_example(3, 24, 32, CLASSES, seed=0).to(device)
-        with fp32_matmuls(torch.device(device)), torch.inference_mode():
+        plain, fast = plain_and_compiled_renders(model, example, ["gather"])
+        with torch.inference_mode(), runtime_type_checks_off():
             geometry = model.encode_sources(example)
-            plain = model.render_image(example, geometry, 200)
-            compile_heads(model, "default", parts=["gather"])
-            with runtime_type_checks_off():
-                fast = model.render_image(example, geometry, 200)
-                with profile() as recorded:
-                    model.render_image(example, geometry, 200)
+            with profile() as recorded:
+                model.render_image(example, geometry, 200)
         assert "gather" in vars(model) and "forward" not in vars(model.radiance_head)
         assert_same_render(fast, plain)
         if device == "cpu":

@@ -4,8 +4,8 @@ the cost volumes' U-Net."""
 import pytest
 import torch
 import torch.nn.functional as F
+from compiled_checks import runtime_type_checks_off
 from kernel_checks import record_call_shapes
-from test_compiled_heads import runtime_type_checks_off
 
 from gsnerf.model import cpu_volume_norm
 from gsnerf.model.cost_volume import CostRegularizer, CostVolumeCfg, conv3d_norm_act

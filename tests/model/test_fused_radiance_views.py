@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from compiled_checks import runtime_type_checks_off
 from kernel_checks import assert_renders_close
 from small_models import small_gsnerf_cfg
-from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.evaluation.benchmark_scene import plane_example

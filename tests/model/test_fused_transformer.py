@@ -11,8 +11,8 @@ import re
 
 import pytest
 import torch
+from compiled_checks import runtime_type_checks_off
 from fused_cases import compare_in_interpreter, compiled_on_cuda, transformer_case
-from test_compiled_heads import runtime_type_checks_off
 
 from gsnerf.model import fused_transformer
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg

@@ -10,9 +10,9 @@ import dataclasses
 
 import pytest
 import torch
+from compiled_checks import runtime_type_checks_off
 from gather_scenes import encoded_scene, sample_points
 from kernel_checks import assert_renders_close, renders_off_and_on
-from test_compiled_heads import runtime_type_checks_off
 from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model import fused_view_gather, triton_grid_read

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from test_compiled_heads import runtime_type_checks_off
+from compiled_checks import runtime_type_checks_off
 from test_fused_volume_conv import CASES, CUDA_CASES
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.partitioners import default_partition
