@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU tests and figures of the speed targets (spec 9), in eight parts:
+# The GPU tests and figures of the speed targets (spec 9), in nine parts:
 #   bash benchmarks/gpu_check.sh first                # the most important, about 8 minutes
 #   bash benchmarks/gpu_check.sh second               # the next most important, about 6 minutes
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
-#   bash benchmarks/gpu_check.sh                      # all but first and second, about 25 minutes
+#   bash benchmarks/gpu_check.sh                      # all but first and second, about 27 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    the CUDA tests of the Triton gathering, head, cost-volume (warp and correlation,
@@ -18,6 +18,8 @@
 #          (scripts/compare_benchmarks.py).
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
+# sweep    the Triton kernels' tile sizes and warp counts, one knob at a time, on the eager
+#          paper frame with every fused kernel (scripts/kernel_sweep.py), about 2 minutes.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
@@ -45,12 +47,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(fused tests speed options kernels quality)
+[ ${#parts[@]} -eq 0 ] && parts=(fused tests speed options kernels sweep quality)
 for part in "${parts[@]}"; do
     case $part in
-        first | second | fused | tests | speed | options | kernels | quality) ;;
+        first | second | fused | tests | speed | options | kernels | sweep | quality) ;;
         *) echo "gpu_check: unknown part '$part' (first, second, fused, tests, speed, options," \
-            "kernels, quality)" >&2
+            "kernels, sweep, quality)" >&2
             exit 2 ;;
     esac
 done
@@ -143,6 +145,9 @@ if wanted options; then
 fi
 if wanted kernels; then
     run timeout "$step_limit" python scripts/transformer_benchmark.py "output_dir=$record_dir"
+fi
+if wanted sweep; then
+    run timeout "$step_limit" python scripts/kernel_sweep.py "output_dir=$record_dir"
 fi
 
 if wanted quality; then

@@ -286,8 +286,10 @@ fused_transformer_operator = as_triton_operator("fused_transformer", _fused_tran
 
 
 def kernel_fits(blocks: nn.ModuleList, tokens_per_set: int) -> bool:
-    """Whether the kernel takes these blocks and sets: tile widths, short sets (module doc)."""
-    return len(blocks) > 0 and tokens_per_set <= MAX_TOKENS and dot_tile_widths(blocks)
+    """Whether the kernel takes these blocks and sets: tile widths, short sets (module doc),
+    at least one whole set per tile of ``ROWS`` rows (a kernel sweep may narrow the tile)."""
+    short = tokens_per_set <= min(MAX_TOKENS, ROWS)
+    return len(blocks) > 0 and short and dot_tile_widths(blocks)
 
 
 def fused_transformer_applies(blocks: nn.ModuleList, tokens: Tensor) -> bool:

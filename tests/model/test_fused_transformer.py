@@ -13,6 +13,7 @@ import pytest
 import torch
 from compiled_checks import runtime_type_checks_off
 from fused_cases import compare_in_interpreter, compiled_on_cuda, transformer_case
+from triton_interpreter import run_in_triton_interpreter
 
 from gsnerf.model import fused_transformer
 from gsnerf.model.transformer import TokenTransformer, TransformerCfg
@@ -44,6 +45,29 @@ def plain_and_fused(
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
 def test_fused_transformer_matches_the_plain_blocks_in_the_interpreter() -> None:
     compare_in_interpreter("test_fused_transformer")
+
+
+@pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
+def test_narrower_transformer_tiles_give_the_plain_blocks_in_the_interpreter() -> None:
+    # The sweep's tile sizes of the one-kernel transformer (16 rows: one set of 9 tokens or 4
+    # rays of 4 samples; 32 rows: three sets or eight rays) on the paper's view transformer
+    # and ray transformer; the module's own tests cover its 64 rows.
+    output = run_in_triton_interpreter(
+        """
+        import torch
+        from test_fused_transformer import plain_and_fused
+        from gsnerf.model import fused_transformer
+
+        for rows in (16, 32):
+            fused_transformer.ROWS = rows
+            for case in ((32, 4, 4, 32, 9, True), (32, 4, 1, 32, 4, False)):
+                plain, fused = plain_and_fused(case, "cpu", torch.float32)
+                error = (fused - plain).abs().max().item()
+                assert error < 1e-4, (rows, case, error)
+        print("tiles match")
+        """
+    )
+    assert "tiles match" in output
 
 
 @pytest.mark.skipif(fused_transformer.triton is None, reason="Triton is not installed")
@@ -144,3 +168,15 @@ def test_compiled_transformer_with_the_fused_kernel_matches_the_plain_one_on_cud
     fused, plain = compiled_on_cuda()
     assert fused.dtype == torch.bfloat16
     torch.testing.assert_close(fused.float(), plain, atol=1e-1, rtol=0)
+
+
+def test_sets_longer_than_a_narrowed_tile_are_left_to_the_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocks = TokenTransformer(TransformerCfg()).blocks
+    assert fused_transformer.kernel_fits(blocks, 9)
+    monkeypatch.setattr(fused_transformer, "ROWS", 16)
+    assert fused_transformer.kernel_fits(blocks, 9)
+    monkeypatch.setattr(fused_transformer, "ROWS", 8)
+    assert not fused_transformer.kernel_fits(blocks, 9)
+    assert fused_transformer.kernel_fits(blocks, 4)
