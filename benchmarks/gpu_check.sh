@@ -7,15 +7,15 @@
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    the CUDA tests of the Triton gathering, head, cost-volume (warp and correlation,
-#          convolutions, their backward passes) and D_T kernels, about 2 minutes; N = 4 with the
-#          CUDA defaults, with the operator table and the paper training config's steps and
-#          their phases, about 4 minutes (compiling all three parts cold takes about 3); and
-#          the same with those kernels (fused_gather=true fused_heads=true fused_volumes=true
+#          convolutions, their backward passes) and D_T kernels, about 2 minutes; N = 4 with
+#          those kernels (fused_gather=true fused_heads=true fused_volumes=true
 #          fused_guide_depth=true, each only if its CUDA tests passed; their log is
 #          first_kernel_tests.log) and the 2-D feature net and the compositing compiled too
-#          (compile_parts; the stage table separates all of them, the operator table the
-#          kernels), about 2 minutes; then the two records side by side
-#          (scripts/compare_benchmarks.py).
+#          (compile_parts), with the operator table and the paper training config's steps and
+#          their phases, about 4 minutes (compiling cold takes about 3); the same with the CUDA
+#          defaults, about 2-3 minutes; then the two records side by side, the defaults first
+#          (scripts/compare_benchmarks.py; the stage table separates the kernels' stages, the
+#          operator table the kernels).
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
 # sweep    the Triton kernels' tile sizes and warp counts, one knob at a time, on the eager
@@ -89,12 +89,15 @@ if wanted first; then
             fused+=("$option=true")
         fi
     done
-    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
+    # The frame with the kernels first: it is the new figure, and a run cut short at the
+    # command's limit keeps it; the same machine's defaults follow.
     run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 "${fused[@]}" train_steps=10 \
         "compile_parts=[heads,gather,cost_volumes,feature_net,compositing]"
-    # The two newest records side by side (the labels name the settings that differ).
+    run "${bench[@]}" "${n4[@]}" compile=default profile_ops=25 train_steps=10
+    # The two newest records side by side, the defaults first (the labels name the settings
+    # that differ; the ratios are to the defaults).
     mapfile -t newest < <(ls -t "$record_dir"/*_cuda_*.json 2>/dev/null | head -2)
-    [ ${#newest[@]} -eq 2 ] && run python scripts/compare_benchmarks.py "${newest[1]}" "${newest[0]}"
+    [ ${#newest[@]} -eq 2 ] && run python scripts/compare_benchmarks.py "${newest[0]}" "${newest[1]}"
 fi
 if wanted second; then
     run "${bench[@]}" "${n4[@]}" compile=default \
