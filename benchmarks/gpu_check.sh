@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh first                # the most important, about 8 minutes
 #   bash benchmarks/gpu_check.sh second               # the next most important, about 6 minutes
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
-#   bash benchmarks/gpu_check.sh                      # all but first and second, about 27 minutes
+#   bash benchmarks/gpu_check.sh                      # all but first and second, about 29 minutes
 #   CKPT=path/to/last.pt bash benchmarks/gpu_check.sh quality   # evaluate a checkpoint, no training
 # The times below are estimates from the single steps' earlier times on an H200 and an H100.
 # first    the CUDA tests of the Triton gathering, head, cost-volume (warp and correlation,
@@ -19,7 +19,8 @@
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
 #          frame with the library's transformer blocks compiled (fused_transformer=false).
 # sweep    the Triton kernels' tile sizes and warp counts, one knob at a time, on the eager
-#          paper frame with every fused kernel (scripts/kernel_sweep.py), about 2 minutes.
+#          paper frame with every fused kernel, then those of the training step's kernels on
+#          the paper training config's step (scripts/kernel_sweep.py), about 4 minutes.
 # fused    the fused Triton kernels' CUDA tests, then one N = 4 frame with the CUDA defaults (the
 #          whole transformer in one kernel) and one with each other formulation of the heads'
 #          transformers (the compiled library blocks, whole blocks in two kernels, the attention
@@ -151,6 +152,8 @@ if wanted kernels; then
 fi
 if wanted sweep; then
     run timeout "$step_limit" python scripts/kernel_sweep.py "output_dir=$record_dir"
+    run timeout "$step_limit" python scripts/kernel_sweep.py measure=train_step \
+        "output_dir=$record_dir"
 fi
 
 if wanted quality; then

@@ -14,34 +14,30 @@ frame's colour, depth and labels moved: a tile size changes the order of float32
 the result, so anything beyond rounding is a bug of that tile size. A value the GPU cannot
 compile (too many registers or too much shared memory) is reported with its error.
 
-The frames run eagerly: compiled graphs keep the constants they were traced with.
+``measure=train_step`` times the paper training config's step instead (1024 rays, forward,
+losses and backward with the cost-volume and D_T kernels of ``train.fused_volumes`` and
+``train.fused_guide_depth``; no optimizer step, so every value starts from the same weights),
+per phase, and compares the loss and the gradients: its default knobs are those of the
+convolutions' backward kernels and of the kernels the step's forward shares with inference.
+
+Frames and steps run eagerly: compiled graphs keep the constants they were traced with.
 
     python scripts/kernel_sweep.py                                  # the default knobs
     python scripts/kernel_sweep.py "knobs=[fused_volume_conv.BLOCK=64,128,256]"
+    python scripts/kernel_sweep.py measure=train_step
+
+This module holds the knobs, the loop over their values and the report; the passes it times
+on the paper model and the record are :mod:`gsnerf.evaluation.kernel_sweep_run`.
 """
 
 import contextlib
-import dataclasses
-import statistics
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
-from gsnerf.engine.device import (
-    autocast_context,
-    configure_matmul_precision,
-    resolve_device,
-    resolve_precision,
-    synchronize,
-)
-from gsnerf.evaluation.benchmark_records import load_model_cfg, parse_config, write_json_record
-from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.model import (
-    build_model,
     fused_correlation,
     fused_guide_depth,
     fused_patch_read,
@@ -50,16 +46,8 @@ from gsnerf.model import (
     fused_transformer,
     fused_view_gather,
     fused_volume_conv,
+    fused_volume_conv_grad,
 )
-from gsnerf.model.fused_kernels import (
-    FusedKernels,
-    current_fused_kernels,
-    set_fused_kernels,
-    use_fused_kernels,
-)
-from gsnerf.model.gsnerf import GSNeRF
-from gsnerf.model.stage_timer import StageTimer
-from gsnerf.types import Example
 
 # The modules whose constants a knob may name, and the frame stage their kernels serve.
 SWEPT_MODULES: dict[str, tuple[ModuleType, str]] = {
@@ -70,12 +58,13 @@ SWEPT_MODULES: dict[str, tuple[ModuleType, str]] = {
     "fused_patch_read": (fused_patch_read, "sampling_gather"),
     "fused_correlation": (fused_correlation, "cost_volumes"),
     "fused_volume_conv": (fused_volume_conv, "cost_volumes"),
+    "fused_volume_conv_grad": (fused_volume_conv_grad, "backward"),
     "fused_guide_depth": (fused_guide_depth, "guide_depth"),
 }
 
-# The constants a knob may set: tile sizes and warp counts, all powers of two (tl.arange and
-# the launch's num_warps need them).
-SWEPT_CONSTANTS = ("BLOCK", "ROWS", "NUM_WARPS")
+# The constants a knob may set: tile sizes, voxels per program of the weight gradient and
+# warp counts, all powers of two (tl.arange and the launch's num_warps need them).
+SWEPT_CONSTANTS = ("BLOCK", "ROWS", "VOXELS_PER_PROGRAM", "NUM_WARPS", "WIDE_NUM_WARPS")
 
 DEFAULT_KNOBS = [
     # The one-kernel transformer, on by default on CUDA: 161 registers per thread at 64 rows.
@@ -91,29 +80,18 @@ DEFAULT_KNOBS = [
     "fused_guide_depth.BLOCK=128,256,512",
 ]
 
-
-@dataclass
-class KernelSweepCfg:
-    # Model config under configs/model/ (the paper's gsnerf) and the frame: W x H, source views.
-    model: str = "gsnerf"
-    width: int = 320
-    height: int = 240
-    views: int = 8
-    # Guided samples per ray.
-    samples: int = 4
-    # "auto" (bf16 autocast where supported), "bf16", "fp16" or "fp32".
-    precision: str = "auto"
-    # The sweep times Triton kernels: a CUDA device.
-    device: str = "cuda"
-    # Timed frames per value (median), after one untimed frame that compiles the kernels.
-    repeats: int = 5
-    # "module.CONSTANT=v1,v2,...": the values of one launch constant of a module of
-    # SWEPT_MODULES (BLOCK, ROWS or NUM_WARPS, powers of two), tried one knob at a time.
-    knobs: list[str] = field(default_factory=lambda: list(DEFAULT_KNOBS))
-    num_classes: int = 20
-    seed: int = 0
-    # Folder of the JSON record.
-    output_dir: str = "benchmarks"
+# The training step's knobs: the convolutions' backward kernels (input gradients run the
+# forward kernel's transposed form), the correlation's (forward and backward) and D_T's.
+DEFAULT_TRAIN_KNOBS = [
+    "fused_volume_conv_grad.BLOCK=64,128,256",
+    "fused_volume_conv_grad.VOXELS_PER_PROGRAM=1024,4096,16384",
+    "fused_volume_conv_grad.NUM_WARPS=2,4,8",
+    "fused_volume_conv_grad.WIDE_NUM_WARPS=4,8",
+    "fused_volume_conv.BLOCK=64,128,256",
+    "fused_correlation.BLOCK=64,128,256",
+    "fused_correlation.WIDE_NUM_WARPS=4,8",
+    "fused_guide_depth.BLOCK=128,256,512",
+]
 
 
 @dataclass(frozen=True)
@@ -234,96 +212,16 @@ def sweep(knobs: list[Knob], measure: Callable[[], Measurement]) -> dict:
     return {"reference": summary, "rows": rows}
 
 
-def frame_measure(
-    model: GSNeRF, example: Example, repeats: int, precision: str, device: torch.device
-) -> Callable[[], Measurement]:
-    """A measure of ``model``'s uncached frame of ``example`` (encoding and rendering): one
-    untimed frame (kernels compile), then ``repeats`` frames with every stage timed."""
-
-    def measure() -> Measurement:
-        frames: list[float] = []
-        stages: dict[str, list[float]] = {}
-        with torch.inference_mode(), autocast_context(precision, device):
-            model.render_image(example, model.encode_sources(example))
-            for _ in range(max(repeats, 1)):
-                timer = StageTimer(device)
-                synchronize(device)
-                started = time.perf_counter()
-                with model.profiled(timer):
-                    render = model.render_image(example, model.encode_sources(example))
-                synchronize(device)
-                frames.append(time.perf_counter() - started)
-                for stage, seconds in timer.seconds.items():
-                    stages.setdefault(stage, []).append(seconds)
-        outputs = {
-            "rgb": render.rgb,
-            "depth": render.depth,
-            "semantic_logits": render.semantic_logits,
-        }
-        return Measurement(
-            frame_ms=1000 * statistics.median(frames),
-            stages_ms={stage: 1000 * statistics.median(s) for stage, s in stages.items()},
-            outputs=outputs,
-        )
-
-    return measure
-
-
-def run_kernel_sweep(cfg: KernelSweepCfg) -> dict:
-    """The sweep of ``cfg.knobs`` on the paper frame (module doc); the JSON-ready record."""
-    knobs = [parse_knob(text) for text in cfg.knobs]
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    if not cuda or fused_transformer.triton is None:
-        raise RuntimeError(
-            f"kernel sweep: device={cfg.device} runs no Triton kernels here; the sweep times them "
-            "on a CUDA device with Triton"
-        )
-    device = resolve_device(cfg.device, "device")
-    precision = resolve_precision(cfg.precision, device)
-    configure_matmul_precision(device, True)
-    torch.manual_seed(cfg.seed)
-    model = build_model(load_model_cfg(cfg.model, cfg.samples), cfg.num_classes).to(device).eval()
-    example = plane_example(cfg.views, cfg.height, cfg.width, cfg.num_classes, cfg.seed)
-    measure = frame_measure(model, example.to(device), cfg.repeats, precision, device)
-    every_kernel = FusedKernels(
-        transformer=True, gather=True, heads=True, volumes=True, guide_depth=True
-    )
-    before = current_fused_kernels()
-    try:
-        ran = use_fused_kernels(every_kernel, device)
-        swept = sweep(knobs, measure)
-    finally:
-        set_fused_kernels(before)
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "device": torch.cuda.get_device_name(device),
-        "torch": torch.__version__,
-        "settings": {**dataclasses.asdict(cfg), "precision": precision, **ran.as_options()},
-        **swept,
-    }
-
-
-def parse_overrides(arguments: list[str]) -> KernelSweepCfg:
-    return parse_config(KernelSweepCfg, arguments)
-
-
-def write_sweep_record(record: dict, cfg: KernelSweepCfg) -> Path:
-    """``<output_dir>/<time>_kernel_sweep_<model>_<precision>.json``; its path."""
-    used = record["settings"]
-    return write_json_record(
-        record, cfg.output_dir, f"kernel_sweep_{used['model']}_{used['precision']}"
-    )
-
-
 def markdown_table(record: dict) -> str:
-    """The sweep as a Markdown table: a row per knob value, the current values marked."""
+    """The sweep as a Markdown table: a row per knob value, the current values marked; the
+    change of each output (colour, depth and logits of a frame; loss and gradients of a step)."""
     reference = record["reference"]
     lines = [
-        f"Reference frame (the constants as they are): {reference['frame_ms']:.2f} ms; stages: "
+        f"Reference (the constants as they are): {reference['frame_ms']:.2f} ms; stages: "
         + ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in reference["stages_ms"].items()),
         "",
-        "| knob | value | frame ms (ratio) | its stage | stage ms (ratio) | max abs change "
-        "rgb / depth / logits | labels unchanged |",
+        "| knob | value | ms (ratio) | its stage | stage ms (ratio) | max abs change | "
+        "labels unchanged |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in record["rows"]:
@@ -331,12 +229,16 @@ def markdown_table(record: dict) -> str:
         if "error" in row:
             lines.append(f"| {row['knob']} | {value} | {row['error']} | | | | |")
             continue
-        changes = " / ".join(
-            f"{row[f'max_abs_{name}']:.2g}" for name in ("rgb", "depth", "semantic_logits")
+        changes = ", ".join(
+            f"{key.removeprefix('max_abs_')} {change:.2g}"
+            for key, change in row.items()
+            if key.startswith("max_abs_")
         )
+        labels = row.get("labels_unchanged")
+        labels_text = "" if labels is None else f"{100 * labels:.2f} %"
         lines.append(
             f"| {row['knob']} | {value} | {row['frame_ms']:.2f} ({row['frame_ratio']:.2f}x) | "
             f"{row['stage']} | {row['stage_ms']:.2f} ({row['stage_ratio']:.2f}x) | {changes} | "
-            f"{100 * row['labels_unchanged']:.2f} % |"
+            f"{labels_text} |"
         )
     return "\n".join(lines)

@@ -12,14 +12,18 @@ from gsnerf.evaluation.benchmark_report import STAGES
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.kernel_sweep import (
     DEFAULT_KNOBS,
-    KernelSweepCfg,
+    DEFAULT_TRAIN_KNOBS,
     Measurement,
-    frame_measure,
     knob_set,
     markdown_table,
     parse_knob,
-    run_kernel_sweep,
     sweep,
+)
+from gsnerf.evaluation.kernel_sweep_run import (
+    KernelSweepCfg,
+    frame_measure,
+    run_kernel_sweep,
+    train_step_measure,
 )
 from gsnerf.model import build_model, fused_transformer, fused_view_gather
 
@@ -28,7 +32,7 @@ def test_knobs_parse_and_name_their_problem() -> None:
     knob = parse_knob("fused_transformer.ROWS=16,32,64")
     assert (knob.module, knob.constant, knob.values) == (fused_transformer, "ROWS", (16, 32, 64))
     assert knob.stage == "heads" and knob.name == "fused_transformer.ROWS"
-    assert all(parse_knob(text).values for text in DEFAULT_KNOBS)
+    assert all(parse_knob(text).values for text in DEFAULT_KNOBS + DEFAULT_TRAIN_KNOBS)
     problems = {
         "fused_transformer.ROWS": "expected module.CONSTANT=v1,v2",
         "fused_everything.BLOCK=64": "unknown module 'fused_everything'",
@@ -94,7 +98,7 @@ def test_sweep_measures_each_value_once_against_the_constants_as_they_are() -> N
     table = markdown_table(record)
     assert "| fused_view_gather.BLOCK | 32 | RuntimeError: out of resources: registers |" in table
     assert "| fused_view_gather.BLOCK | 128 (current) | 12.00 (1.00x) |" in table
-    assert "| sampling_gather | 4.00 (2.00x) | 0.5 / 0 / 2 | 75.00 % |" in table
+    assert "| 4.00 (2.00x) | rgb 0.5, depth 0, semantic_logits 2 | 75.00 % |" in table
 
 
 def test_frame_measure_times_every_stage_of_the_plain_render() -> None:
@@ -112,6 +116,26 @@ def test_frame_measure_times_every_stage_of_the_plain_render() -> None:
     assert torch.equal(measured.outputs["semantic_logits"], plain.semantic_logits)
 
 
+def test_train_step_measure_repeats_the_same_step_on_the_same_weights() -> None:
+    torch.manual_seed(0)
+    model = build_model(load_model_cfg("tiny", 4), 4)
+    weights = [parameter.detach().clone() for parameter in model.parameters()]
+    example = plane_example(3, 24, 32, 4, seed=0)
+    measure = train_step_measure(model, example, 64, 2, "fp32", torch.device("cpu"))
+    first, second = measure(), measure()
+    assert {"feature_net", "cost_volumes", "backward", "losses_and_glue"} <= set(first.stages_ms)
+    assert first.frame_ms >= first.stages_ms["backward"] > 0
+    # No optimizer step: the weights, and so each call's loss and gradients, stay the same.
+    for parameter, weight in zip(model.parameters(), weights):
+        assert torch.equal(parameter, weight)
+    assert first.outputs["loss"].isfinite() and first.outputs["gradients"].abs().sum() > 0
+    assert first.outputs["gradients"].numel() == sum(p.numel() for p in model.parameters())
+    for name, value in first.outputs.items():
+        torch.testing.assert_close(second.outputs[name], value, rtol=0, atol=1e-6)
+
+
 def test_sweep_without_a_cuda_device_says_what_it_needs() -> None:
     with pytest.raises(RuntimeError, match="a CUDA device with Triton"):
         run_kernel_sweep(KernelSweepCfg(device="cpu"))
+    with pytest.raises(ValueError, match="measure='step'"):
+        run_kernel_sweep(KernelSweepCfg(measure="step"))
