@@ -2,10 +2,10 @@
 counts are fastest on this GPU (spec 9).
 
 Each fused kernel module of :mod:`gsnerf.model` reads its tile size (``BLOCK`` or ``ROWS``) and
-warp count (``NUM_WARPS``) from module constants at every launch. They were chosen by register
-counts (``python scripts/kernel_report.py``), not by time, since no GPU was at hand: a tile of
-64 token rows keeps the tensor cores busy but may leave an SM only three programs' worth of
-registers, and no CPU can say which matters more. The sweep renders the paper model's
+warp count (``NUM_WARPS``) from module constants at every launch. Their values come from
+register counts (``python scripts/kernel_report.py``), not from timings: a tile of 64 token
+rows keeps the tensor cores busy but may leave an SM only three programs' worth of registers,
+and only the GPU can say which matters more. The sweep renders the paper model's
 uncached frame with every fused kernel on, once with the constants as they are and once per
 value of each *knob* (``fused_transformer.ROWS=16,32,64``): one knob varies at a time, the
 others keep their values. It reports per value the frame and its stages (the stage a knob's
