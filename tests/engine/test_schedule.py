@@ -46,3 +46,30 @@ def test_scheduler_state_resumes_the_same_learning_rates() -> None:
     expected = 1e-3 * lr_factor(6, 10, cfg)
     assert rates_after(5)[0] == pytest.approx(expected)
     assert not math.isclose(expected, 1e-3 * lr_factor(1, 10, cfg))
+
+
+def test_fused_adam_takes_the_steps_of_the_per_tensor_loop() -> None:
+    # The library's two implementations of one update, with weight decay and the schedule's
+    # warm-up: five steps on random gradients of a few parameter tensors.
+    torch.manual_seed(0)
+    shapes = [(3, 4), (7,), (2, 3, 5)]
+    start = [torch.randn(shape) for shape in shapes]
+    gradients = [[torch.randn(shape) for shape in shapes] for _ in range(5)]
+    cfg = OptimCfg(lr=1e-2, warmup_steps=2, weight_decay=1e-3)
+
+    def trained(fused: bool) -> list[torch.Tensor]:
+        parameters = [torch.nn.Parameter(value.clone()) for value in start]
+        optimizer = build_optimizer(parameters, OptimCfg(**{**vars(cfg), "fused": fused}))
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        scheduler = build_scheduler(optimizer, 10, cfg)
+        for step_gradients in gradients:
+            for parameter, gradient in zip(parameters, step_gradients):
+                parameter.grad = gradient.clone()
+            optimizer.step()
+            scheduler.step()
+        return [parameter.detach() for parameter in parameters]
+
+    fused, loop = trained(True), trained(False)
+    for fused_value, loop_value, initial in zip(fused, loop, start):
+        assert not torch.equal(loop_value, initial)
+        torch.testing.assert_close(fused_value, loop_value, rtol=1e-6, atol=1e-7)
