@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU tests and figures of the speed targets (spec 9), in nine parts:
-#   bash benchmarks/gpu_check.sh first                # the most important, about 8 minutes
+#   bash benchmarks/gpu_check.sh first                # the most important, about 9-10 minutes
 #   bash benchmarks/gpu_check.sh second               # the next most important, about 6 minutes
 #   bash benchmarks/gpu_check.sh fused kernels        # only the parts named
 #   bash benchmarks/gpu_check.sh                      # all but first and second, about 29 minutes
@@ -13,7 +13,9 @@
 #          first_kernel_tests.log) and the 2-D feature net and the compositing compiled too
 #          (compile_parts), with the operator table and the paper training config's steps and
 #          their phases, about 4 minutes (compiling cold takes about 3); the same with the CUDA
-#          defaults, about 2-3 minutes; then the two records side by side, the defaults first
+#          defaults, about 4 minutes (its graphs differ, so they compile cold too; at a
+#          10-minute command limit this run may be cut, which keeps the kernels' record); then
+#          the two records side by side, the defaults first
 #          (scripts/compare_benchmarks.py; the stage table separates the kernels' stages, the
 #          operator table the kernels).
 # second   the frame with channels-last cost volumes (cuDNN), compiled training steps, and the
