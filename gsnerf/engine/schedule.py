@@ -36,6 +36,8 @@ def build_optimizer(parameters, cfg: OptimCfg) -> torch.optim.Optimizer:
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         weight_decay=cfg.weight_decay,
+        # None, not False: torch then picks its multi-tensor loop on CUDA, False forces the
+        # per-tensor one.
         fused=cfg.fused or None,
     )
 

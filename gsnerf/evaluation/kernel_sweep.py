@@ -151,7 +151,9 @@ def knob_set(knob: Knob, value: int) -> Iterator[None]:
 
 @dataclass
 class Measurement:
-    """A frame's median time, its stages' median times and its outputs."""
+    """A measured pass's median time, its stages' (or training phases') median times and its
+    outputs. ``frame_ms`` is the whole pass: a frame, or a training step (``measure=train_step``;
+    the record keeps the one key for both)."""
 
     frame_ms: float
     stages_ms: dict[str, float]
