@@ -63,16 +63,10 @@ class RecordingLauncher:
         return record
 
 
-def compile_for_target(
-    case: KernelCase, arch: int, float_scalars: str = "fp32"
-) -> tuple[object, float]:
-    """The kernel as its launch would compile it for compute capability ``arch``; seconds taken.
-
-    Uses Triton's own argument specialisation (the binder its launches use) with the target's
-    backend, and a fresh cache directory so that nothing is reused from earlier compiles.
-    ``float_scalars="fp64"`` types Python float arguments as torch.compile's launches do
-    (inductor passes them as fp64, Triton's own launches as fp32).
-    """
+def _launch_signature(case: KernelCase, arch: int) -> tuple:
+    """The case's launch bound as Triton's own launches bind it (the binder they use) for
+    compute capability ``arch``: the target, its backend, options, signature, constants and
+    attributes."""
     recorder = RecordingLauncher()
     case.launch(recorder)
     if len(recorder.calls) != 1:
@@ -86,10 +80,30 @@ def compile_for_target(
     options, signature, constexprs, attrs = function._pack_args(
         backend, kwargs, bound, specialization, options
     )
+    return target, options, signature, constexprs, attrs
+
+
+def float_scalar_arguments(case: KernelCase) -> list[str]:
+    """The kernel's arguments that its launch passes as Python floats (typed ``fp32``)."""
+    signature = _launch_signature(case, arch=90)[2]
+    return [name for name, kind in signature.items() if kind == "fp32"]
+
+
+def compile_for_target(
+    case: KernelCase, arch: int, float_scalars: str = "fp32"
+) -> tuple[object, float]:
+    """The kernel as its launch would compile it for compute capability ``arch``; seconds taken.
+
+    Uses Triton's own argument specialisation with the target's backend, and a fresh cache
+    directory so that nothing is reused from earlier compiles. ``float_scalars="fp64"`` types
+    Python float arguments as torch.compile's launches do (inductor passes them as fp64,
+    Triton's own launches as fp32).
+    """
+    target, options, signature, constexprs, attrs = _launch_signature(case, arch)
     signature = {
         name: float_scalars if kind == "fp32" else kind for name, kind in signature.items()
     }
-    source = ASTSource(function, signature, constexprs, attrs)
+    source = ASTSource(case.jit_function, signature, constexprs, attrs)
     with tempfile.TemporaryDirectory() as cache, triton.knobs.cache.scope():
         triton.knobs.cache.dir = cache
         start = time.perf_counter()

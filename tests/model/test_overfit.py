@@ -84,7 +84,8 @@ def test_tiny_model_overfits_one_view(scene_and_example) -> None:
     rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     all_pixels = torch.stack([rows, cols], dim=-1).reshape(1, -1, 2)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(250):
+    # It passes both bounds after about 25 steps (PSNR 32 dB, 89 % of labels); 60 leave a margin.
+    for _ in range(60):
         pixels = all_pixels[:, torch.randint(height * width, (384,), generator=generator)]
         losses = _losses(model, example, pixels, loss_cfg, generator)
         optimizer.zero_grad()
@@ -103,5 +104,5 @@ def test_tiny_model_overfits_one_view(scene_and_example) -> None:
     # A mean-colour image of this view scores far lower (checked below), a learnt one higher.
     mean_colour_psnr = -10.0 * torch.log10(((gt - gt.mean((1, 2), keepdim=True)) ** 2).mean())
     majority = torch.bincount(labels[labelled]).max() / labelled.sum()
-    assert psnr > 24.0 and psnr > mean_colour_psnr + 8.0, (float(psnr), float(mean_colour_psnr))
+    assert psnr > 28.0 and psnr > mean_colour_psnr + 8.0, (float(psnr), float(mean_colour_psnr))
     assert accuracy > 0.85 and accuracy > float(majority) + 0.2, (accuracy, float(majority))
