@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from gsnerf.data.dataset import DatasetCfg
 from gsnerf.engine.trainer import TrainCfg
@@ -85,6 +85,10 @@ def load_config(dict_cfg: DictConfig, schema: type = RootCfg) -> RootCfg:
     user = OmegaConf.masked_copy(dict_cfg, [k for k in dict_cfg.keys() if k != "hydra"])
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), user))
+    except MissingMandatoryValue as error:
+        key = error.full_key or "?"
+        message = f"config key '{key}' has no value: add {key}=... to the command"
+        raise ConfigError(message) from None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
         raise ConfigError(

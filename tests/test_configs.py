@@ -1,5 +1,6 @@
 """Every primary config and experiment composes and converts into the typed tree."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gsnerf.config import ConfigError, RootCfg, load_config, register_schema
+from gsnerf.engine.runs import run_finetuning
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PAPER_EXPERIMENTS = ("scannet_gtdepth", "scannet_selfsup", "replica_gtdepth", "replica_selfsup")
@@ -63,7 +65,7 @@ def test_default_job_is_the_quickstart() -> None:
 
 
 def test_eval_and_finetune_require_their_keys() -> None:
-    with pytest.raises(Exception, match="ckpt"):
+    with pytest.raises(ConfigError, match=r"config key 'ckpt' has no value: add ckpt=\.\.\. to"):
         _compose("eval", [])
     cfg = _compose("eval", ["ckpt=some.pt"])
     assert cfg.ckpt == "some.pt"
@@ -85,3 +87,24 @@ def test_load_config_names_a_bad_key_outside_hydra() -> None:
     bad = OmegaConf.create({"seed": 1, "dataset": {"image_width": "wide"}})
     with pytest.raises(ConfigError, match="dataset.image_width"):
         load_config(bad)
+
+
+def test_finetuning_without_a_scene_names_the_test_scenes(tmp_path: Path) -> None:
+    root = tmp_path / "scannet"
+    (root / "splits").mkdir(parents=True)
+    names = [f"scene{i:04d}_00" for i in range(12)]
+    (root / "splits" / "test.txt").write_text("\n".join(names) + "\n")
+    # The scannet config lists the paper's ten test scenes; without them the split file counts.
+    from_files = ["ckpt=some.pt", "dataset=scannet", "dataset.test_scenes=null"]
+    cfg = _compose("finetune", [*from_files, f"dataset.root={root}"])
+    listed = "scene0000_00, scene0001_00, " + ", ".join(names[2:10]) + " and 2 more"
+    with pytest.raises(
+        ValueError, match=re.escape(f"fine-tune on; test scenes of scannet in {root}: {listed}")
+    ):
+        run_finetuning(cfg)
+    # No split file: the error says so instead.
+    cfg = _compose("finetune", [*from_files, f"dataset.root={tmp_path}"])
+    with pytest.raises(
+        ValueError, match="scene=NAME is required.*no test scenes found.*split file missing"
+    ):
+        run_finetuning(cfg)

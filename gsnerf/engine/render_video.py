@@ -41,7 +41,7 @@ from gsnerf.engine.device import (
     synchronize,
 )
 from gsnerf.engine.logging import RunLogger, setup_file_logging
-from gsnerf.engine.runs import _load_for_evaluation
+from gsnerf.engine.runs import _load_for_evaluation, require_scene
 from gsnerf.evaluation.evaluator import apply_inference_options, rate_after_first
 from gsnerf.evaluation.palette import colorize_labels, legend_image
 from gsnerf.geometry.camera import scale_intrinsics, unproject_depth
@@ -239,8 +239,7 @@ def compose_frame(
 
 def run_render(cfg: RenderRootCfg) -> dict:
     """Render the fly-through of ``cfg.scene`` with ``cfg.ckpt``; returns a summary."""
-    if not cfg.scene:
-        raise ValueError("scene=NAME is required: the scene to fly through")
+    scene_name = require_scene(cfg, "the scene to fly through")
     run_dir = Path(cfg.paths.output_dir)
     setup_file_logging(run_dir, "render")
     device = resolve_device(cfg.train.device)
@@ -248,7 +247,7 @@ def run_render(cfg: RenderRootCfg) -> dict:
     model.eval()
     # The first frame compiles what eval.compile compiles; the fps logged below leaves it out.
     apply_inference_options(model, cfg.eval, device)
-    dataset = dataclasses.replace(cfg.dataset, test_scenes=[cfg.scene])
+    dataset = dataclasses.replace(cfg.dataset, test_scenes=[scene_name])
     scene = open_split(dataset, "test")[0]
     keyframe_ids, frame_ids = choose_frames(scene, cfg)
     example = source_example(scene, frame_ids, cfg).to(device)

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gsnerf.config import RootCfg
-from gsnerf.data.dataset import MultiViewDataset, open_split
+from gsnerf.data.dataset import MultiViewDataset, open_split, scene_names
 from gsnerf.data.scene_reader import IGNORE_INDEX
 from gsnerf.engine.checkpoint import load_checkpoint
 from gsnerf.engine.device import resolve_device
@@ -24,6 +24,20 @@ def save_resolved_config(cfg: RootCfg, run_dir: Path) -> None:
     """Write the fully resolved, typed config of the run as ``<run_dir>/config.yaml``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def require_scene(cfg: RootCfg, purpose: str) -> str:
+    """``cfg.scene``; unset, an error that names the test scenes of the configured dataset."""
+    if cfg.scene:
+        return cfg.scene
+    message = f"scene=NAME is required: {purpose}"
+    try:
+        names = scene_names(cfg.dataset, "test")
+    except (OSError, ValueError) as error:
+        # A synthetic set is written on its first use, and a real one may be missing.
+        raise ValueError(f"{message} (no test scenes found: {error})") from None
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise ValueError(f"{message}; test scenes of {cfg.dataset.kind} in {cfg.dataset.root}: {shown}")
 
 
 def _evaluate_test_split(
@@ -118,12 +132,11 @@ def run_evaluation(cfg: RootCfg) -> dict:
 
 def run_finetuning(cfg: RootCfg) -> dict | None:
     """Fine-tune ``cfg.ckpt`` on the source pool of ``cfg.scene``, then evaluate that scene."""
-    if not cfg.scene:
-        raise ValueError("scene=NAME is required: the scene to fine-tune on")
+    scene = require_scene(cfg, "the scene to fine-tune on")
     if not cfg.ckpt:
         raise ValueError("ckpt=PATH is required: the generalizable checkpoint to start from")
     dataset = dataclasses.replace(
-        cfg.dataset, train_scenes=[cfg.scene], test_scenes=[cfg.scene], train_frames="source_pool"
+        cfg.dataset, train_scenes=[scene], test_scenes=[scene], train_frames="source_pool"
     )
     train = dataclasses.replace(cfg.train, init_weights=cfg.ckpt)
     return run_training(dataclasses.replace(cfg, dataset=dataset, train=train))

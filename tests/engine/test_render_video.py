@@ -1,5 +1,6 @@
 """render.py's logic on a tiny synthetic room: a readable MP4 with the expected frames."""
 
+import re
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -107,7 +108,14 @@ def test_keyframes_from_the_pool_middle_and_sources_nearest_them(
 def test_mandatory_keys_and_named_choices() -> None:
     with pytest.raises(Exception, match="ckpt"):
         compose_render(["scene=s"], Path("unused"))
-    with pytest.raises(Exception, match="scene"):
-        compose_render(["ckpt=a.pt"], Path("unused"))
+    assert compose_render(["ckpt=a.pt"], Path("unused")).scene is None
     with pytest.raises(ValueError, match="trajectory"):
         compose_render(["ckpt=a.pt", "scene=s", "render.trajectory=zigzag"], Path("unused"))
+
+
+def test_a_missing_scene_is_an_error_that_lists_the_test_scenes(tmp_path: Path) -> None:
+    listed = ["ckpt=a.pt", f"dataset.root={tmp_path}", "dataset.test_scenes=[room_a,room_b]"]
+    cfg = compose_render(listed, tmp_path)
+    expected = "scene=NAME is required: the scene to fly through; test scenes of synthetic in "
+    with pytest.raises(ValueError, match=re.escape(f"{expected}{tmp_path}: room_a, room_b")):
+        run_render(cfg)
