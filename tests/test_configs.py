@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gsnerf.config import ConfigError, RootCfg, load_config, register_schema
+from gsnerf.engine import runs
 from gsnerf.engine.runs import run_finetuning
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -55,6 +56,18 @@ def test_scannet_lists_are_the_papers() -> None:
     assert len(cfg.dataset.test_scenes) == 10 and "scene0376_02" in cfg.dataset.test_scenes
     assert cfg.dataset.far == 10.0
     assert _compose("train", ["experiment=replica_gtdepth"]).dataset.far == 6.0
+
+
+@pytest.mark.parametrize("experiment", ["replica_gtdepth", "replica_selfsup"])
+def test_replica_lists_are_the_papers(experiment: str) -> None:
+    # Spec 1.1: 12 training sequences, and the test list stands in for the missing val list.
+    cfg = _compose("train", [f"experiment={experiment}"])
+    sequences = ["Sequence_1", "Sequence_2"]
+    training_rooms = ["office_0", "office_1", "office_2", "office_3", "room_0", "room_1"]
+    assert cfg.dataset.train_scenes == [f"{r}/{s}" for r in training_rooms for s in sequences]
+    assert cfg.dataset.test_scenes == [
+        f"{r}/{s}" for r in ["office_4", "room_2"] for s in sequences
+    ]
 
 
 def test_default_job_is_the_quickstart() -> None:
@@ -108,3 +121,17 @@ def test_finetuning_without_a_scene_names_the_test_scenes(tmp_path: Path) -> Non
         ValueError, match="scene=NAME is required.*no test scenes found.*split file missing"
     ):
         run_finetuning(cfg)
+
+
+def test_finetuning_trains_on_the_scenes_source_pool_from_the_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spec 6: the scene's test queries are never trained on; the weights start from ckpt.
+    handed_over = []
+    monkeypatch.setattr(runs, "run_training", handed_over.append)
+    cfg = _compose("finetune", ["ckpt=trained.pt", "dataset=scannet", "scene=scene0376_02"])
+    run_finetuning(cfg)
+    (trained,) = handed_over
+    assert trained.dataset.train_scenes == ["scene0376_02"] == trained.dataset.test_scenes
+    assert trained.dataset.train_frames == "source_pool"
+    assert trained.train.init_weights == "trained.pt" and not trained.resume

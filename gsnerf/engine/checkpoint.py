@@ -46,9 +46,28 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def load_model_weights(model: torch.nn.Module, path: Path) -> int:
-    """Load only the model weights of a checkpoint (fine-tuning); returns its step."""
+def load_model_weights(
+    model: torch.nn.Module, path: Path, class_names: list[str] | None = None
+) -> int:
+    """Load only the model weights of a checkpoint (fine-tuning); returns its step.
+
+    ``class_names``: the data's class table, which must be the checkpoint's. Two label
+    mappings can have the same number of classes (ScanNet's benchmark and paper tables, 20
+    each) with other meanings per index, so the weights would load but learn other labels.
+    """
     state = load_checkpoint(path)
+    trained_on = state.get("class_names")
+    if class_names is not None and trained_on is not None and list(trained_on) != class_names:
+        differ = [
+            f"{index}: {old} -> {new}"
+            for index, (old, new) in enumerate(zip(trained_on, class_names, strict=False))
+            if old != new
+        ]
+        raise ValueError(
+            f"{path}: trained on {len(trained_on)} classes, the data has {len(class_names)} "
+            f"with other names ({', '.join(differ[:5]) or 'a longer or shorter table'}); use "
+            "the dataset.label_mapping the checkpoint was trained with"
+        )
     model.load_state_dict(state["model"])
     log.info("loaded weights of step %d from %s", state.get("step", -1), path)
     return int(state.get("step", 0))

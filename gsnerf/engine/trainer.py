@@ -171,7 +171,7 @@ class Trainer:
         self.step = 0
         self.best_metric = float("-inf")
         if self.train_cfg.init_weights and not cfg.resume:
-            load_model_weights(self.model, Path(self.train_cfg.init_weights))
+            load_model_weights(self.model, Path(self.train_cfg.init_weights), self.class_names)
         self._resume_if_asked()
         if self.train_cfg.compile != CompileMode.NONE.value:
             compile_heads(self.model, self.train_cfg.compile, self.train_cfg.compile_parts)

@@ -4,7 +4,8 @@ Metrics (each named by its definition in ``metrics.json``):
 - ``miou`` / ``total_accuracy`` / ``class_average_accuracy``: one confusion matrix over all
   pixels of all views (dataset level, the standard);
 - ``paper_*``: the same three per image over the classes present in its GT, averaged over
-  images (spec 5.2, comparable with the GSNeRF tables);
+  images (spec 5.2; comparable with the GSNeRF tables when the labels go through their
+  mapping too, ``dataset.label_mapping=gsnerf_paper``, spec 1.4);
 - ``psnr`` over valid-depth pixels, ``ssim`` (scikit-image) and ``lpips`` (VGG) on zero-masked
   images (spec 5.2), averaged over images;
 - ``depth_*`` of the rendered depth and ``guide_*`` of the guide depth D_T (abs rel, RMSE,
@@ -244,7 +245,8 @@ def evaluate(
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "definitions": {
             "miou": "dataset-level confusion matrix over all views, mean IoU of classes seen",
-            "paper_miou": "per image over classes present in its GT, averaged (spec 5.2)",
+            "paper_miou": "per image over classes present in its GT, averaged (spec 5.2); "
+            "the paper's tables also map labels with dataset.label_mapping=gsnerf_paper",
             "psnr": "dB over pixels with GT depth > 0, averaged over views",
             "ssim": "scikit-image, invalid-depth pixels zeroed in both images (spec 5.2)",
             "lpips": "lpips VGG v0.1 on zero-masked images in [-1, 1] (spec 5.2)",

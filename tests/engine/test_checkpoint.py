@@ -36,6 +36,20 @@ def test_save_is_atomic_and_round_trips(tmp_path: Path) -> None:
     torch.testing.assert_close(other.weight, model.weight)
 
 
+def test_weights_for_another_class_table_are_refused(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    path = tmp_path / "trained.pt"
+    save_checkpoint({**_state(model, 3), "class_names": ["wall", "floor", "chair"]}, path)
+    with pytest.raises(ValueError, match=r"trained\.pt: trained on 3 classes, .*2: chair -> table"):
+        load_model_weights(torch.nn.Linear(3, 2), path, ["wall", "floor", "table"])
+    with pytest.raises(ValueError, match="trained on 3 classes, the data has 2"):
+        load_model_weights(torch.nn.Linear(3, 2), path, ["wall", "floor"])
+    assert load_model_weights(torch.nn.Linear(3, 2), path, ["wall", "floor", "chair"]) == 3
+    # A checkpoint that does not name its classes loads as before.
+    save_checkpoint(_state(model, 4), tmp_path / "unnamed.pt")
+    assert load_model_weights(torch.nn.Linear(3, 2), tmp_path / "unnamed.pt", ["a"]) == 4
+
+
 def test_incomplete_state_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="scaler"):
         save_checkpoint({"step": 1, "model": {}}, tmp_path / "x.pt")
