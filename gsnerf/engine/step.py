@@ -66,4 +66,5 @@ def training_losses(
         example,
         guide_distance=result.rays.guide_depth,
         guide_valid=result.rays.guide_valid,
+        rays=result.rays,
     )

@@ -7,13 +7,15 @@ their sum under ``"total"`` (spec 3.6):
   ``total = image + depth_source + depth_ray + semantic_ray + semantic_2d``, i.e.
   ``L = L_image + L_D + lambda (CE_ray + CE_2D)``;
 - without (``"self_supervised"``):
-  ``total = image + ssl_reconstruction + ssl_ssim + ssl_smoothness + depth_guide
-  + semantic_ray + semantic_2d``, i.e. ``L = L_image + L_ssl + lambda (CE_ray + CE_2D)``.
+  ``total = image + ssl_reconstruction + ssl_ssim + ssl_smoothness + depth_reprojection
+  + depth_guide + semantic_ray + semantic_2d``, i.e.
+  ``L = L_image + L_ssl + lambda (CE_ray + CE_2D)``.
 
 A term is absent when its weight is 0 or its ground truth does not exist (no target labels ->
 no ``semantic_ray``, no source labels -> no ``semantic_2d``, no guide distance -> no
-``depth_guide``). Every term is computed in float32 with autocast switched off, so the losses
-can be called inside ``torch.autocast`` with bf16/fp16 model outputs.
+``depth_guide``, no rays -> no ``depth_reprojection``). Every term is computed in float32 with
+autocast switched off, so the losses can be called inside ``torch.autocast`` with bf16/fp16
+model outputs.
 """
 
 from dataclasses import dataclass, field
@@ -36,8 +38,9 @@ from gsnerf.losses.depth_supervised import (
     source_depth_loss,
 )
 from gsnerf.losses.photometric import image_loss
+from gsnerf.losses.ray_reprojection import ray_reprojection_loss, reprojected_targets
 from gsnerf.losses.semantic import class_weight_tensor, ray_semantic_loss, source_semantic_loss
-from gsnerf.types import Example, RenderOutput, SourceGeometry
+from gsnerf.types import Example, RayBundle, RenderOutput, SourceGeometry, Views
 
 
 class DepthSupervision(str, Enum):
@@ -45,7 +48,8 @@ class DepthSupervision(str, Enum):
 
     # GT source depth per cascade level and GT ray distance (spec 3.4).
     SUPERVISED = "supervised"
-    # Multi-view photometric consistency and the pull toward D_T, no GT depth (spec 3.5b-c).
+    # Multi-view photometric consistency, the rendered rays' reprojection and the pull toward
+    # D_T, no GT depth (spec 3.5).
     SELF_SUPERVISED = "self_supervised"
 
 
@@ -116,6 +120,35 @@ def _supervised_terms(
     return terms
 
 
+def _reprojection_term(
+    cfg: SelfSupervisedDepthCfg,
+    output: RenderOutput,
+    targets: RayTargets,
+    geometry: SourceGeometry,
+    sources: Views,
+    rays: RayBundle,
+) -> Float[Tensor, ""]:
+    """Spec 3.5a on the rendered points ``o + d dir`` (detached), unweighted."""
+    distance = output.depth.detach().float()[..., None]
+    points = rays.origins.float() + distance * rays.directions.float()
+    pixels, z, trusted = reprojected_targets(
+        points,
+        output.rgb,
+        targets.rgb,
+        sources,
+        cfg.reprojection_photo_threshold,
+        cfg.reprojection_render_threshold,
+        cfg.reprojection_texture_threshold,
+        cfg.reprojection_patch,
+    )
+    # A ray that rendered no depth (empty opacity) has no point to reproject.
+    trusted = trusted & (distance[..., 0] > 0)[:, None]
+    image_size = tuple(sources.images.shape[-2:])
+    return ray_reprojection_loss(
+        geometry.depths, pixels, z, trusted, image_size, cfg.level_weights, cfg.reprojection_beta
+    )
+
+
 def compute_losses(
     cfg: LossCfg,
     output: RenderOutput,
@@ -124,12 +157,14 @@ def compute_losses(
     example: Example,
     guide_distance: Float[Tensor, "b rays"] | None = None,
     guide_valid: Bool[Tensor, "b rays"] | None = None,
+    rays: RayBundle | None = None,
 ) -> dict[str, Float[Tensor, ""]]:
     """Every weighted loss term of one training step and their sum ``"total"`` (module doc).
 
     ``guide_distance`` is D_T at each ray as a distance along the ray (``RayBundle.guide_depth``)
     and ``guide_valid`` its validity (``RayBundle.guide_valid``); they feed the self-supervised
-    pull toward D_T (spec 3.5c) and are ignored in supervised mode.
+    pull toward D_T (spec 3.5c) and are ignored in supervised mode, as are the target ``rays``,
+    whose rendered points teach the source depths there (spec 3.5a).
     """
     # Every named choice is checked up front, so a typo fails at the first step in either mode.
     mode = _choice(DepthSupervision, cfg.depth_supervision, "loss.depth_supervision")
@@ -170,6 +205,10 @@ def compute_losses(
                     self_supervised_depth_losses(
                         ssl, geometry.depths, example.sources, example.source_neighbours
                     )
+                )
+            if ssl.reprojection_weight != 0 and rays is not None:
+                terms["depth_reprojection"] = ssl.reprojection_weight * _reprojection_term(
+                    ssl, output, targets, geometry, example.sources, rays
                 )
             if ssl.guide_weight != 0 and guide_distance is not None:
                 terms["depth_guide"] = ssl.guide_weight * guide_depth_loss(

@@ -21,7 +21,8 @@ level by area averaging, not nearest; the minimum over neighbours is a real per-
 reference's top-k over scalar per-view losses is degenerate); SSIM uses every neighbour, not the
 first two; the smoothness acts on mean-normalised depth, so it cannot be lowered by shrinking the
 depth; averages run over valid pixels. The code is device-agnostic (the reference calls .cuda()).
-The GeoNeRF ray-reprojection term of spec 3.5a is not part of this loss.
+The GeoNeRF ray-reprojection term of spec 3.5a, which trains the same depths from the rendered
+rays, is :mod:`gsnerf.losses.ray_reprojection`.
 
 Separately, :func:`guide_depth_loss` pulls the rendered ray depth toward the guide depth D_T
 (spec 3.5c), averaged over the rays that have a guide.
@@ -76,6 +77,20 @@ class SelfSupervisedDepthCfg:
     guide_weight: float = 0.05
     # SmoothL1 beta of that guide term, metres (spec 3.5c: 1.0).
     guide_beta: float = 1.0
+    # Weight of the source depths taught by the rendered rays' points (spec 3.5a: 0.1; the
+    # losses' ray_reprojection module). 0 leaves the term out.
+    reprojection_weight: float = 0.1
+    # Largest mean absolute RGB difference between the source colour at a ray's reprojected
+    # point and the target's colour, and between the rendered and the target's colour, for the
+    # pair to be trusted (spec 3.5a: 0.02 each, colours in [0, 1]).
+    reprojection_photo_threshold: float = 0.02
+    reprojection_render_threshold: float = 0.02
+    # Smallest grey-value standard deviation in the source's window around the reprojected
+    # point (spec 3.5a: 0.05 in a 5 x 5 window).
+    reprojection_texture_threshold: float = 0.05
+    reprojection_patch: int = 5
+    # SmoothL1 beta of that term, metres (spec 3.5a: 1.0); its level weights are level_weights.
+    reprojection_beta: float = 1.0
 
 
 def warp_to_reference(
