@@ -113,7 +113,12 @@ def test_train_then_evaluate_writes_the_outputs(data_root: Path, tmp_path: Path)
     # LPIPS is computed or reported unavailable with its reason, never a made-up number.
     assert written["overall"].get("lpips") is not None or "lpips" in written["unavailable"]
     assert (run_dir / "eval" / "per_view.csv").read_text().startswith("scene,frame")
-    assert list((run_dir / "eval" / "images").glob("*.png"))
+    strips = sorted((run_dir / "eval" / "images").glob("*_??????.png"))
+    assert strips
+    for strip in strips:
+        # The source views' 2-D semantics beside each strip, predicted and ground truth.
+        assert strip.with_name(strip.stem + "_semantic.png").is_file()
+        assert strip.with_name(strip.stem + "_semantic_gt.png").is_file()
     table = (run_dir / "eval" / "table.md").read_text()
     assert f"{metrics['psnr']:.2f}" in table
     # Every logged step reports which share of its time went into waiting for the batch.

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from gsnerf.data.dataset import collate_examples
 from gsnerf.engine.device import autocast_context, configure_matmul_precision, synchronize
 from gsnerf.engine.logging import RunLogger
-from gsnerf.evaluation.image_strip import view_strip
+from gsnerf.evaluation.image_strip import source_semantics, view_strip
 from gsnerf.evaluation.metrics import (
     ConfusionAccumulator,
     DepthMetricsAccumulator,
@@ -226,9 +226,13 @@ def evaluate(
         if cfg.save_images or logger is not None:
             strip = view_strip(example, image, class_names, ignore_index)
             if cfg.save_images:
-                name = f"{scene.replace('/', '_')}_{frame_id:06d}.png"
-                (out_dir / "images").mkdir(exist_ok=True)
-                cv2.imwrite(str(out_dir / "images" / name), strip[..., ::-1])
+                stem = out_dir / "images" / f"{scene.replace('/', '_')}_{frame_id:06d}"
+                stem.parent.mkdir(exist_ok=True)
+                cv2.imwrite(f"{stem}.png", strip[..., ::-1])
+                predicted, labelled = source_semantics(example, geometry, ignore_index)
+                cv2.imwrite(f"{stem}_semantic.png", predicted[..., ::-1])
+                if labelled is not None:
+                    cv2.imwrite(f"{stem}_semantic_gt.png", labelled[..., ::-1])
             if logger is not None and len(rows) <= 4:
                 logger.image(f"val/view_{len(rows) - 1}", strip, step)
 
