@@ -9,7 +9,8 @@ Metrics (each named by its definition in ``metrics.json``):
 - ``psnr`` over valid-depth pixels, ``ssim`` (scikit-image) and ``lpips`` (VGG) on zero-masked
   images (spec 5.2), averaged over images;
 - ``depth_*`` of the rendered depth and ``guide_*`` of the guide depth D_T (abs rel, RMSE,
-  delta < 1.25, ...), per image then averaged;
+  delta < 1.25, ...), per image then averaged; ``depth_pooled_*`` and ``guide_pooled_*`` the
+  same over the valid pixels of all views together (the reference's form);
 - ``fps``: rendered frames per second including the source encoding, on the named device,
   over every view but the first when there are several: the first view's time
   (``first_view_s``) includes one-off work, above all compiling the heads with
@@ -162,6 +163,9 @@ class SceneScores:
                 values[key] = MetricValue.unavailable(self.lpips_reason)
         values.update({f"depth_{k}": v for k, v in self.depth.per_image_mean().items()})
         values.update({f"guide_{k}": v for k, v in self.guide.per_image_mean().items()})
+        # The reference's depth figures pool every valid pixel of all views (spec 5.2).
+        values.update({f"depth_pooled_{k}": v for k, v in self.depth.pooled().items()})
+        values.update({f"guide_pooled_{k}": v for k, v in self.guide.pooled().items()})
         return {key: value.value for key, value in values.items()}
 
     def unavailable(self) -> dict[str, str]:
@@ -256,6 +260,8 @@ def evaluate(
             "lpips": "lpips VGG v0.1 on zero-masked images in [-1, 1] (spec 5.2)",
             "depth_*": "rendered depth (z) vs GT depth, per view then averaged",
             "guide_*": "guide depth D_T vs GT depth, per view then averaged",
+            "depth_pooled_*, guide_pooled_*": "the same over all valid pixels of all views "
+            "together, as the reference sums and normalises them (spec 5.2)",
             "fps": "views per second including source encoding (unless reused) and D_T, "
             "every view but the first when there are several",
             "first_view_s": "seconds of the first view, with one-off work such as compiling",

@@ -111,3 +111,16 @@ def test_empty_accumulator_is_unavailable() -> None:
     accumulator = DepthMetricsAccumulator()
     for summary in (accumulator.per_image_mean(), accumulator.pooled()):
         assert all(not m.available for m in summary.values())
+
+
+def test_metrics_json_reports_both_aggregates() -> None:
+    from gsnerf.evaluation.evaluator import SceneScores
+
+    scores = SceneScores(num_classes=3, ignore_index=255)
+    scores.depth.add(PRED_1, GT_1)
+    scores.depth.add(PRED_2, GT_2)
+    summary = scores.summary()
+    assert summary["depth_abs_error_m"] == pytest.approx((0.5 / 3 + 1.0) / 2)
+    assert summary["depth_pooled_abs_error_m"] == pytest.approx(1.5 / 4)
+    # No guide depth was added: both of its aggregates are unavailable, not zero.
+    assert summary["guide_abs_rel"] is None and summary["guide_pooled_abs_rel"] is None
