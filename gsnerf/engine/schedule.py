@@ -21,7 +21,8 @@ class OptimCfg:
     # Adam's one-kernel implementation (torch.optim.Adam(fused=True), CPU and CUDA): the same
     # update up to float32 rounding, in one pass over all parameters instead of about ten
     # operators per parameter tensor; the tiny model's optimizer phase took 5 against 17 ms of
-    # a 300 ms CPU training step (benchmarks/README.md). false: the per-tensor loop.
+    # a 300 ms CPU training step (benchmarks/README.md). false: torch's default, the per-tensor
+    # loop on a CPU and the multi-tensor one on CUDA.
     fused: bool = True
 
 
