@@ -135,3 +135,33 @@ def test_finetuning_trains_on_the_scenes_source_pool_from_the_checkpoint(
     assert trained.dataset.train_scenes == ["scene0376_02"] == trained.dataset.test_scenes
     assert trained.dataset.train_frames == "source_pool"
     assert trained.train.init_weights == "trained.pt" and not trained.resume
+
+
+def _readme_commands() -> list[tuple[str, list[str]]]:
+    """The README's ``python train.py|eval.py|finetune.py ...`` lines, continuations joined,
+    as (config name, overrides); ``...`` stands for a path and ``<run>`` for a run name."""
+    text = (CONFIG_DIR.parent / "README.md").read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        words = line.split("#")[0].split()
+        if len(words) > 1 and words[0] == "python" and words[1] in _ENTRY_CONFIGS:
+            overrides = [w.replace("...", "x.pt").replace("<run>", "r") for w in words[2:]]
+            commands.append((_ENTRY_CONFIGS[words[1]], overrides))
+    return commands
+
+
+_ENTRY_CONFIGS = {"train.py": "train", "eval.py": "eval", "finetune.py": "finetune"}
+
+
+def test_every_readme_command_composes() -> None:
+    commands = _readme_commands()
+    # The quickstart, the training, evaluation and fine-tuning lines at least.
+    assert {name for name, _ in commands} == {"train", "eval", "finetune"}
+    assert len(commands) >= 8
+    for name, overrides in commands:
+        cfg = _compose(name, overrides)
+        assert isinstance(cfg, RootCfg), (name, overrides)
+        if name == "finetune":
+            # The fine-tuning command restores finetune.py's schedule over the experiment's.
+            assert cfg.train.steps == 5000 and cfg.train.optim.warmup_steps == 100
+            assert cfg.train.val_every == 1000 < cfg.train.steps
