@@ -116,6 +116,8 @@ def project_to_sources(
             flat, sources.intrinsics.float(), sources.cam_to_world.float()
         )
     x, y = pixels[..., 0], pixels[..., 1]
+    # Inside the image's pixel area, in front of the camera; the reference's test is strict
+    # between the first and last pixel centres (spec 2.5), half a pixel narrower.
     in_frustum = (depth > 0) & (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
     grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).clamp(-2, 2)
     unfold = {"r": rays, "s": samples}

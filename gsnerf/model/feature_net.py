@@ -4,7 +4,9 @@ A U-Net: a full-resolution stem, an encoder down to 1/16 (strided convs trained 
 an ImageNet-pretrained torchvision trunk read from a local file), and a decoder with skip
 connections back to full resolution. Heads on the decoder give
 
-- the MVS feature pyramid at 1/4, 1/2 and full resolution (coarse -> fine), for the cost volumes;
+- the MVS feature pyramid at 1/4, 1/2 and full resolution (coarse -> fine), for the cost volumes.
+  The reference builds it as an FPN of its own on the encoder (1x1 laterals, top-down adds,
+  spec 2.1); here 3x3 heads read the semantic decoder, so depth and semantics share it;
 - the semantic feature map F_sem at full resolution (3x3 conv, no activation);
 - 2-D semantic logits = 1x1 conv of F_sem.
 

@@ -99,8 +99,11 @@ class RadianceHead(nn.Module):
         self.cfg = cfg
         width = cfg.transformer.width
         feature_channels = volume_channels + image_channels + 3
-        # Two mask flags per view token: in frustum, not occluded.
+        # Two mask flags per view token: in frustum, not occluded (the reference's tokens carry
+        # the one mask m_v, spec 2.6; the occlusion flag lets a token say why it is unreliable).
         self.view_embed = nn.Sequential(nn.Linear(feature_channels + 2, width), ELU())
+        # Moments of every token feature; the reference's global token sees those of its 8 FPN
+        # channels only (16 inputs, spec 2.6).
         self.global_embed = nn.Sequential(
             nn.Linear(2 * feature_channels, width), ELU(), nn.Linear(width, width), ELU()
         )

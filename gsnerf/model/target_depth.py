@@ -65,7 +65,8 @@ class TargetDepthCfg:
     fill_iterations: int = 8
     # Smoothing after hole filling: "bilateral" or "none".
     smoothing: str = Smoothing.BILATERAL.value
-    # Bilateral kernel size, pixels, odd (spec 2.3: 3).
+    # Bilateral kernel size, pixels, odd (spec 2.3: 3; borders replicate here, the reference
+    # reflects them).
     kernel_size: int = 5
     # Bilateral range sigma, metres; spec 2.3 uses 1.0, which blends the two sides of sub-metre
     # depth steps (weight exp(-0.125) at 0.5 m), so a smaller value keeps object edges sharp.

@@ -280,7 +280,10 @@ class ELU(nn.Module):
 
 
 def mlp(widths: list[int]) -> nn.Sequential:
-    """Linear layers through ``widths`` with ELU between them and no output activation."""
+    """Linear layers through ``widths`` with ELU between them and no output activation.
+
+    PyTorch's default initialisation: weights and biases uniform in +-1/sqrt(fan_in) (the
+    reference sets each bias to the constant 1/sqrt(fan_in), spec 2.6)."""
     layers: list[nn.Module] = []
     for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         if index > 0:
