@@ -37,29 +37,24 @@ from types import ModuleType
 
 import torch
 
-from gsnerf.model import (
-    fused_correlation,
-    fused_guide_depth,
-    fused_patch_read,
-    fused_radiance_views,
-    fused_semantic_logits,
-    fused_transformer,
-    fused_view_gather,
-    fused_volume_conv,
-    fused_volume_conv_grad,
+from gsnerf.model import fused_guide_depth, fused_transformer, fused_volume_conv_grad
+from gsnerf.model.fused_kernels import (
+    GATHER_KERNEL_MODULES,
+    HEAD_KERNEL_MODULES,
+    VOLUME_KERNEL_MODULES,
 )
 
 # The modules whose constants a knob may name, and the frame stage their kernels serve.
 SWEPT_MODULES: dict[str, tuple[ModuleType, str]] = {
-    "fused_transformer": (fused_transformer, "heads"),
-    "fused_radiance_views": (fused_radiance_views, "heads"),
-    "fused_semantic_logits": (fused_semantic_logits, "heads"),
-    "fused_view_gather": (fused_view_gather, "sampling_gather"),
-    "fused_patch_read": (fused_patch_read, "sampling_gather"),
-    "fused_correlation": (fused_correlation, "cost_volumes"),
-    "fused_volume_conv": (fused_volume_conv, "cost_volumes"),
-    "fused_volume_conv_grad": (fused_volume_conv_grad, "backward"),
-    "fused_guide_depth": (fused_guide_depth, "guide_depth"),
+    module.__name__.rsplit(".", 1)[-1]: (module, stage)
+    for modules, stage in (
+        ((fused_transformer, *HEAD_KERNEL_MODULES), "heads"),
+        (GATHER_KERNEL_MODULES, "sampling_gather"),
+        (VOLUME_KERNEL_MODULES, "cost_volumes"),
+        ((fused_volume_conv_grad,), "backward"),
+        ((fused_guide_depth,), "guide_depth"),
+    )
+    for module in modules
 }
 
 # The constants a knob may set: tile sizes, voxels per program of the weight gradient and
