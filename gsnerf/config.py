@@ -12,7 +12,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from gsnerf.data.dataset import DatasetCfg
-from gsnerf.engine.trainer import TrainCfg
+from gsnerf.engine.train_config import TrainCfg
 from gsnerf.evaluation.evaluator import EvalCfg
 from gsnerf.losses import LossCfg
 from gsnerf.model.gsnerf import GSNeRFCfg

@@ -194,7 +194,8 @@ def test_nan_guard_skips_steps_then_stops_with_a_clear_error(
     monkeypatch.setattr(trainer_module, "training_losses", poisoned_losses)
     trainer = Trainer(cfg, tmp_path)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    with pytest.raises(FloatingPointError, match="2 consecutive steps"):
+    # Step 1 predates the first periodic checkpoint (debug=fast: every 2 steps).
+    with pytest.raises(FloatingPointError, match="2 consecutive .* no checkpoint was written yet"):
         trainer.fit()
     trainer.close()
     assert trainer.step == 1
@@ -326,3 +327,12 @@ def test_best_checkpoint_keeps_the_highest_validation_miou(
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["best_metric"] == pytest.approx(0.30)  # a resumed run compares with it
     assert any(not torch.equal(step_1_weights[k], v) for k, v in last["model"].items())
+
+    # Resumed for two more steps, the run still compares with 0.30: 0.25 is no new best.
+    reported = iter([0.25])
+    resumed = tmp_path / "resumed"
+    more = ["train.steps=6", f"resume={run_dir}"]
+    run_training(_compose("train", _synthetic_overrides(data_root) + overrides + more, resumed))
+    assert validated_at == [1, 2, 3, 5]
+    assert not (resumed / "checkpoints" / "best.pt").exists()
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["best_metric"] == 0.30

@@ -4,11 +4,14 @@
 without them the run is a single process and nothing here does anything.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,3 +82,16 @@ def replica_checksums(model: torch.nn.Module, context: DistributedContext) -> li
     gathered = [torch.zeros_like(total) for _ in range(context.world_size)]
     dist.all_gather(gathered, total)
     return [float(value) for value in gathered]
+
+
+def check_replicas(model: torch.nn.Module, context: DistributedContext) -> None:
+    """Under DDP every rank must end with the same weights; a mismatch is a bug, not noise."""
+    checksums = replica_checksums(model, context)
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"ranks hold different weights after training: {checksums}")
+    if context.enabled:
+        log.info(
+            "replica check: %d ranks hold identical weights (checksum %.10e)",
+            context.world_size,
+            checksums[0],
+        )

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from gsnerf.config import RootCfg
 from gsnerf.data.dataset import MultiViewDataset, open_split, scene_names
 from gsnerf.data.scene_reader import IGNORE_INDEX
-from gsnerf.engine.checkpoint import load_checkpoint
+from gsnerf.engine.checkpoint import checkpoint_file, load_checkpoint, load_weights
 from gsnerf.engine.device import resolve_device
 from gsnerf.engine.logging import setup_file_logging
 from gsnerf.engine.seeding import seed_everything
@@ -78,8 +78,9 @@ def _check_classes(dataset_classes: list[str], model_classes: list[str]) -> None
 def run_training(cfg: RootCfg) -> dict | None:
     """Train, then (by default) evaluate on every view of the held-out scenes."""
     run_dir = Path(cfg.paths.output_dir)
-    save_resolved_config(cfg, run_dir)
+    # The trainer first: it refuses a run directory that holds another run, whose config stays.
     trainer = Trainer(cfg, run_dir)
+    save_resolved_config(cfg, run_dir)
     try:
         trainer.fit()
         if not (trainer.context.is_main and cfg.eval.after_training):
@@ -103,18 +104,14 @@ def _load_for_evaluation(cfg: RootCfg, device: torch.device) -> tuple[torch.nn.M
 
     if not cfg.ckpt:
         raise ValueError("ckpt=PATH is required: the checkpoint to evaluate or fine-tune")
-    state = load_checkpoint(Path(cfg.ckpt), map_location=device)
+    # A run directory stands for its latest checkpoint, as for resume=.
+    path = checkpoint_file(Path(cfg.ckpt))
+    state = load_checkpoint(path, map_location=device)
     class_names = state.get("class_names")
     if class_names is None:
-        raise ValueError(f"{cfg.ckpt}: checkpoint has no class_names entry")
+        raise ValueError(f"{path}: checkpoint has no class_names entry")
     model = build_model(cfg.model, len(class_names)).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise RuntimeError(
-            f"{cfg.ckpt}: weights do not fit model={cfg.model.name!r}; evaluate with the model "
-            f"config used in training ({error})"
-        ) from error
+    load_weights(model, state, path)
     return model, class_names
 
 

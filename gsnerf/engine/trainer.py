@@ -2,13 +2,16 @@
 
 Reproducibility: the weights are initialised from ``seed``; training item ``i`` and the rays of
 step ``s`` come from generators seeded by ``(seed, i)`` and ``(seed, s)``, so a run resumed from
-a checkpoint continues exactly as if it had never stopped.
+a checkpoint continues exactly as if it had never stopped. A step skipped for a non-finite loss
+takes the next item and keeps its step number, so every run trains ``steps`` steps; the
+checkpoint counts the items taken. A run stopped between steps (Ctrl-C, SIGTERM, an unreadable
+frame) writes ``last.pt`` before it ends, so no finished step is lost.
 """
 
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +22,9 @@ from gsnerf.data.dataset import MultiViewDataset, collate_examples, open_split
 from gsnerf.engine.checkpoint import (
     load_checkpoint,
     load_model_weights,
+    load_weights,
     resolve_resume_path,
+    resume_requested,
     save_checkpoint,
     step_checkpoint_name,
 )
@@ -33,92 +38,21 @@ from gsnerf.engine.distributed import (
     DistributedContext,
     all_ranks_finite,
     barrier,
+    check_replicas,
     init_distributed,
-    replica_checksums,
     shared_run_dir,
     shutdown,
 )
+from gsnerf.engine.interruption import sigterm_as_interrupt
 from gsnerf.engine.logging import RunLogger, setup_file_logging
-from gsnerf.engine.schedule import OptimCfg, build_optimizer, build_scheduler
+from gsnerf.engine.schedule import build_optimizer, build_scheduler
 from gsnerf.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from gsnerf.engine.step import sample_pixels, training_losses
-from gsnerf.model.compiled_heads import (
-    CUDA_TIMED_PARTS,
-    CompileMode,
-    check_compile_mode,
-    check_compile_parts,
-    compile_heads,
-)
+from gsnerf.engine.train_config import TrainCfg
+from gsnerf.model.compiled_heads import CompileMode, compile_heads
 from gsnerf.model.fused_kernels import current_fused_kernels, use_fused_kernels
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainCfg:
-    # Optimiser steps of the run (spec 4: 300k).
-    steps: int = 300_000
-    # Target rays per step and scene (spec 4: 1024).
-    rays_per_step: int = 1024
-    # Scenes (examples) per step and process (spec 4: 1).
-    batch_size: int = 1
-    # Adam and its warm-up + cosine schedule (spec 4).
-    optim: OptimCfg = field(default_factory=OptimCfg)
-    # Gradient clipping: "value" (clamp each entry, spec 4), "norm" (global L2) or "none".
-    grad_clip: str = "value"
-    # Threshold of the gradient clipping (spec 4: 2.0, by value).
-    grad_clip_threshold: float = 2.0
-    # Numeric precision: "auto" (bf16 autocast on CUDA if supported, else fp32), "fp32",
-    # "bf16" or "fp16" (fp16 uses a gradient scaler).
-    precision: str = "auto"
-    # Device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
-    device: str = "auto"
-    # TF32 tensor-core matmuls and convolutions for the fp32 parts on CUDA (no effect on the CPU).
-    allow_tf32: bool = True
-    # Data-loader worker processes: 0 loads in the training process; -1 chooses (none on a
-    # CPU, up to 4 with CUDA: gsnerf.engine.device.data_workers).
-    num_workers: int = -1
-    # Steps between validations on the held-out scenes (0 = only at the end).
-    val_every: int = 5000
-    # Held-out views rendered per validation during training (null = all test views).
-    val_max_views: int | None = 8
-    # Steps between numbered checkpoints (last.pt is rewritten at the same time).
-    checkpoint_every: int = 5000
-    # Steps between scalar logs.
-    log_every: int = 50
-    # Stop this launch after this step (checkpoint written), to split a run over job-time
-    # limits; resume=true continues it exactly. null = run to ``steps``.
-    stop_at_step: int | None = None
-    # Consecutive steps with a non-finite loss after which training stops with an error.
-    max_nonfinite_steps: int = 20
-    # Checkpoint whose weights (only) start the run, e.g. per-scene fine-tuning (spec 6).
-    init_weights: str = ""
-    # torch.compile of parts of the model for the training steps (forward and backward; the
-    # validation renders use them too): "none" or a mode of eval.compile. The same losses and
-    # gradients as eager steps up to float32 rounding (tests). Off by default: on a CPU the first
-    # step compiles for minutes and the steps are no faster (tiny model, 512 rays, N = 4: 1.06
-    # steps/s against 1.20 eager, benchmarks/), and on a GPU it is not yet timed (the benchmark's
-    # train_compile).
-    compile: str = "none"
-    # What train.compile compiles (of eval.compile_parts' choices): the CUDA benchmark's three.
-    compile_parts: list[str] = field(default_factory=lambda: list(CUDA_TIMED_PARTS))
-    # C++ kernels on a CPU, forward and backward: the cost volumes' warp and group correlation
-    # (gsnerf.model.cpu_correlation), GroupNorm + LeakyReLU pairs (cpu_volume_norm), depth-logit
-    # convolutions (cpu_logit_conv) and the blocks' attention (cpu_set_attention); a tiny-model
-    # step (512 rays, 4 views, one thread) 322 against 355 ms with the last, 373 against 477 with
-    # the first two. Validation renders: all of eval.cpu_kernels. The same numbers to float32
-    # rounding; no effect on CUDA; without a C++ compiler, a warning and the PyTorch code.
-    cpu_kernels: bool = True
-    # CUDA, Triton kernels (also in validation), off until timed in training steps (the
-    # benchmark's options of these names): the cost volumes' warp, correlation and convolutions,
-    # forward and backward (gsnerf/model/fused_correlation.py, fused_volume_conv.py; the same
-    # gradients to rounding, tests), and D_T (fused_guide_depth.py; detached source depths).
-    fused_volumes: bool = False
-    fused_guide_depth: bool = False
-
-    def __post_init__(self) -> None:
-        check_compile_mode(self.compile, "train.compile")
-        check_compile_parts(self.compile_parts, "train.compile_parts")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -137,6 +71,12 @@ class Trainer:
         self.context: DistributedContext = init_distributed(self.device.type)
         self.run_dir = Path(shared_run_dir(str(run_dir), self.context))
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        if not resume_requested(cfg.resume) and any(self.checkpoint_dir.glob("*.pt")):
+            # A new run would overwrite last.pt and mix its step files with the old run's.
+            raise FileExistsError(
+                f"{self.checkpoint_dir} already holds checkpoints of a run; pass resume=true to "
+                "continue it, or another hydra.run.dir for a new run"
+            )
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         configure_matmul_precision(self.device, self.train_cfg.allow_tf32)
@@ -161,15 +101,22 @@ class Trainer:
         self.class_names = train_scenes[0].class_names
         self.ignore_index = train_scenes[0].ignore_index
         items = self.train_cfg.steps * self.train_cfg.batch_size * self.context.world_size
+        # Twice the items the steps take: skipped steps take the next ones (seeded by index).
         self.train_set = MultiViewDataset(
-            train_scenes, cfg.dataset, "train", seed=cfg.seed, length=items
+            train_scenes, cfg.dataset, "train", seed=cfg.seed, length=2 * items
         )
         self.model = build_model(cfg.model, len(self.class_names)).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg.steps, self.train_cfg.optim)
         self.scaler = make_grad_scaler(self.train_cfg.precision, self.device)
         self.step = 0
+        # Loader batches taken: steps done plus steps skipped for a non-finite loss.
+        self.batches_done = 0
         self.best_metric = float("-inf")
+        # The newest checkpoint with this run's state, as (path, step); None before the first.
+        self.last_saved: tuple[Path, int] | None = None
+        # True while the optimiser updates the weights: a stop then would save a torn state.
+        self.updating = False
         if self.train_cfg.init_weights and not cfg.resume:
             load_model_weights(self.model, Path(self.train_cfg.init_weights), self.class_names)
         self._resume_if_asked()
@@ -186,14 +133,16 @@ class Trainer:
         if path is None:
             return
         state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.batches_done = int(state.get("batches_done", self.step))
         self.best_metric = float(state["best_metric"])
+        self.last_saved = (path, self.step)
         log.info("resumed from %s at step %d", path, self.step)
 
     def _state(self) -> dict:
@@ -205,7 +154,9 @@ class Trainer:
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "best_metric": self.best_metric,
+            "batches_done": self.batches_done,
             "class_names": self.class_names,
+            "model_name": self.cfg.model.name,
         }
 
     def save(self, numbered: bool) -> None:
@@ -215,16 +166,14 @@ class Trainer:
         if numbered:
             save_checkpoint(state, self.checkpoint_dir / step_checkpoint_name(self.step))
         save_checkpoint(state, self.checkpoint_dir / "last.pt")
+        self.last_saved = (self.checkpoint_dir / "last.pt", self.step)
 
     def _loader(self) -> DataLoader:
-        # Item indices continue from the resumed step, one disjoint slice per rank.
+        # Item indices continue after the items taken, one disjoint slice per rank (every
+        # world_size-th item; ``start`` is a multiple of world_size).
         per_step = self.train_cfg.batch_size * self.context.world_size
-        start = self.step * per_step
-        indices = [
-            i
-            for i in range(start, len(self.train_set))
-            if i % self.context.world_size == self.context.rank
-        ]
+        start = self.batches_done * per_step
+        indices = range(start + self.context.rank, len(self.train_set), self.context.world_size)
         return DataLoader(
             Subset(self.train_set, indices),
             batch_size=self.train_cfg.batch_size,
@@ -236,7 +185,8 @@ class Trainer:
         )
 
     def train_step(self, example) -> dict[str, float] | None:
-        """One optimiser step; returns the loss terms, or None when the step was skipped."""
+        """One optimiser step, counted in ``self.step``; returns the loss terms, or None when
+        the step was skipped (weights, optimiser and step count unchanged)."""
         cfg = self.train_cfg
         example = example.to(self.device)
         seed = self.cfg.seed * 7_919 + self.step * self.context.world_size + self.context.rank
@@ -255,6 +205,7 @@ class Trainer:
             self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
+            self.updating = True
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -263,8 +214,11 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self._clip_gradients()
+            self.updating = True
             self.optimizer.step()
         self.scheduler.step()
+        self.step += 1
+        self.updating = False
         return {key: float(value.detach()) for key, value in losses.items()}
 
     def _gradient_sum(self) -> torch.Tensor:
@@ -303,8 +257,58 @@ class Trainer:
         )
 
     def fit(self) -> None:
+        """Train to ``train.steps`` (or ``train.stop_at_step``), then write the last checkpoint.
+
+        A stop between steps (Ctrl-C, SIGTERM, an error such as an unreadable frame) first
+        writes ``last.pt``, so ``resume=true`` continues from the last finished step; after too
+        many non-finite steps the last checkpoint is kept as it is.
+        """
+        try:
+            with sigterm_as_interrupt():
+                self._train_loop()
+        except FloatingPointError:
+            log.exception("training stopped at step %d", self.step)
+            raise
+        except BaseException as error:
+            self._save_on_stop(error)
+            raise
+        self.save(numbered=True)
+        check_replicas(self.model, self.context)
+        barrier(self.context)
+
+    def _save_on_stop(self, error: BaseException) -> None:
+        if isinstance(error, KeyboardInterrupt):
+            log.warning("training interrupted at step %d", self.step)
+        else:
+            log.exception("training stopped at step %d by an error", self.step)
+        if not self.context.is_main or self.updating:
+            return
+        if self.last_saved is not None and self.last_saved[1] == self.step:
+            log.info("%s already holds step %d", self.last_saved[0], self.step)
+            return
+        try:
+            self.save(numbered=False)
+        except Exception:  # the stop's own error is the one to raise
+            log.exception("could not write the checkpoint of step %d", self.step)
+            return
+        log.warning(
+            "step %d saved to %s: resume=true continues from it", self.step, self.last_saved[0]
+        )
+
+    def _nonfinite_error(self, in_a_row: int) -> FloatingPointError:
+        saved = (
+            f"the last checkpoint is {self.last_saved[0]} (step {self.last_saved[1]})"
+            if self.last_saved is not None
+            else "no checkpoint was written yet"
+        )
+        return FloatingPointError(
+            f"{in_a_row} consecutive steps had a non-finite loss or gradient (last at step "
+            f"{self.step}); lower train.optim.lr or use train.precision=fp32; {saved}"
+        )
+
+    def _train_loop(self) -> None:
         cfg = self.train_cfg
-        nonfinite_in_a_row = 0
+        nonfinite_in_a_row, skipped = 0, 0
         bar = self.logger.progress(cfg.steps, self.step, "train")
         started = time.perf_counter()
         steps_timed = 0
@@ -317,32 +321,29 @@ class Trainer:
             wait_start = time.perf_counter()
             example = next(batches, None)
             if example is None:
+                log.warning("out of items at step %d after %d skipped steps", self.step, skipped)
                 break
             step_start = time.perf_counter()
             waiting_s += step_start - wait_start
             terms = self.train_step(example)
+            self.batches_done += 1
             # train_step returns Python floats of the losses, so the device has finished.
             stepping_s += time.perf_counter() - step_start
             if terms is None:
                 nonfinite_in_a_row += 1
+                skipped += 1
                 log.warning(
                     "step %d skipped: non-finite loss or gradient (scenes %s, target frames %s, "
-                    "source frames %s)",
-                    self.step,
+                    "source frames %s); the next item takes its place",
+                    self.step + 1,
                     example.scenes,
                     example.target.frame_ids.tolist(),
                     example.sources.frame_ids.tolist(),
                 )
                 if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                    raise FloatingPointError(
-                        f"{nonfinite_in_a_row} consecutive steps had a non-finite loss or "
-                        f"gradient (last at step {self.step}); lower train.optim.lr or use "
-                        f"train.precision=fp32; the last good weights are in "
-                        f"{self.checkpoint_dir / 'last.pt'}"
-                    )
+                    raise self._nonfinite_error(nonfinite_in_a_row)
                 continue
             nonfinite_in_a_row = 0
-            self.step += 1
             steps_timed += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -360,6 +361,8 @@ class Trainer:
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
                 self._validate_and_keep_best()
         bar.close()
+        if skipped:
+            log.warning("%d steps were skipped for a non-finite loss and redone", skipped)
         if waiting_s + stepping_s > 0:
             log.info(
                 "data loading: %.1f s waiting for batches, %.1f s in training steps (%.1f %% of "
@@ -368,21 +371,6 @@ class Trainer:
                 stepping_s,
                 100 * waiting_s / (waiting_s + stepping_s),
                 self.num_workers,
-            )
-        self.save(numbered=True)
-        self._check_replicas()
-        barrier(self.context)
-
-    def _check_replicas(self) -> None:
-        """Under DDP every rank must end with the same weights; a mismatch is a bug, not noise."""
-        checksums = replica_checksums(self.model, self.context)
-        if len(set(checksums)) > 1:
-            raise RuntimeError(f"ranks hold different weights after training: {checksums}")
-        if self.context.enabled:
-            log.info(
-                "replica check: %d ranks hold identical weights (checksum %.10e)",
-                self.context.world_size,
-                checksums[0],
             )
 
     def _validate_and_keep_best(self) -> dict:

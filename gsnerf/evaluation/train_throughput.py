@@ -22,7 +22,7 @@ import torch
 from gsnerf.engine.device import synchronize
 from gsnerf.engine.schedule import build_optimizer
 from gsnerf.engine.step import sample_pixels, training_losses
-from gsnerf.engine.trainer import TrainCfg
+from gsnerf.engine.train_config import TrainCfg
 from gsnerf.evaluation.pass_timing import repeat_passes
 from gsnerf.losses import LossCfg
 from gsnerf.model.compiled_heads import CompileMode, compile_heads

@@ -1,9 +1,11 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from gsnerf.engine.checkpoint import (
+    checkpoint_file,
     load_checkpoint,
     load_model_weights,
     resolve_resume_path,
@@ -50,6 +52,31 @@ def test_weights_for_another_class_table_are_refused(tmp_path: Path) -> None:
     assert load_model_weights(torch.nn.Linear(3, 2), tmp_path / "unnamed.pt", ["a"]) == 4
 
 
+def test_weights_of_another_model_config_name_the_file_and_the_first_mismatches(
+    tmp_path: Path,
+) -> None:
+    trained = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    save_checkpoint({**_state(trained, 5), "model_name": "tiny"}, path)
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Linear(6, 2))
+    expected = (
+        r"last\.pt: weights do not fit this model \(3 tensors of another shape \(first: 0\.weight: "
+        r"\[4, 3\] in the checkpoint, \[6, 3\] in the model\)\); it was trained with model=tiny"
+    )
+    with pytest.raises(RuntimeError, match=expected):
+        load_model_weights(wider, path)
+    deeper = torch.nn.Sequential(*trained, torch.nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match=r"2 tensors missing \(first: 2\.weight\)"):
+        load_model_weights(deeper, path)
+    shallower = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    with pytest.raises(RuntimeError, match=r"2 tensors the model lacks \(first: 1\.weight\)"):
+        load_model_weights(shallower, path)
+    # A run directory stands for its last.pt, as for resume=.
+    assert checkpoint_file(tmp_path / "run") == path
+    assert load_model_weights(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)),
+                              tmp_path / "run") == 5  # fmt: skip
+
+
 def test_incomplete_state_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="scaler"):
         save_checkpoint({"step": 1, "model": {}}, tmp_path / "x.pt")
@@ -71,16 +98,15 @@ def test_rng_state_restores_the_same_draws() -> None:
 
 def test_resume_true_finds_the_newest_sibling_run(tmp_path: Path) -> None:
     model = torch.nn.Linear(1, 1)
-    older = tmp_path / "runs" / "a" / "checkpoints" / "last.pt"
-    newer = tmp_path / "runs" / "b" / "checkpoints" / "last.pt"
+    # The newer run sorts first by name: only the times tell them apart.
+    older = tmp_path / "runs" / "b" / "checkpoints" / "last.pt"
+    newer = tmp_path / "runs" / "a" / "checkpoints" / "last.pt"
     save_checkpoint(_state(model, 1), older)
     save_checkpoint(_state(model, 2), newer)
-    import os
-
     os.utime(older, (1, 1))
     current_run = tmp_path / "runs" / "c"
     assert resolve_resume_path("true", current_run) == newer
     assert resolve_resume_path("", current_run) is None
-    assert resolve_resume_path(str(tmp_path / "runs" / "a"), current_run) == older
+    assert resolve_resume_path(str(tmp_path / "runs" / "b"), current_run) == older
     with pytest.raises(FileNotFoundError, match="nothing|no checkpoints"):
         resolve_resume_path("true", tmp_path / "elsewhere" / "run")

@@ -73,3 +73,19 @@ def test_fused_adam_takes_the_steps_of_the_per_tensor_loop() -> None:
     for fused_value, loop_value, initial in zip(fused, loop, start):
         assert not torch.equal(loop_value, initial)
         torch.testing.assert_close(fused_value, loop_value, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_optimiser_is_adam_with_the_spec_settings_and_l2_weight_decay(fused: bool) -> None:
+    cfg = OptimCfg(fused=fused)
+    weight = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = build_optimizer([weight], cfg)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], tuple(group["betas"]), group["weight_decay"]) == (5e-4, (0.9, 0.999), 1e-5)
+    # With a zero gradient only the decay moves the weight. Adam's L2 decay adds wd * w to the
+    # gradient, and its first step is lr * g / (|g| + eps): 5e-4 * 1e-5 / (1e-5 + 1e-8). AdamW's
+    # decoupled decay would move it by lr * wd * w = 5e-9 only.
+    weight.grad = torch.zeros(1)
+    optimizer.step()
+    expected = 1.0 - 5e-4 * 1e-5 / (1e-5 + 1e-8)
+    torch.testing.assert_close(weight.detach(), torch.tensor([expected]), rtol=0, atol=1e-9)

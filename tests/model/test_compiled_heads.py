@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 from torch.profiler import profile
 
 from gsnerf.engine.device import autocast_context, configure_matmul_precision
-from gsnerf.engine.trainer import TrainCfg
+from gsnerf.engine.train_config import TrainCfg
 from gsnerf.evaluation.benchmark import BenchmarkCfg, load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
 from gsnerf.evaluation.evaluator import EvalCfg
