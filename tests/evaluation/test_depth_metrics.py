@@ -66,6 +66,15 @@ def test_valid_mask_and_thresholds() -> None:
     assert [scores[k] for k in KEYS[3:]] == [1.0, 0.0, 1.0, 1.0]
 
 
+def test_delta_counts_under_and_over_prediction_alike() -> None:
+    # GT 2 m. Ratios max(p/g, g/p): 1.5 -> 1.33, 3.0 -> 1.5 fail; 1.8 -> 1.11, 2.2 -> 1.1 pass.
+    # Under-predictions alone: 1.5 -> 1.33, 1.55 -> 1.29 fail; 1.7 -> 1.18, 1.75 -> 1.14 pass.
+    gt = torch.full((1, 4), 2.0)
+    for pred in ([1.5, 3.0, 1.8, 2.2], [1.5, 1.55, 1.7, 1.75]):
+        scores = _values(depth_metrics(torch.tensor([pred]), gt))
+        assert scores["delta_under_1.25"] == pytest.approx(0.5), pred
+
+
 def test_non_positive_prediction_fails_delta() -> None:
     # Ratios of a negative prediction are negative, hence "below" 1.25: it must still fail.
     scores = _values(depth_metrics(torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 1.0]])))

@@ -247,3 +247,26 @@ def test_round_trip_with_skewed_intrinsics() -> None:
     points = unproject_depth(depth, k, torch.eye(4, dtype=F64))
     pixels, _ = project_points(points.reshape(-1, 3), k, torch.eye(4, dtype=F64))
     torch.testing.assert_close(pixels, pixel_grid(3, 4).to(F64).reshape(-1, 2))
+
+
+def test_scaled_skewed_intrinsics_agree_with_resized_pixels() -> None:
+    # Skew is x per unit of y/z: it scales with the x axis, like fx.
+    k = intrinsics(100.0, 80.0, 31.5, 23.5)
+    k[0, 1] = 10.0
+    world = torch.tensor([[0.3, -0.4, 2.0], [-1.0, 0.7, 3.5]], dtype=F64)
+    identity = torch.eye(4, dtype=F64)
+    before, _ = project_points(world, k, identity)
+    after, _ = project_points(world, scale_intrinsics(k, (64, 48), (32, 12)), identity)
+    scale = torch.tensor([0.5, 0.25], dtype=F64)
+    torch.testing.assert_close(after, (before + 0.5) * scale - 0.5)
+
+
+def test_a_point_behind_the_camera_gets_the_mirrored_pixel_and_negative_depth() -> None:
+    # Camera (1, 0, -2): x = 100 * 1 / -2 + 0 = -50; the z-depth keeps its sign for masking.
+    pixels, depth = project_points(
+        torch.tensor([[1.0, 0.0, -2.0]], dtype=F64),
+        intrinsics(100.0, 100.0, 0.0, 0.0),
+        torch.eye(4, dtype=F64),
+    )
+    torch.testing.assert_close(pixels, torch.tensor([[-50.0, 0.0]], dtype=F64))
+    torch.testing.assert_close(depth, torch.tensor([-2.0], dtype=F64))

@@ -80,6 +80,23 @@ def test_translated_source_shifts_by_focal_times_baseline_over_depth() -> None:
         assert valid[0, slice_index, :, shift:].all()
 
 
+def test_rows_past_the_bottom_edge_are_invalid_in_a_wide_image() -> None:
+    # Source moved by t_y = -0.2 m, f = 10 px, d = 1 m: row v reads source row v + 2, so rows 2
+    # and 3 of a 4-row image read rows 4 and 5, past the pixel area's bottom edge at 3.5 (and
+    # inside its width of 9 columns: the rows must be checked against the height).
+    height, width = 4, 9
+    k = intrinsics(10.0, height, width)
+    ref = pose(torch.eye(3), [0.0, 0.0, 0.0])
+    src = pose(torch.eye(3), [0.0, -0.2, 0.0])
+    rows = torch.arange(height, dtype=torch.float32)[:, None].expand(height, width)
+    depths = torch.ones(1, 1, height, width)
+
+    warped, valid = plane_sweep_warp(rows[None, None], k, src, k, ref, depths)
+
+    torch.testing.assert_close(warped[0, 0, 0, :2], rows[2:])
+    assert valid[0, 0, :2].all() and not valid[0, 0, 2:].any()
+
+
 def test_point_behind_source_camera_samples_zeros() -> None:
     # Source 5 m in front of the reference, same orientation: at d = 1 m the point is 4 m behind
     # it (its mirrored projection would land inside the image); at d = 10 m it is 5 m in front.

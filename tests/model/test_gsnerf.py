@@ -82,6 +82,16 @@ def test_training_forward_shapes_and_gradients_reach_every_parameter() -> None:
     assert missing == []
 
 
+def test_the_guide_depth_passes_no_gradient_to_the_source_depths() -> None:
+    # D_T only places the samples; the source depths learn from their own losses (spec 3.3),
+    # not through the sample positions of the render.
+    network = model()
+    geometry = network.encode_sources(example())
+    assert geometry.depths[-1].requires_grad
+    guide = network.guide_depth(example(), geometry)
+    assert guide.valid.any() and not guide.depth.requires_grad
+
+
 @pytest.mark.parametrize(("num_samples", "num_uniform"), [(1, 0), (2, 0), (4, 3)])
 def test_any_sample_count_renders(num_samples: int, num_uniform: int) -> None:
     network = model(small_gsnerf_cfg(num_samples, num_uniform)).eval()

@@ -102,6 +102,10 @@ def test_smoothing_ignores_invalid_pixels() -> None:
     smoothed = smooth_depth(depth, valid, kernel_size=5, sigma_color=1e3, sigma_space=2.0)
     assert torch.allclose(smoothed[:, :, :4], torch.tensor(2.0))
     assert (smoothed[:, :, 4:] == 0).all()
+    # Whatever the invalid pixels hold, the mask leaves it out: the same result with 100 m.
+    garbage = torch.where(valid, depth, torch.full_like(depth, 100.0))
+    again = smooth_depth(garbage, valid, kernel_size=5, sigma_color=1e3, sigma_space=2.0)
+    torch.testing.assert_close(again, smoothed)
 
 
 def test_guide_depth_is_float32_and_unchanged_under_autocast() -> None:
