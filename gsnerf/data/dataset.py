@@ -75,16 +75,30 @@ def read_split_file(root: Path, split: str) -> list[str]:
             f"{path}: split file missing; list the scenes in the dataset config "
             f"(dataset.{split}_scenes) or create this file with one scene name per line"
         )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not a text file of scene names (byte {error.start} is not UTF-8)"
+        ) from error
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ValueError(f"{path}: split file lists no scene")
     return names
 
 
 def scene_names(cfg: DatasetCfg, split: str) -> list[str]:
-    """The scenes of ``split`` ("train" or "test"): from the config, else from the split file."""
+    """The scenes of ``split`` ("train" or "test"): from the config, else (null) the split file."""
     listed = cfg.train_scenes if split == "train" else cfg.test_scenes
-    return list(listed) if listed else read_split_file(Path(cfg.root), split)
+    if listed is None:
+        return read_split_file(Path(cfg.root), split)
+    # An empty list is a mistake (an override emptied it), never a request for the split file.
+    if not listed:
+        raise ValueError(
+            f"dataset.{split}_scenes is an empty list; list the scene names, or set it to null "
+            f"to read {Path(cfg.root) / 'splits' / f'{split}.txt'}"
+        )
+    return list(listed)
 
 
 def _stack_views(frames: list, frame_ids: list[int], near: float, far: float) -> Views:
@@ -162,20 +176,34 @@ class MultiViewDataset(Dataset):
 
     def _split_of(self, scene: SceneReader) -> tuple[list[int], list[int]]:
         views = self.cfg.views
-        return split_test_frames(
-            scene.frame_ids,
-            pool_stride=views.pool_stride,
-            pool_limit=views.pool_limit,
-            query_offset=views.query_offset,
-            query_stride=views.query_stride,
-            max_queries=views.max_queries,
-        )
+        try:
+            return split_test_frames(
+                scene.frame_ids,
+                pool_stride=views.pool_stride,
+                pool_limit=views.pool_limit,
+                query_offset=views.query_offset,
+                query_stride=views.query_stride,
+                max_queries=views.max_queries,
+            )
+        except ValueError as error:
+            raise ValueError(f"scene {scene.name}: {error}") from error
 
     def _test_queries(self) -> list[tuple[int, int, list[int]]]:
         """(scene index, query frame id, source frame ids) of every test view (spec 1.5)."""
         queries = []
+        views = self.cfg.views
         for scene_index, scene in enumerate(self.scenes):
             pool_ids, query_ids = self._split_of(scene)
+            if len(pool_ids) < self.num_sources:
+                valid = len(scene.frame_ids)
+                raise ValueError(
+                    f"test scene {scene.name}: its source pool has {len(pool_ids)} frames "
+                    f"(pool_stride {views.pool_stride} over the first "
+                    f"{min(valid, views.pool_limit)} of its {valid} valid frames, test queries "
+                    f"excluded), fewer than the "
+                    f"{self.num_sources} source views needed; lower "
+                    "dataset.views.pool_stride or dataset.views.num_source_views"
+                )
             position = {frame_id: i for i, frame_id in enumerate(scene.frame_ids)}
             pool_poses = scene.cam_to_world[[position[frame_id] for frame_id in pool_ids]]
             for query_id in query_ids:
@@ -279,4 +307,22 @@ def open_split(cfg: DatasetCfg, split: str) -> list[SceneReader]:
             for scene in scenes
         ]
     log.info("%s split: %d scenes from %s", split, len(scenes), cfg.root)
+    warn_mixed_labels(scenes, split)
     return scenes
+
+
+def warn_mixed_labels(scenes: list[SceneReader], split: str, max_listed: int = 10) -> None:
+    """Warn when only some scenes of a split have label maps: the others get no semantic loss."""
+    unlabeled = [scene.name for scene in scenes if not scene.has_labels]
+    if not unlabeled or len(unlabeled) == len(scenes):
+        return
+    listed = ", ".join(unlabeled[:max_listed])
+    more = f" and {len(unlabeled) - max_listed} more" if len(unlabeled) > max_listed else ""
+    log.warning(
+        "%s split: %d of %d scenes have no label maps, so no semantic loss or metric on them: %s%s",
+        split,
+        len(unlabeled),
+        len(scenes),
+        listed,
+        more,
+    )

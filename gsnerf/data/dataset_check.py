@@ -1,12 +1,15 @@
 """Validate a dataset tree before training: one report per scene, errors and warnings.
 
-Errors (the tree cannot be used as it is): missing or misnamed files, images that do not decode,
-malformed pose or intrinsics files, colour frames of different sizes within a scene, a median
-valid depth outside a plausible indoor range (depth PNGs not in millimetres). Warnings: label ids
-the label table does not know, frames with no valid depth, non-rigid poses, depth maps whose
-aspect ratio differs from the colour's (depth is resized without registration, spec 1.2).
-Frames with inf/NaN poses are counted, not reported: dropping them is the dataset convention.
-Every frame is decoded.
+Errors (the tree cannot be used as it is): missing or misnamed files, images that do not decode
+(corrupt JPEG data included), malformed pose or intrinsics files, broken poses that the readers
+drop (all zeros, a non-orthonormal or mirrored rotation, a bottom row other than [0 0 0 1],
+values past float32; see :mod:`gsnerf.data.pose_validity`), colour, depth or label frames whose
+size differs from the scene's first one of their kind, a median valid depth outside a plausible
+indoor range (depth PNGs not in millimetres), and anything unexpected that stops a scene's check
+(the other scenes are still checked). Warnings: label ids the label table does not know, frames
+with no valid depth, kept poses that are slightly non-rigid, depth maps whose aspect ratio differs
+from the colour's (depth is resized without registration, spec 1.2). Frames with inf/NaN poses
+are counted, not reported: dropping them is the dataset convention. Every frame is decoded.
 """
 
 import logging
@@ -22,6 +25,7 @@ from torch import Tensor
 from gsnerf.data import open_scene
 from gsnerf.data.image_io import read_depth_png, read_label_png, read_rgb, size_of
 from gsnerf.data.labels import REPLICA_MAX_ID, SCANNET_TSV_NAME, read_scannet_tsv
+from gsnerf.data.pose_validity import is_dataset_convention
 from gsnerf.data.replica import ReplicaScene
 from gsnerf.data.scannet import ScanNetScene
 from gsnerf.data.scene_reader import DatasetFormatError
@@ -40,7 +44,7 @@ class DatasetCheckCfg:
     max_median_depth_m: float = 20.0
     # Relative aspect-ratio difference between depth and colour that earns a warning.
     max_aspect_mismatch: float = 0.02
-    # Largest |R^T R - I| entry of a pose still counted as rigid.
+    # Largest |R^T R - I| entry of a kept pose not warned about (past 1e-2 the reader drops it).
     rigid_tolerance: float = 1e-3
 
 
@@ -99,7 +103,7 @@ def _check_frames(
     cfg: DatasetCheckCfg,
     report: SceneReport,
 ) -> None:
-    color_size = None
+    first_sizes: dict[str, tuple[int, int]] = {}
     medians, empty_depth, aspect_warned = [], 0, False
     unknown: dict[int, int] = {}
     for frame_id in scene.frame_ids:
@@ -111,11 +115,19 @@ def _check_frames(
         except DatasetFormatError as error:
             report.errors.append(str(error))
             continue
-        color_size = color_size or size_of(rgb)
-        if size_of(rgb) != color_size:
-            report.errors.append(
-                f"{files.color}: size {size_of(rgb)} differs from the scene's {color_size}"
-            )
+        # Each kind against its own first frame: colour and depth may differ by design (ScanNet).
+        for kind, path, array in (
+            ("colour", files.color, rgb),
+            ("depth", files.depth, depth),
+            ("label", files.labels, labels),
+        ):
+            if array is None:
+                continue
+            first = first_sizes.setdefault(kind, size_of(array))
+            if size_of(array) != first:
+                report.errors.append(
+                    f"{path}: {kind} size {size_of(array)} differs from the scene's {first}"
+                )
         valid = depth[depth > 0]
         if valid.size:
             medians.append(float(np.median(valid)))
@@ -149,22 +161,42 @@ def _check_frames(
 def check_scene(
     kind: str, root: Path, scene_name: str, cfg: DatasetCheckCfg | None = None
 ) -> SceneReport:
-    """Open one scene, decode every frame and report what is wrong with it."""
+    """Open one scene, decode every frame and report what is wrong with it.
+
+    An unexpected exception becomes an error of this scene's report (its traceback is logged),
+    so one bad scene never hides the others' reports.
+    """
     cfg = cfg or DatasetCheckCfg()
     report = SceneReport(scene_name)
     try:
-        scene = open_scene(kind, root, scene_name, _NOMINAL_SIZE)
-        known_ids = _known_label_ids(kind, Path(root)) if scene.has_labels else None
+        _check_scene_into(kind, Path(root), scene_name, cfg, report)
     except DatasetFormatError as error:
         report.errors.append(str(error))
-        return report
+    except Exception as error:
+        log.warning("%s: unexpected error while checking", scene_name, exc_info=True)
+        report.errors.append(f"unexpected {type(error).__name__} while checking: {error}")
+    return report
+
+
+def _check_scene_into(
+    kind: str, root: Path, scene_name: str, cfg: DatasetCheckCfg, report: SceneReport
+) -> None:
+    scene = open_scene(kind, root, scene_name, _NOMINAL_SIZE)
+    known_ids = _known_label_ids(kind, root) if scene.has_labels else None
     report.frames = len(scene.frame_ids)
     report.dropped = len(scene.dropped_frames)
+    # Broken poses are dropped like ScanNet's -inf ones, but they mean a broken export.
+    for dropped in scene.dropped_frames:
+        if not is_dataset_convention(dropped):
+            where = dropped.path if dropped.row is None else f"{dropped.path} row {dropped.row}"
+            report.errors.append(f"{where}: {dropped.reason}; frame {dropped.frame_id} is dropped")
     non_rigid = _non_rigid_count(scene.cam_to_world, cfg.rigid_tolerance)
     if non_rigid:
-        report.warnings.append(f"{non_rigid} pose(s) have a rotation that is not orthonormal")
+        report.warnings.append(
+            f"{non_rigid} kept pose(s) have a rotation that deviates from orthonormal by more "
+            f"than {cfg.rigid_tolerance:g}"
+        )
     _check_frames(scene, known_ids, cfg, report)
-    return report
 
 
 def check_dataset(

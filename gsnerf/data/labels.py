@@ -14,6 +14,7 @@ the table, so ``table.apply`` is one vectorised gather for any integer image.
 """
 
 import csv
+import io
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Int64, Integer
 
+from gsnerf.data.image_io import read_text
 from gsnerf.data.scene_reader import IGNORE_INDEX, DatasetFormatError
 
 
@@ -111,8 +113,8 @@ def read_scannet_tsv(path: Path) -> dict[int, int]:
     """
     if not path.is_file():
         raise DatasetFormatError(f"{path}: label table not found (needed to map label-filt ids)")
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    text = read_text(path, "tab-separated label table")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
     if not rows:
         raise DatasetFormatError(f"{path}: empty label table")
     header = [name.strip() for name in rows[0]]

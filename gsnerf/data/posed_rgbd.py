@@ -13,7 +13,7 @@ Output ``<scene_dir>/``: ``color/<i>.png`` (lossless), ``depth/<i>.png`` (uint16
 ``pose/<i>.txt``, ``intrinsic/intrinsic_color.txt`` and ``intrinsic_depth.txt`` (4x4, the depth
 one scaled to the depth resolution) and ``frame_names.txt`` (source name of frame ``i`` on line
 ``i``), readable with ``open_scene("scannet", <parent>, <scene>, ...)``. Poses are written as
-given: frames with inf/NaN poses are kept and the reader drops them.
+given: frames with invalid poses (inf/NaN, broken rotation) are kept and the reader drops them.
 """
 
 import logging
@@ -33,8 +33,10 @@ from gsnerf.data.image_io import (
     read_matrix_txt,
     read_pose_rows,
     read_rgb,
+    read_text,
     size_of,
 )
+from gsnerf.data.pose_validity import pose_problem
 from gsnerf.data.scene_reader import DatasetFormatError
 from gsnerf.geometry.camera import scale_intrinsics
 
@@ -70,9 +72,8 @@ def _natural_key(name: str) -> list[int | str]:
 def frame_names(source: PosedRgbdSource) -> list[str]:
     """Colour file names in frame order: the names file, else natural order of the folder."""
     if source.names is not None:
-        if not source.names.is_file():
-            raise DatasetFormatError(f"{source.names}: names file not found")
-        names = [line.strip() for line in source.names.read_text().splitlines() if line.strip()]
+        text = read_text(source.names, "text file of image names")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     elif source.images.is_dir():
         names = sorted((p.name for p in source.images.iterdir() if p.is_file()), key=_natural_key)
     else:
@@ -152,7 +153,13 @@ def _write_scene(source: PosedRgbdSource, scene_dir: Path) -> int:
         fmt="%.17g",
     )
     (scene_dir / "frame_names.txt").write_text("".join(f"{name}\n" for name in names))
-    invalid = int((~np.isfinite(poses).all(axis=(1, 2))).sum())
+    problems = [(row, pose_problem(pose)) for row, pose in enumerate(poses)]
+    invalid = [f"row {row}: {problem}" for row, problem in problems if problem is not None]
     if invalid:
-        log.warning("%s: %d pose(s) have inf/NaN entries; readers drop them", source.poses, invalid)
+        log.warning(
+            "%s: %d pose(s) are invalid and readers drop their frames (%s)",
+            source.poses,
+            len(invalid),
+            "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""),
+        )
     return len(names)

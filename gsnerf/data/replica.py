@@ -10,10 +10,11 @@ Expected tree (``scene_name`` is the path below the root, e.g. ``office_0/Sequen
 
 Files are ordered by the integer ``k`` (natural order: ``rgb_10`` after ``rgb_9``); the frame id
 is ``k`` and the frame at position ``j`` of that order takes row ``j`` of ``traj_w_c.txt``, as is
-(no axis flip, spec 7.4). The renders have a 90 degree horizontal field of view and square pixels,
-so at the decoded size ``W x H``: ``fx = fy = (W / 2) / tan(45 deg)``, ``cx = (W - 1) / 2``,
-``cy = (H - 1) / 2``; at 640x480 that is 320, 320, 319.5, 239.5. The reference hard-codes
-``cy = 229.5``, most likely a typo for 239.5 (spec 1.2), which we do not copy.
+(no axis flip, spec 7.4); frames whose row is not a valid pose are dropped and logged
+(:mod:`gsnerf.data.pose_validity`). The renders have a 90 degree horizontal field of view and
+square pixels, so at the decoded size ``W x H``: ``fx = fy = (W / 2) / tan(45 deg)``,
+``cx = (W - 1) / 2``, ``cy = (H - 1) / 2``; at 640x480 that is 320, 320, 319.5, 239.5. The
+reference hard-codes ``cy = 229.5``, most likely a typo for 239.5 (spec 1.2), which we do not copy.
 """
 
 import math
@@ -36,7 +37,8 @@ from gsnerf.data.image_io import (
     size_of,
 )
 from gsnerf.data.labels import LabelMapping, replica_table
-from gsnerf.data.scannet import frame_tensors, require_files, split_valid_poses
+from gsnerf.data.pose_validity import dropped_summary, log_dropped_frames, split_valid_poses
+from gsnerf.data.scannet import frame_tensors, require_files
 from gsnerf.data.scene_reader import (
     IGNORE_INDEX,
     DatasetFormatError,
@@ -112,10 +114,14 @@ class ReplicaScene(SceneBase):
                 f"{self.scene_dir / 'rgb'}; expected one row per frame"
             )
         frame_ids, cam_to_world, dropped = split_valid_poses(
-            ids, list(poses), [trajectory] * len(ids)
+            ids, list(poses), [trajectory] * len(ids), rows=list(range(len(ids)))
         )
         if not frame_ids:
-            raise DatasetFormatError(f"{trajectory}: all {len(ids)} poses are invalid (inf/NaN)")
+            raise DatasetFormatError(
+                f"{trajectory}: every pose is invalid "
+                f"({dropped_summary(scene_name, len(ids), dropped)})"
+            )
+        log_dropped_frames(scene_name, len(ids), dropped)
         info = SceneInfo(
             name=scene_name,
             frame_ids=frame_ids,

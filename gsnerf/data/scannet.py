@@ -12,10 +12,14 @@ Expected tree::
         intrinsic/intrinsic_color.txt    4x4 (or 3x3); the top-left 3x3 is K of the colour image
 
 Frame ids are the integer stems of ``color/``, sorted numerically (gaps are allowed). Frames whose
-pose has inf or NaN entries are dropped and listed in ``dropped_frames`` (the dataset convention).
-Depth and labels are resized onto the output grid with nearest neighbour and no registration
-(spec 1.2, a Semantic-Ray convention); intrinsics are scaled per axis from the true size of the
-decoded colour image, not from the reference's hard-coded 1296x972 (spec 7.5).
+pose has inf or NaN entries are dropped and listed in ``dropped_frames`` (the dataset convention);
+so are frames with any other broken pose (:mod:`gsnerf.data.pose_validity`), and the drops are
+logged once per scene. Depth and labels are resized onto the output grid with nearest neighbour
+and no registration (spec 1.2, a Semantic-Ray convention); intrinsics are scaled per axis from the
+true size of the decoded colour image, not from the reference's hard-coded 1296x972 (spec 7.5).
+Colour, depth and label frames may differ in size from each other (ScanNet: 1296x968 colour,
+640x480 depth), but every frame of one kind must have the size of that kind in the scene's first
+frame: the one intrinsics file describes every colour frame.
 """
 
 import os
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float, Float64, Int64, Integer, UInt8
+from jaxtyping import Float, Int64, Integer, UInt8
 from torch import Tensor
 
 from gsnerf.data.image_io import (
@@ -35,6 +39,7 @@ from gsnerf.data.image_io import (
     resize_nearest,
     resize_rgb,
     size_of,
+    stored_size,
 )
 from gsnerf.data.labels import (
     SCANNET_TSV_NAME,
@@ -44,10 +49,10 @@ from gsnerf.data.labels import (
     scannet_class_names,
     scannet_table,
 )
+from gsnerf.data.pose_validity import dropped_summary, log_dropped_frames, split_valid_poses
 from gsnerf.data.scene_reader import (
     IGNORE_INDEX,
     DatasetFormatError,
-    DroppedFrame,
     Frame,
     SceneBase,
     SceneInfo,
@@ -55,7 +60,6 @@ from gsnerf.data.scene_reader import (
 from gsnerf.geometry.camera import scale_intrinsics
 
 COLOR_SUFFIXES = (".jpg", ".jpeg", ".png")
-INVALID_POSE_REASON = "pose has inf/NaN entries"
 # How many missing file names an error message lists before it only counts.
 MAX_LISTED_FILES = 5
 
@@ -97,21 +101,6 @@ def read_intrinsics(path: Path) -> Float[Tensor, "3 3"]:
     if not np.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
         raise DatasetFormatError(f"{path}: not a valid camera matrix:\n{matrix}")
     return torch.from_numpy(matrix).float()
-
-
-def split_valid_poses(
-    frame_ids: list[int], poses: list[Float64[np.ndarray, "4 4"]], paths: list[Path]
-) -> tuple[list[int], Float[Tensor, "frames 4 4"], list[DroppedFrame]]:
-    """Keep frames whose 4x4 pose is finite; the others become :class:`DroppedFrame` entries."""
-    kept_ids, kept_poses, dropped = [], [], []
-    for frame_id, pose, path in zip(frame_ids, poses, paths):
-        if np.isfinite(pose).all():
-            kept_ids.append(frame_id)
-            kept_poses.append(pose)
-        else:
-            dropped.append(DroppedFrame(frame_id, path, INVALID_POSE_REASON))
-    stacked = np.stack(kept_poses) if kept_poses else np.zeros((0, 4, 4))
-    return kept_ids, torch.from_numpy(stacked).float(), dropped
 
 
 def frame_tensors(
@@ -160,8 +149,10 @@ class ScanNetScene(SceneBase):
         frame_ids, cam_to_world, dropped = split_valid_poses(ids, poses, pose_paths)
         if not frame_ids:
             raise DatasetFormatError(
-                f"{pose_dir}: all {len(ids)} frames have invalid (inf/NaN) poses"
+                f"{pose_dir}: every frame has an invalid pose "
+                f"({dropped_summary(scene_name, len(ids), dropped)})"
             )
+        log_dropped_frames(scene_name, len(ids), dropped)
         info = SceneInfo(
             name=scene_name,
             frame_ids=frame_ids,
@@ -172,6 +163,25 @@ class ScanNetScene(SceneBase):
             dropped=dropped,
         )
         super().__init__(info, image_size)
+        # Stored size of each kind of file of the first frame, from headers, read on first use.
+        self._first_sizes: dict[str, tuple[Path, tuple[int, int]]] | None = None
+
+    def _check_stored_sizes(self, stored: dict[str, tuple[Path, tuple[int, int]]]) -> None:
+        """Raise if a frame's colour, depth or label file differs in size from the first frame's."""
+        if self._first_sizes is None:
+            first = self.frame_files(self.info.frame_ids[0])
+            kinds = (("colour", first.color), ("depth", first.depth), ("label", first.labels))
+            self._first_sizes = {
+                kind: (path, stored_size(path)) for kind, path in kinds if path is not None
+            }
+        for kind, (path, size) in stored.items():
+            first_path, first_size = self._first_sizes[kind]
+            if size != first_size:
+                raise DatasetFormatError(
+                    f"{path}: {kind} frame is {size[0]}x{size[1]}, but the scene's first {kind} "
+                    f"frame {first_path} is {first_size[0]}x{first_size[1]}; every {kind} frame "
+                    "of a scene must have one size (the intrinsics describe one colour size)"
+                )
 
     def frame_files(self, frame_id: int) -> FrameFiles:
         """Colour, depth and label files of a valid frame."""
@@ -184,13 +194,18 @@ class ScanNetScene(SceneBase):
         files = self.frame_files(frame_id)
         rgb = read_rgb(files.color)
         native_size = size_of(rgb)
-        depth = resize_nearest(read_depth_png(files.depth), self.image_size)
+        depth = read_depth_png(files.depth)
+        stored = {"colour": (files.color, native_size), "depth": (files.depth, size_of(depth))}
         labels = None
         if files.labels is not None and self._labels is not None:
-            raw_ids = resize_nearest(read_label_png(files.labels), self.image_size)
-            labels = self._labels.apply(raw_ids)
+            raw_ids = read_label_png(files.labels)
+            stored["label"] = (files.labels, size_of(raw_ids))
+            labels = self._labels.apply(resize_nearest(raw_ids, self.image_size))
+        # A frame stored at another size would be resized silently and get intrinsics meant for
+        # the first frame's size.
+        self._check_stored_sizes(stored)
         image, depth_tensor, label_tensor = frame_tensors(
-            resize_rgb(rgb, self.image_size), depth, labels
+            resize_rgb(rgb, self.image_size), resize_nearest(depth, self.image_size), labels
         )
         return Frame(
             image=image,

@@ -34,11 +34,20 @@ class Frame:
 
 @dataclass
 class DroppedFrame:
-    """A frame the dataset convention says to skip (e.g. ScanNet's ``-inf`` poses)."""
+    """A frame a reader skips: a ScanNet ``-inf`` pose (the dataset convention) or a broken one."""
 
     frame_id: int
     path: Path
     reason: str
+    # Index of the pose in ``path`` when one file holds every pose (Replica's trajectory).
+    row: int | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the pose was read, short: ``pose/3.txt`` or ``traj_w_c.txt row 3``."""
+        if self.row is None:
+            return f"{self.path.parent.name}/{self.path.name}"
+        return f"{self.path.name} row {self.row}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scene_files import depth_pattern_mm, write_replica_scene, write_scannet_scene
 
+from gsnerf.data import dataset_check
 from gsnerf.data.dataset_check import check_dataset, check_scene, find_scenes, format_report
 
 SCENE = "scene0000_00"
@@ -62,10 +63,63 @@ def test_depth_in_the_wrong_unit_is_an_error(tmp_path: Path) -> None:
     assert not report.ok and "millimetres" in report.errors[0]
 
 
-def test_non_rigid_pose_is_a_warning(scannet_root: Path) -> None:
-    np.savetxt(scannet_root / SCENE / "pose" / "1.txt", np.diag([2.0, 1.0, 1.0, 1.0]))
+def test_broken_poses_are_errors_naming_their_files(scannet_root: Path) -> None:
+    pose_dir = scannet_root / SCENE / "pose"
+    np.savetxt(pose_dir / "1.txt", np.diag([2.0, 1.0, 1.0, 1.0]))
+    np.savetxt(pose_dir / "3.txt", np.zeros((4, 4)))
     report = check_scene("scannet", scannet_root, SCENE)
-    assert report.ok and any("not orthonormal" in warning for warning in report.warnings)
+    # Frame 2's -inf pose is the dataset convention: counted, not an error.
+    assert not report.ok and report.frames == 2 and report.dropped == 3
+    assert report.errors == [
+        f"{pose_dir / '1.txt'}: rotation not orthonormal (max |R^T R - I| = 3, det 2); "
+        "frame 1 is dropped",
+        f"{pose_dir / '3.txt'}: singular rotation (det 0); frame 3 is dropped",
+    ]
+
+
+def test_slightly_non_rigid_kept_pose_is_a_warning(scannet_root: Path) -> None:
+    # 0.2 % scale: |R^T R - I| = 0.004, past the 1e-3 warning, within the reader's 1e-2.
+    np.savetxt(scannet_root / SCENE / "pose" / "1.txt", np.diag([1.002, 1.0, 1.0, 1.0]))
+    report = check_scene("scannet", scannet_root, SCENE)
+    assert report.ok and report.frames == 4
+    assert "1 kept pose(s) have a rotation that deviates from orthonormal" in report.warnings[0]
+
+
+def test_corrupt_jpeg_data_is_an_error(tmp_path: Path) -> None:
+    write_scannet_scene(tmp_path, frame_ids=(0, 1), invalid_pose_ids=(), color_ext=".jpg")
+    color = tmp_path / SCENE / "color" / "0.jpg"
+    data = bytearray(color.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 2048] = bytes(2048)
+    color.write_bytes(bytes(data))
+    report = check_scene("scannet", tmp_path, SCENE)
+    assert not report.ok and report.errors[0].startswith(f"{color}: corrupt JPEG data")
+
+
+def test_depth_frame_of_another_size_is_an_error(scannet_root: Path) -> None:
+    depth = scannet_root / SCENE / "depth" / "3.png"
+    cv2.imwrite(str(depth), depth_pattern_mm(3, (80, 60)))
+    report = check_scene("scannet", scannet_root, SCENE)
+    assert report.errors == [f"{depth}: depth size (80, 60) differs from the scene's (160, 120)"]
+
+
+def test_unexpected_error_in_one_scene_is_its_error_and_the_others_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_scannet_scene(tmp_path, "scene0000_00", invalid_pose_ids=(), with_labels=False)
+    write_scannet_scene(tmp_path, "scene0001_00", invalid_pose_ids=(), with_labels=False)
+    real_open = dataset_check.open_scene
+
+    def open_failing_first(kind, root, name, size):
+        if name == "scene0000_00":
+            # A disk fault: not a format problem the readers know how to name.
+            raise OSError(5, "Input/output error")
+        return real_open(kind, root, name, size)
+
+    monkeypatch.setattr(dataset_check, "open_scene", open_failing_first)
+    reports = check_dataset("scannet", tmp_path)
+    assert [report.name for report in reports] == ["scene0000_00", "scene0001_00"]
+    assert reports[0].errors == ["unexpected OSError while checking: [Errno 5] Input/output error"]
+    assert reports[1].ok and reports[1].frames == 5
 
 
 def test_replica_scenes_are_found_two_levels_deep(tmp_path: Path) -> None:

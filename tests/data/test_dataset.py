@@ -5,6 +5,7 @@ is proportional to |j - k| and the nearest-view orders below can be written down
 """
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,13 @@ import torch
 from scene_files import write_scannet_scene
 
 from gsnerf.data import open_scene
-from gsnerf.data.dataset import DatasetCfg, MultiViewDataset, collate_examples, scene_names
+from gsnerf.data.dataset import (
+    DatasetCfg,
+    MultiViewDataset,
+    collate_examples,
+    open_split,
+    scene_names,
+)
 from gsnerf.data.view_selection import ViewSelectionCfg
 
 SIZE = (32, 24)
@@ -119,3 +126,62 @@ def test_split_file_is_read_and_its_absence_named(tmp_path: Path) -> None:
     assert scene_names(DatasetCfg(root=str(tmp_path)), "train") == ["a", "b"]
     with pytest.raises(FileNotFoundError, match="test.txt"):
         scene_names(DatasetCfg(root=str(tmp_path)), "test")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_scene_list_is_an_error_even_with_a_split_file(tmp_path: Path, split: str) -> None:
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / f"{split}.txt").write_text("a\nb\n")
+    cfg = DatasetCfg(root=str(tmp_path), **{f"{split}_scenes": []})
+    with pytest.raises(ValueError, match=f"dataset.{split}_scenes is an empty list; list"):
+        scene_names(cfg, split)
+    # Null (the default) still means the split file.
+    assert scene_names(DatasetCfg(root=str(tmp_path)), split) == ["a", "b"]
+
+
+def test_binary_split_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_bytes(b"scene0000_00\n\xff\xfe")
+    with pytest.raises(ValueError) as error:
+        scene_names(DatasetCfg(root=str(tmp_path)), "train")
+    split_file = tmp_path / "splits" / "train.txt"
+    expected = f"{split_file}: not a text file of scene names (byte 13 is not UTF-8)"
+    assert str(error.value) == expected
+
+
+def test_test_scene_too_short_for_the_pool_names_scene_and_counts(scene) -> None:
+    # 30 valid frames, every 5th -> pool 0, 5, ..., 25: 6 frames for 7 source views.
+    views = ViewSelectionCfg(num_source_views=7, num_mvs_neighbours=2)
+    with pytest.raises(ValueError) as error:
+        MultiViewDataset([scene], _cfg(views=views), "test")
+    assert str(error.value).startswith(
+        "test scene scene0000_00: its source pool has 6 frames (pool_stride 5 over the first 30 "
+        "of its 30 valid frames, test queries excluded), fewer than the 7 source views needed"
+    )
+
+
+def test_test_protocol_without_queries_names_the_scene(scene) -> None:
+    views = ViewSelectionCfg(num_source_views=3, num_mvs_neighbours=2, query_offset=40)
+    with pytest.raises(ValueError, match="^scene scene0000_00: split_test_frames: 30 frames give"):
+        MultiViewDataset([scene], _cfg(views=views), "test")
+
+
+def test_split_with_and_without_label_maps_warns_naming_the_unlabeled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_scannet_scene(tmp_path, "scene0000_00", invalid_pose_ids=())
+    write_scannet_scene(tmp_path, "scene0001_00", invalid_pose_ids=(), with_labels=False)
+    write_scannet_scene(tmp_path, "scene0002_00", invalid_pose_ids=())
+    cfg = DatasetCfg(kind="scannet", root=str(tmp_path), image_width=32, image_height=24)
+    mixed = dataclasses.replace(cfg, train_scenes=["scene0000_00", "scene0001_00", "scene0002_00"])
+    open_split(mixed, "train")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "train split: 1 of 3 scenes have no label maps, so no semantic loss or metric on them: "
+        "scene0001_00"
+    ]
+    # All labelled, or none: nothing to warn about.
+    caplog.clear()
+    open_split(dataclasses.replace(cfg, test_scenes=["scene0000_00", "scene0002_00"]), "test")
+    open_split(dataclasses.replace(cfg, test_scenes=["scene0001_00"]), "test")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -105,6 +105,14 @@ def test_tsv_bad_row_names_file_and_line(tmp_path: Path) -> None:
     assert str(path) in str(error.value)
 
 
+def test_binary_tsv_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "scannetv2-labels.combined.tsv"
+    path.write_bytes(b"id\tnyu40id\n1\t\xff\n")
+    with pytest.raises(DatasetFormatError) as error:
+        read_scannet_tsv(path)
+    assert str(error.value).startswith(f"{path}: not a tab-separated label table (byte 13 is")
+
+
 def test_missing_tsv_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError) as error:
         read_scannet_tsv(tmp_path / "scannetv2-labels.combined.tsv")

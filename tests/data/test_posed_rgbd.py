@@ -147,3 +147,30 @@ def test_refuses_to_write_into_a_non_empty_folder(imported: Path) -> None:
     with pytest.raises(FileExistsError) as error:
         import_posed_rgbd(hololens_source(), imported / "hololens")
     assert str(imported / "hololens") in str(error.value)
+
+
+def test_broken_pose_is_imported_and_dropped_by_the_reader(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = (FIXTURE / "poses.txt").read_text().splitlines()
+    rows[2] = " ".join(["0"] * 16)
+    poses = tmp_path / "poses.txt"
+    poses.write_text("\n".join(rows) + "\n")
+    source = hololens_source()
+    source.poses = poses
+    assert import_posed_rgbd(source, tmp_path / "out" / "office") == len(NAMES)
+    assert f"{poses}: 1 pose(s) are invalid and readers drop their frames (row 2: singular" in (
+        caplog.text
+    )
+    scene = open_scene("scannet", tmp_path / "out", "office", (48, 32))
+    assert scene.frame_ids == [0, 1, 3, 4, 5]
+
+
+def test_binary_names_file_is_named(tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"\x89PNG\r\n\x1a\n")
+    source = hololens_source()
+    source.names = names
+    with pytest.raises(DatasetFormatError) as error:
+        import_posed_rgbd(source, tmp_path / "out")
+    assert str(error.value).startswith(f"{names}: not a text file of image names (byte 0 is")

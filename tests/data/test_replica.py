@@ -118,3 +118,12 @@ def test_nan_pose_row_is_dropped(replica_root: Path) -> None:
     scene = open_scene("replica", replica_root, SEQUENCE, (32, 24))
     assert 5 not in scene.frame_ids and len(scene.frame_ids) == 10
     assert [d.frame_id for d in scene.dropped_frames] == [5]
+
+
+def test_binary_trajectory_is_named_not_a_decode_error(replica_root: Path) -> None:
+    trajectory = replica_root / SEQUENCE / "traj_w_c.txt"
+    # A gzip header: 0x8b is never valid as the second byte of UTF-8 text.
+    trajectory.write_bytes(b"\x1f\x8b\x08\x00" + bytes(60))
+    with pytest.raises(DatasetFormatError) as error:
+        open_scene("replica", replica_root, SEQUENCE, (32, 24))
+    assert str(error.value).startswith(f"{trajectory}: not a text file of poses (byte 1 is not")

@@ -1,5 +1,6 @@
 """ScanNet reader on scenes written in the SensReader layout (tests/data/scene_files.py)."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -198,3 +199,66 @@ def test_all_invalid_poses_is_an_error_naming_the_scene(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError, match="invalid") as error:
         open_scene("scannet", tmp_path, SCENE, (80, 60))
     assert str(tmp_path / SCENE) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "folder, name, half, full",
+    [
+        ("color", "3.png", (162, 121), (324, 242)),
+        ("depth", "10.png", (80, 60), (160, 120)),
+        ("label-filt", "1.png", (162, 121), (324, 242)),
+    ],
+)
+def test_frame_stored_at_another_size_is_named_with_both_sizes(
+    scannet_root: Path, folder: str, name: str, half: tuple[int, int], full: tuple[int, int]
+) -> None:
+    # Colour 324x242 and depth 160x120 differ by design; one frame at half size does not.
+    path = scannet_root / SCENE / folder / name
+    stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(path), cv2.resize(stored, half, interpolation=cv2.INTER_NEAREST))
+    scene = open_scene("scannet", scannet_root, SCENE, (160, 120))
+    scene.read(0)
+    with pytest.raises(DatasetFormatError) as error:
+        scene.read(int(Path(name).stem))
+    message = str(error.value)
+    first = scannet_root / SCENE / folder / f"0{path.suffix}"
+    assert message.startswith(f"{path}: ")
+    assert f"is {half[0]}x{half[1]}" in message and f"{first} is {full[0]}x{full[1]}" in message
+
+
+def test_binary_pose_file_is_named_not_a_decode_error(scannet_root: Path) -> None:
+    pose = scannet_root / SCENE / "pose" / "3.txt"
+    pose.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DatasetFormatError, match="not a text matrix") as error:
+        open_scene("scannet", scannet_root, SCENE, (80, 60))
+    assert str(error.value).startswith(f"{pose}: not a text matrix (byte 0 is not UTF-8")
+
+
+def test_jpeg_with_zeroed_bytes_is_an_error_and_stderr_is_restored(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    write_scannet_scene(tmp_path, frame_ids=(0, 1), invalid_pose_ids=(), color_ext=".jpg")
+    color = tmp_path / SCENE / "color" / "1.jpg"
+    data = bytearray(color.read_bytes())
+    # 2 kB zeroed mid-scan, end marker kept: libjpeg only warns and decodes wrong pixels.
+    middle = len(data) // 2
+    data[middle : middle + 2048] = bytes(2048)
+    color.write_bytes(bytes(data))
+    scene = open_scene("scannet", tmp_path, SCENE, (80, 60))
+    assert scene.read(0).image.shape == (3, 60, 80)
+    with pytest.raises(DatasetFormatError, match="corrupt JPEG data") as error:
+        scene.read(1)
+    assert str(error.value).startswith(f"{color}: corrupt JPEG data")
+    assert "libjpeg: Corrupt JPEG data" in str(error.value)
+    # The warning became the error; standard error points where it did before.
+    os.write(2, b"written after decoding\n")
+    assert capfd.readouterr().err == "written after decoding\n"
+
+
+def test_jpeg_markers_around_garbage_is_named(tmp_path: Path) -> None:
+    write_scannet_scene(tmp_path, frame_ids=(0,), invalid_pose_ids=(), color_ext=".jpg")
+    color = tmp_path / SCENE / "color" / "0.jpg"
+    color.write_bytes(b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9")
+    with pytest.raises(DatasetFormatError) as error:
+        open_scene("scannet", tmp_path, SCENE, (80, 60)).read(0)
+    assert str(error.value) == f"{color}: cannot decode image (corrupt or not an image)"
