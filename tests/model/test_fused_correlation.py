@@ -156,9 +156,11 @@ INTERPRETED_ENCODING = """
     assert plain_grads.keys() == fused_grads.keys() and len(plain_grads) > 20
     for name, expected in plain_grads.items():
         error = ((expected - fused_grads[name]).abs().max() / expected.abs().max()).item()
-        # The U-Nets' deepest blocks norm volumes of a few voxels at 1/8 scale, which magnify
-        # rounding (measured: 1e-5 elsewhere, 1.1e-4 there).
-        assert error < (1e-3 if ".down3." in name else 1e-4), (name, error)
+        # Float32 rounding in another summation order, magnified where GroupNorm normalises
+        # volumes of a few voxels (the U-Nets' 1/8-scale blocks) and in biases, whose gradient
+        # sums a whole volume: measured up to 1.1e-4 on one CPU, up to 2.9e-4 on an AMD EPYC
+        # (MKL). A wrong kernel (a neighbour or group mixed up) is off by order 1.
+        assert error < 1e-3, (name, error)
     print("interpreted encodings and gradients: match")
 """
 
