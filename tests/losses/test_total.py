@@ -7,7 +7,7 @@ from gsnerf.losses import LossCfg, RayTargets, compute_losses
 from gsnerf.losses.depth_self_supervised import SelfSupervisedDepthCfg
 from gsnerf.losses.depth_supervised import SupervisedDepthCfg
 from gsnerf.losses.photometric import image_loss
-from gsnerf.losses.semantic import ray_semantic_loss
+from gsnerf.losses.semantic import ray_semantic_loss, source_semantic_loss
 from gsnerf.types import Example, RenderOutput, SourceGeometry, Views
 
 VIEWS, HEIGHT, WIDTH, CLASSES, RAYS, SAMPLES = 3, 8, 12, 4, 5, 8
@@ -142,6 +142,8 @@ def test_terms_carry_their_weights() -> None:
     assert torch.isclose(terms["image"], 2.0 * image_loss(batch.rgb, batch.targets.rgb))
     ray_ce = ray_semantic_loss(batch.logits, batch.targets.labels, None, 255)
     assert torch.isclose(terms["semantic_ray"], 0.5 * ray_ce)
+    source_ce = source_semantic_loss(batch.source_logits, batch.example.sources.labels, None, 255)
+    assert torch.isclose(terms["semantic_2d"], 0.5 * source_ce)
     weighted = batch.losses(LossCfg(class_weights=[1.0, 2.0, 0.5, 1.0]))
     assert not torch.isclose(weighted["semantic_ray"], terms["semantic_ray"])
     ssl = SelfSupervisedDepthCfg(reconstruction_weight=0.0, ssim_weight=0.0, guide_weight=0.0)

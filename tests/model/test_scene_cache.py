@@ -74,14 +74,16 @@ class CountingEncoder:
         )
 
 
-def sources(scene: str, frame_ids: list[int], near: float = 0.1) -> Example:
+def sources(
+    scene: str, frame_ids: list[int], near: float = 0.1, far: float = 10.0, size: int = 4
+) -> Example:
     count = len(frame_ids)
     views = Views(
-        images=torch.zeros(1, count, 3, 4, 4),
+        images=torch.zeros(1, count, 3, size, size),
         intrinsics=torch.eye(3).expand(1, count, 3, 3),
         cam_to_world=torch.eye(4).expand(1, count, 4, 4),
         near=torch.full((1, count), near),
-        far=torch.full((1, count), 10.0),
+        far=torch.full((1, count), far),
         depths=None,
         labels=None,
         frame_ids=torch.tensor([frame_ids]),
@@ -139,6 +141,9 @@ def test_key_separates_scene_frames_and_depth_range() -> None:
     assert source_key(sources("scene_b", [0, 5])) != base
     assert source_key(sources("scene_a", [5, 0])) != base
     assert source_key(sources("scene_a", [0, 5], near=0.2)) != base
+    # The far bound and the image size change the network's input as much as near does.
+    assert source_key(sources("scene_a", [0, 5], far=8.0)) != base
+    assert source_key(sources("scene_a", [0, 5], size=8)) != base
 
 
 def test_negative_size_is_rejected() -> None:
