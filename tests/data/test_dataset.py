@@ -20,7 +20,7 @@ from gsnerf.data.dataset import (
     open_split,
     scene_names,
 )
-from gsnerf.data.view_selection import ViewSelectionCfg
+from gsnerf.data.view_selection import ViewSelectionCfg, select_training_sources
 
 SIZE = (32, 24)
 
@@ -185,3 +185,65 @@ def test_split_with_and_without_label_maps_warns_naming_the_unlabeled(
     open_split(dataclasses.replace(cfg, test_scenes=["scene0000_00", "scene0002_00"]), "test")
     open_split(dataclasses.replace(cfg, test_scenes=["scene0001_00"]), "test")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_test_sources_are_nearest_by_pose_when_frame_ids_skip_numbers(tmp_path: Path) -> None:
+    # Frames 1-3 have -inf poses and are dropped: the 34 valid frames are 0, 4, 5, ..., 36, so
+    # position p holds frame p + 3 (p >= 1). Pool = positions 0, 5, ..., 30 = frames 0, 8, 13,
+    # 18, 23, 28, 33; queries = positions 2 and 22 = frames 5 and 25. Centres lie on a line,
+    # frame k at k * (0.1, 0.02, -0.05), so distances go as |k - query|:
+    # query 5 -> 8 (3), 0 (5), 13 (8); query 25 -> 23 (2), 28 (3), 18 (7).
+    write_scannet_scene(
+        tmp_path,
+        frame_ids=tuple(range(37)),
+        color_size=(64, 48),
+        depth_size=(32, 24),
+        invalid_pose_ids=(1, 2, 3),
+        with_labels=False,
+    )
+    skipping = open_scene("scannet", tmp_path, "scene0000_00", SIZE)
+    dataset = MultiViewDataset([skipping], _cfg(), "test")
+    assert len(dataset) == 2
+    first, second = dataset[0], dataset[1]
+    assert first.target.frame_ids.tolist() == [5]
+    assert first.sources.frame_ids.tolist() == [8, 0, 13]
+    assert second.target.frame_ids.tolist() == [25]
+    assert second.sources.frame_ids.tolist() == [23, 28, 18]
+    # Each source carries the pose of its own frame id.
+    torch.testing.assert_close(
+        first.sources.cam_to_world[:, :3, 3],
+        torch.tensor([[0.8, 0.16, -0.4], [0.0, 0.0, 0.0], [1.3, 0.26, -0.65]]),
+    )
+
+
+def test_collate_keeps_each_examples_near_and_far(scene) -> None:
+    close = MultiViewDataset([scene], _cfg(near=0.2, far=5.0), "test")[0]
+    wide = MultiViewDataset([scene], _cfg(near=0.5, far=8.0), "test")[0]
+    batch = collate_examples([close, wide])
+    torch.testing.assert_close(batch.sources.near, torch.tensor([[0.2] * 3, [0.5] * 3]))
+    torch.testing.assert_close(batch.sources.far, torch.tensor([[5.0] * 3, [8.0] * 3]))
+    torch.testing.assert_close(batch.target.near, torch.tensor([[0.2], [0.5]]))
+    torch.testing.assert_close(batch.target.far, torch.tensor([[5.0], [8.0]]))
+
+
+def test_depth_range_jitter_uses_its_own_draw_for_near_and_far(scene) -> None:
+    # Replay the generator of each item as MultiViewDataset._training_choice consumes it:
+    # scene, target, source pool and picks, then three uniforms u0 (jitter or not), u1, u2.
+    # With jitter probability 1: near = 0.1 * (0.95 + 0.05 u1), far = 10 * (1 + 0.05 u2).
+    cfg = _cfg(depth_range_jitter_prob=1.0, near=0.1, far=10.0)
+    seed = 5
+    dataset = MultiViewDataset([scene], cfg, "train", seed=seed, length=10)
+    for index in range(10):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        assert int(torch.randint(1, (1,), generator=generator)) == 0
+        target = int(torch.randint(30, (1,), generator=generator))
+        sources = select_training_sources(
+            target, scene.cam_to_world, 3, pool_factor=1.5, generator=generator
+        )
+        _, u1, u2 = torch.rand(3, generator=generator).tolist()
+        item = dataset[index]
+        # The replay is in step with the dataset: same target and sources.
+        assert item.target.frame_ids.tolist() == [target]
+        assert item.sources.frame_ids.tolist() == sources.tolist()
+        assert item.sources.near.tolist() == pytest.approx([0.1 * (0.95 + 0.05 * u1)] * 3)
+        assert item.sources.far.tolist() == pytest.approx([10.0 * (1.0 + 0.05 * u2)] * 3)

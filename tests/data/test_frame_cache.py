@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from gsnerf.data import SceneReader, open_scene
 from gsnerf.data.dataset import DatasetCfg, MultiViewDataset, collate_examples, open_split
 from gsnerf.data.frame_cache import CachedSceneReader
+from gsnerf.data.replica import ReplicaScene
 from gsnerf.data.scene_reader import Frame
 from gsnerf.data.view_selection import ViewSelectionCfg
 
@@ -226,3 +227,47 @@ def test_open_split_wraps_scenes_and_workers_share_the_cache(scannet_root: Path)
         assert torch.equal(batch.target.labels, expected.target.labels)
     written = sorted(path.name for path in (cache / "scannet" / SCENE / "64x48").iterdir())
     assert written == ["0.pt", "1.pt", "10.pt", "3.pt"]
+
+
+def test_changed_float_reader_setting_decodes_again(tmp_path: Path, monkeypatch) -> None:
+    # Replica's field of view is a float attribute of the reader: 90 deg at 64 px wide gives
+    # fx = 32 / tan(45 deg) = 32, 60 deg gives 32 / tan(30 deg) = 32 sqrt(3).
+    root = tmp_path / "data"
+    write_replica_scene(root, num_frames=3)
+    name = "office_0/Sequence_1"
+    cache = tmp_path / "cache"
+    wide = CachedSceneReader(
+        ReplicaScene(root, name, SIZE, horizontal_fov_deg=90.0), cache, "replica", "benchmark"
+    )
+    torch.testing.assert_close(wide.read(0).intrinsics[0, 0], torch.tensor(32.0))
+    narrow = CachedSceneReader(
+        ReplicaScene(root, name, SIZE, horizontal_fov_deg=60.0), cache, "replica", "benchmark"
+    )
+    calls = counting_reads(narrow.wrapped, monkeypatch)
+    intrinsics = narrow.read(0).intrinsics
+    assert calls == [0]
+    focal = 32.0 * 3.0**0.5
+    expected = torch.tensor([[focal, 0.0, 31.5], [0.0, focal, 23.5], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(intrinsics, expected)
+
+
+def test_sub_millimetre_depth_is_cached_bit_for_bit(scannet_root: Path, monkeypatch) -> None:
+    # A reader whose depth is not a whole number of millimetres (1.0004 m): 16-bit millimetres
+    # would round it to 1.000 m, so the cache must keep it as float32.
+    cached = cached_scannet(scannet_root, scannet_root / "cache")
+    decode = cached.wrapped.read
+    calls: list[int] = []
+
+    def read(frame_id: int) -> Frame:
+        calls.append(frame_id)
+        frame = decode(frame_id)
+        return dataclasses.replace(frame, depth=torch.full_like(frame.depth, 1.0004))
+
+    monkeypatch.setattr(cached.wrapped, "read", read)
+    reference = cached.wrapped.read(0)
+    cached.read(0)
+    from_file = cached.read(0)
+    # Decoded once for the reference and once for the cache; the last read came from the file.
+    assert calls == [0, 0]
+    assert_same_frame(from_file, reference)
+    assert from_file.depth[0, 0].item() != 1.0

@@ -226,3 +226,33 @@ def test_mvs_neighbours_needs_enough_views() -> None:
 def test_config_defaults_follow_the_spec() -> None:
     cfg = vs.ViewSelectionCfg()
     assert dataclasses.astuple(cfg) == (8, 3, 1.5, 0.0, 5, 700, 2, 20, 10)
+
+
+def test_training_target_is_never_its_own_source_when_another_frame_shares_its_pose() -> None:
+    # Frames 2 and 5 share a pose; the target is the later one, so the stable sort puts frame 2
+    # first and the target second, both at distance 0. Only frames 0..4 may be drawn.
+    poses = cameras_on_x([0.0, 1.0, 2.0, 3.0, 4.0, 2.0])
+    for seed in range(100):
+        generator = torch.Generator().manual_seed(seed)
+        chosen = vs.select_training_sources(5, poses, 3, generator=generator).tolist()
+        assert 5 not in chosen, (seed, chosen)
+        assert set(chosen) <= {0, 1, 2, 3, 4}
+
+
+def rotation_about_x(degrees: float) -> torch.Tensor:
+    angle = math.radians(degrees)
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float64)
+
+
+def test_direction_term_uses_the_optical_axis_column_of_a_pitched_and_yawed_camera() -> None:
+    # Target pitched 30 deg about x: axis (0, -sin 30, cos 30). The other camera is pitched 30
+    # deg, then yawed 60 deg about y: axis (sin 60 cos 30, -sin 30, cos 60 cos 30). Their cosine
+    # is sin^2 30 + cos 60 cos^2 30 = 1/4 + 3/8, so the distance is 1 - 5/8 = 3/8. The third
+    # rows of the rotations would give cos 60 = 1/2 instead (distance 1/2).
+    target = torch.eye(4, dtype=torch.float64)
+    target[:3, :3] = rotation_about_x(30.0)
+    turned = torch.eye(4, dtype=torch.float64)
+    turned[:3, :3] = rotation_about_y(60.0) @ rotation_about_x(30.0)
+    distance = vs.view_distances(target, turned[None], direction_weight=1.0)
+    torch.testing.assert_close(distance, torch.tensor([3.0 / 8.0], dtype=torch.float64))
