@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2lab
 
 from gsnerf.evaluation.palette import (
     PALETTE_SIZE,
@@ -32,6 +33,14 @@ def test_palette_has_41_distinct_colours_far_from_black() -> None:
     # A fresh, equal array on every call.
     palette[0] = 0
     assert not np.array_equal(class_palette()[0], palette[0])
+
+
+def test_palette_colours_are_far_from_the_white_legend_background() -> None:
+    # Swatches sit on white in the legend; scikit-image's CIELAB as an independent reference.
+    lab = rgb2lab(class_palette() / 255.0)
+    white = rgb2lab(np.ones((1, 3)))
+    # The nearest colour is about 31.7 units away; a near-white swatch would be well under 25.
+    assert np.linalg.norm(lab - white, axis=-1).min() > 25
 
 
 def test_colorize_labels_uses_palette_and_black_for_ignore() -> None:
@@ -92,3 +101,14 @@ def test_depth_to_color_normalises_over_valid_pixels() -> None:
 def test_depth_to_color_without_valid_pixels_is_black() -> None:
     image = depth_to_color(torch.zeros(4, 5))
     assert image.shape == (4, 5, 3) and not image.any()
+
+
+def test_depth_to_color_shows_infinite_depth_black_and_scales_the_finite_pixels() -> None:
+    depth = torch.tensor([[1.0, 2.0, 3.0], [float("inf"), 0.0, 2.0]])
+    image = depth_to_color(depth)
+    np.testing.assert_array_equal(image[1, 0], [0, 0, 0])
+    # The range is the finite pixels' own: min 1 -> level 0, 2 -> 128, max 3 -> 255.
+    levels = np.array([[0, 128, 255]], dtype=np.uint8)
+    expected = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(image[0], expected[0])
+    np.testing.assert_array_equal(image[1, 2], expected[0, 1])

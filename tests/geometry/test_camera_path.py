@@ -74,6 +74,31 @@ def test_spiral_rises_by_its_height() -> None:
         spiral_poses(centre, centre, DOWN, 0.0, 0.0, frames=4)
 
 
+@pytest.mark.parametrize("turns", [1.0, 0.5])
+def test_spiral_steps_a_quarter_turn_per_frame_times_turns(turns: float) -> None:
+    centre = torch.tensor([0.0, -1.0, 3.0])
+    path = spiral_poses(centre, torch.tensor([0.0, 0.0, 3.0]), DOWN, 2.0, 0.0, 4, turns)
+    offsets = path[:, :3, 3] - centre
+    first = offsets[0]
+    # Angle of each frame from frame 0 about the down axis: 0, 90, 180, 270 degrees times turns
+    # (4 frames split the path evenly, the last one short of closing the loop).
+    cosines = (offsets @ first) / 4.0
+    sines = (torch.linalg.cross(first.expand(4, 3), offsets) @ DOWN) / 4.0
+    expected = torch.tensor([0.0, 0.5, 1.0, 1.5]) * math.pi * turns
+    torch.testing.assert_close(cosines, expected.cos(), atol=1e-5, rtol=0)
+    # The docstring leaves the turning direction open: compare sines up to one common sign.
+    direction = torch.sign(sines[1])
+    torch.testing.assert_close(direction * sines, expected.sin(), atol=1e-5, rtol=0)
+
+
+def test_spiral_height_follows_one_sine_period_whatever_the_turns() -> None:
+    centre = torch.zeros(3)
+    path = spiral_poses(centre, torch.tensor([0.0, 0.0, 5.0]), DOWN, 1.0, 0.5, frames=4, turns=2.0)
+    # Up by 0.5 sin(2 pi f / 4) (up is -y), one period over the path even with two turns.
+    expected_y = torch.tensor([0.0, -0.5, 0.0, 0.5])
+    torch.testing.assert_close(path[:, 1, 3], expected_y, atol=1e-6, rtol=0)
+
+
 @pytest.mark.gpu
 def test_paths_on_cuda_match_the_cpu() -> None:
     keyframes = torch.stack([pose(rotation_about_y(a), [a, 0.0, 0.0]) for a in (0.0, 0.3, -0.2)])
