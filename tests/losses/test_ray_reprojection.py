@@ -225,3 +225,137 @@ def test_compute_losses_adds_the_weighted_term_from_the_rendered_depth() -> None
     assert "depth_reprojection" not in compute_losses(
         off, output, targets, geometry, example, rays=rays
     )
+
+
+def test_batched_pairs_equal_each_item_alone() -> None:
+    rays, distance, colour = target_rays()
+    points = rays.origins + distance[..., None] * rays.directions
+    first, second = source_views(), source_views()
+    # The second item's middle source is 0.1 brighter: none of its pairs is photo-consistent.
+    second.images[0, 1] += 0.1
+    batched = Views(
+        images=torch.cat([first.images, second.images]),
+        intrinsics=torch.cat([first.intrinsics, second.intrinsics]),
+        cam_to_world=torch.cat([first.cam_to_world, second.cam_to_world]),
+        near=torch.cat([first.near, second.near]),
+        far=torch.cat([first.far, second.far]),
+        depths=None,
+        labels=None,
+        frame_ids=torch.cat([first.frame_ids, second.frame_ids]),
+    )
+    both = reprojected_targets(
+        points.expand(2, -1, -1),
+        colour.expand(2, -1, -1),
+        colour.expand(2, -1, -1),
+        batched,
+        **THRESHOLDS,
+    )
+    alone = [
+        reprojected_targets(points, colour, colour, item, **THRESHOLDS) for item in (first, second)
+    ]
+    assert alone[0][2][0, 1].any() and not alone[1][2][0, 1].any()
+    for batched_part, *item_parts in zip(both, *alone, strict=True):
+        torch.testing.assert_close(batched_part, torch.cat(item_parts), atol=1e-5, rtol=0)
+
+
+def test_depth_maps_are_read_at_the_projected_x_on_a_wide_image() -> None:
+    # Each level holds the ramp D(x) = 0.05 x of the full-resolution column x, sampled at its
+    # own pixel centres (full-resolution x = f j + (f - 1) / 2 at downsampling f).
+    depths = []
+    for h, w in LEVELS:
+        factor = WIDTH // w
+        centres = torch.arange(w, dtype=torch.float32) * factor + (factor - 1) / 2
+        depths.append((0.05 * centres).expand(1, len(SOURCE_X), h, w).clone())
+    xy = torch.tensor([[8.0, 5.0], [20.0, 16.0], [36.0, 27.0]])
+    pixels = xy.expand(1, len(SOURCE_X), 3, 2).clone()
+    z = torch.ones(1, len(SOURCE_X), 3)
+    trusted = torch.ones(1, len(SOURCE_X), 3, dtype=torch.bool)
+    loss = ray_reprojection_loss(depths, pixels, z, trusted, (HEIGHT, WIDTH), LEVEL_WEIGHTS, 1.0)
+    # D = 0.4, 1.0, 1.8 against z = 1: SmoothL1 0.5 * 0.6^2, 0, 0.5 * 0.8^2 -> mean 0.5 / 3.
+    assert loss.item() == pytest.approx(sum(LEVEL_WEIGHTS) * 0.5 / 3, rel=1e-5)
+
+
+def test_patch_deviation_counts_only_pixels_inside_the_image() -> None:
+    stripes = torch.zeros(1, 3, 8, 8)
+    stripes[..., ::2] = 1.0
+    # A 3 x 3 window clipped to columns 0-1 or 6-7 holds one bright and one dark column: std
+    # 1 / 2; clipped to rows 0-1 or 6-7 it still holds 1 or 2 of 3 bright columns: sqrt(2) / 3.
+    expected = torch.full((8, 8), math.sqrt(2) / 3)
+    expected[:, [0, -1]] = 0.5
+    torch.testing.assert_close(patch_deviation(stripes, 3)[0, 0], expected, atol=1e-5, rtol=0)
+
+
+def reprojection_term(
+    origins: torch.Tensor, directions: torch.Tensor, distance: torch.Tensor, colour: torch.Tensor
+) -> float:
+    """``depth_reprojection`` of rays rendered at ``distance`` in ``colour`` (also the target's
+    colour), with every source depth predicted 10 cm too far."""
+    sources = source_views()
+    count = distance.shape[1]
+    output = RenderOutput(
+        rgb=colour,
+        depth=distance,
+        semantic_logits=torch.zeros(1, count, 4),
+        weights=torch.full((1, count, 4), 0.25),
+        opacity=(distance > 0).float(),
+    )
+    geometry = SourceGeometry(
+        depths=level_depths(PLANE_Z + 0.1),
+        depth_ranges=[torch.ones(1, 3, 2, h, w) for h, w in LEVELS],
+        volume_features=[torch.zeros(1, 3, 4, 2, h, w) for h, w in LEVELS],
+        image_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
+        semantic_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
+        semantic_logits=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
+    )
+    example = Example(
+        sources=sources,
+        target=sources,
+        source_neighbours=torch.tensor([[[1, 2], [0, 2], [1, 0]]]),
+        scenes=["plane"],
+    )
+    rays = RayBundle(
+        origins=origins,
+        directions=directions,
+        near=torch.full_like(distance, 0.1),
+        far=torch.full_like(distance, 10.0),
+        pixels=torch.zeros(1, count, 2, dtype=torch.long),
+        guide_depth=distance,
+        guide_valid=torch.ones_like(distance, dtype=torch.bool),
+    )
+    targets = RayTargets(rgb=colour, labels=None, depth=None)
+    ssl = SelfSupervisedDepthCfg(weight=0.0, guide_weight=0.0, reprojection_weight=0.1)
+    cfg = LossCfg(depth_supervision="self_supervised", self_supervised=ssl)
+    return compute_losses(cfg, output, targets, geometry, example, rays=rays)[
+        "depth_reprojection"
+    ].item()
+
+
+def test_a_ray_with_no_rendered_depth_adds_nothing_to_the_term() -> None:
+    rays, distance, colour = target_rays()
+    # Origins moved along each ray to z = 1 (in front of the sources), hits unchanged.
+    step = distance / PLANE_Z
+    origins = rays.origins + step[..., None] * rays.directions
+    distance = distance - step
+    # One more ray, through target pixel (20, 16), that rendered nothing (depth 0): its origin
+    # (0.1 + (20 - 23.5) / 80, 0.5 / 80, 1) lands on the textured pixel (28, 16) of source 1,
+    # whose colour it was rendered in and has as target.
+    empty_origin, empty_direction, _ = camera_rays(
+        intrinsics()[None], pose(TARGET_X)[None], torch.tensor([[[20.0, 16.0]]])
+    )
+    empty_origin = empty_origin + empty_direction / empty_direction[..., 2:]
+    empty_colour = source_views().images[0, 1, :, 16, 28].expand(1, 1, 3)
+    _, _, origin_trusted = reprojected_targets(
+        empty_origin, empty_colour, empty_colour, source_views(), **THRESHOLDS
+    )
+    # Every other condition passes, so only the depth-0 check keeps the pair out.
+    assert origin_trusted[0, 1, 0]
+    without = reprojection_term(origins, rays.directions, distance, colour)
+    with_empty_ray = reprojection_term(
+        torch.cat([origins, empty_origin], dim=1),
+        torch.cat([rays.directions, empty_direction], dim=1),
+        torch.cat([distance, torch.zeros(1, 1)], dim=1),
+        torch.cat([colour, empty_colour], dim=1),
+    )
+    # The rendered points are the plane hits: 10 cm short of every predicted depth.
+    assert without == pytest.approx(0.1 * sum(LEVEL_WEIGHTS) * 0.005, rel=1e-4)
+    assert with_empty_ray == pytest.approx(without, rel=1e-6)
