@@ -179,35 +179,50 @@ def test_loss_is_zero_at_the_true_depths_and_the_smooth_l1_of_an_offset() -> Non
         ray_reprojection_loss(offset, pixels, z, trusted, size, [1.0, 1.0], 1.0)
 
 
-def test_compute_losses_adds_the_weighted_term_from_the_rendered_depth() -> None:
-    rays, distance, colour = target_rays()
-    sources = source_views()
-    rendered_depth = distance.clone().requires_grad_()
+def loss_inputs(
+    depth: torch.Tensor, colour: torch.Tensor
+) -> tuple[RenderOutput, SourceGeometry, Example]:
+    """Rays rendered at ``depth`` in ``colour`` and the plane's sources, with every source depth
+    predicted 10 cm too far, as ``compute_losses`` takes them."""
+    count = depth.shape[1]
     output = RenderOutput(
         rgb=colour,
-        depth=rendered_depth,
-        semantic_logits=torch.zeros(1, distance.shape[1], 4),
-        weights=torch.full((1, distance.shape[1], 4), 0.25),
-        opacity=torch.ones_like(distance),
+        depth=depth,
+        semantic_logits=torch.zeros(1, count, 4),
+        weights=torch.full((1, count, 4), 0.25),
+        opacity=(depth.detach() > 0).float(),
     )
-    depths = level_depths(PLANE_Z + 0.1)
     geometry = SourceGeometry(
-        depths=depths,
+        depths=level_depths(PLANE_Z + 0.1),
         depth_ranges=[torch.ones(1, 3, 2, h, w) for h, w in LEVELS],
         volume_features=[torch.zeros(1, 3, 4, 2, h, w) for h, w in LEVELS],
         image_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
         semantic_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
         semantic_logits=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
     )
+    sources = source_views()
     example = Example(
         sources=sources,
         target=sources,
         source_neighbours=torch.tensor([[[1, 2], [0, 2], [1, 0]]]),
         scenes=["plane"],
     )
+    return output, geometry, example
+
+
+REPROJECTION_ONLY = LossCfg(
+    depth_supervision="self_supervised",
+    self_supervised=SelfSupervisedDepthCfg(weight=0.0, guide_weight=0.0, reprojection_weight=0.1),
+)
+
+
+def test_compute_losses_adds_the_weighted_term_from_the_rendered_depth() -> None:
+    rays, distance, colour = target_rays()
+    rendered_depth = distance.clone().requires_grad_()
+    output, geometry, example = loss_inputs(rendered_depth, colour)
+    depths = geometry.depths
     targets = RayTargets(rgb=colour, labels=None, depth=None)
-    ssl = SelfSupervisedDepthCfg(weight=0.0, guide_weight=0.0, reprojection_weight=0.1)
-    cfg = LossCfg(depth_supervision="self_supervised", self_supervised=ssl)
+    cfg = REPROJECTION_ONLY
     terms = compute_losses(cfg, output, targets, geometry, example, rays=rays)
     assert terms["depth_reprojection"].item() == pytest.approx(
         0.1 * sum(LEVEL_WEIGHTS) * 0.005, rel=1e-4
@@ -290,29 +305,8 @@ def reprojection_term(
 ) -> float:
     """``depth_reprojection`` of rays rendered at ``distance`` in ``colour`` (also the target's
     colour), with every source depth predicted 10 cm too far."""
-    sources = source_views()
+    output, geometry, example = loss_inputs(distance, colour)
     count = distance.shape[1]
-    output = RenderOutput(
-        rgb=colour,
-        depth=distance,
-        semantic_logits=torch.zeros(1, count, 4),
-        weights=torch.full((1, count, 4), 0.25),
-        opacity=(distance > 0).float(),
-    )
-    geometry = SourceGeometry(
-        depths=level_depths(PLANE_Z + 0.1),
-        depth_ranges=[torch.ones(1, 3, 2, h, w) for h, w in LEVELS],
-        volume_features=[torch.zeros(1, 3, 4, 2, h, w) for h, w in LEVELS],
-        image_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
-        semantic_features=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
-        semantic_logits=torch.zeros(1, 3, 4, HEIGHT, WIDTH),
-    )
-    example = Example(
-        sources=sources,
-        target=sources,
-        source_neighbours=torch.tensor([[[1, 2], [0, 2], [1, 0]]]),
-        scenes=["plane"],
-    )
     rays = RayBundle(
         origins=origins,
         directions=directions,
@@ -323,9 +317,7 @@ def reprojection_term(
         guide_valid=torch.ones_like(distance, dtype=torch.bool),
     )
     targets = RayTargets(rgb=colour, labels=None, depth=None)
-    ssl = SelfSupervisedDepthCfg(weight=0.0, guide_weight=0.0, reprojection_weight=0.1)
-    cfg = LossCfg(depth_supervision="self_supervised", self_supervised=ssl)
-    return compute_losses(cfg, output, targets, geometry, example, rays=rays)[
+    return compute_losses(REPROJECTION_ONLY, output, targets, geometry, example, rays=rays)[
         "depth_reprojection"
     ].item()
 

@@ -67,18 +67,21 @@ def test_correlation_averages_over_the_neighbours_used() -> None:
     torch.testing.assert_close(cost, torch.full_like(cost, 3.0))
 
 
-def test_correlation_peaks_at_the_true_depth_of_a_fronto_parallel_plane() -> None:
-    # A random-texture plane at z = 2.05 m in front of the reference; the neighbours' views are
-    # synthesised by warping the reference texture with that plane. Before any learning, the
-    # correlation's argmax over hypotheses must be the hypothesis nearest 2.05 m (2.0 m).
+PLANE_DEPTH = 2.05
+
+
+def plane_inputs() -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """A random-texture plane at z = 2.05 m in front of the reference, seen by two neighbours
+    whose views are synthesised by warping the reference texture with that plane: the inputs of
+    ``correlation_volume`` (16 hypotheses from 1 to 4 m) and the reference pixels both
+    neighbours see."""
     torch.manual_seed(0)
     height, width, channels = 24, 32, 16
     k = camera(24.0, height, width)
     ref_pose = translated(0.0, 0.0)
     neighbour_poses = torch.cat([translated(0.5, 0.0), translated(-0.3, 0.4)])[None]
     texture = torch.randn(1, channels, height, width)
-    plane_depth = 2.05
-    plane = torch.full((1, 1, height, width), plane_depth)
+    plane = torch.full((1, 1, height, width), PLANE_DEPTH)
 
     neighbours, seen = [], torch.ones(height, width, dtype=torch.bool)
     for index in range(2):
@@ -89,8 +92,7 @@ def test_correlation_peaks_at_the_true_depth_of_a_fronto_parallel_plane() -> Non
         _, valid = plane_sweep_warp(texture, k, pose, k, ref_pose, plane)
         seen &= valid[0, 0]
     hypotheses = torch.linspace(1.0, 4.0, 16).view(1, 16, 1, 1).expand(1, 16, height, width)
-
-    cost = correlation_volume(
+    inputs = (
         texture,
         torch.stack(neighbours, dim=1),
         k,
@@ -98,11 +100,19 @@ def test_correlation_peaks_at_the_true_depth_of_a_fronto_parallel_plane() -> Non
         k[:, None].expand(1, 2, 3, 3),
         neighbour_poses,
         hypotheses,
-        groups=4,
     )
+    return inputs, seen
+
+
+def test_correlation_peaks_at_the_true_depth_of_a_fronto_parallel_plane() -> None:
+    # Before any learning, the correlation's argmax over hypotheses must be the hypothesis
+    # nearest the plane's 2.05 m (2.0 m).
+    inputs, seen = plane_inputs()
+    hypotheses = inputs[-1]
+    cost = correlation_volume(*inputs, groups=4)
 
     best = cost.mean(dim=1).argmax(dim=1)[0]
-    nearest = (hypotheses[0, :, 0, 0] - plane_depth).abs().argmin()
+    nearest = (hypotheses[0, :, 0, 0] - PLANE_DEPTH).abs().argmin()
     assert hypotheses[0, nearest, 0, 0] == 2.0
     assert seen.float().mean() > 0.5
     assert (best[seen] == nearest).float().mean() > 0.9
@@ -254,41 +264,18 @@ def test_level_depth_takes_the_softmax_of_logits_largest_at_the_best_match() -> 
     # logits that peak at the best match must regress the true depth of a plane at z = 2.05 m,
     # between the hypotheses 2.0 and 2.2 m. Reference and pretrained weights rely on this sign;
     # softmax(-logits) would weight the worst matches and land far from the plane.
-    torch.manual_seed(0)
-    height, width, channels = 24, 32, 16
-    k = camera(24.0, height, width)
-    ref_pose = translated(0.0, 0.0)
-    neighbour_poses = torch.cat([translated(0.5, 0.0), translated(-0.3, 0.4)])[None]
-    texture = torch.randn(1, channels, height, width)
-    plane_depth = 2.05
-    plane = torch.full((1, 1, height, width), plane_depth)
-    neighbours, seen = [], torch.ones(height, width, dtype=torch.bool)
-    for index in range(2):
-        pose = neighbour_poses[:, index]
-        view, _ = plane_sweep_warp(texture, k, ref_pose, k, pose, plane)
-        neighbours.append(view[:, :, 0])
-        _, valid = plane_sweep_warp(texture, k, pose, k, ref_pose, plane)
-        seen &= valid[0, 0]
-    hypotheses = torch.linspace(1.0, 4.0, 16).view(1, 16, 1, 1).expand(1, 16, height, width)
-    level = CostVolumeLevel(channels, dataclasses.replace(TINY, groups=4))
+    inputs, seen = plane_inputs()
+    texture, hypotheses = inputs[0], inputs[-1]
+    level = CostVolumeLevel(texture.shape[1], dataclasses.replace(TINY, groups=4))
     level.regularizer = MatchingCost(sharpness=20.0)
-    inputs = (
-        texture,
-        torch.stack(neighbours, dim=1),
-        k,
-        ref_pose,
-        k[:, None].expand(1, 2, 3, 3),
-        neighbour_poses,
-        hypotheses,
-    )
 
     out = level(*inputs)
 
     assert seen.float().mean() > 0.5
-    errors = (out.depth[0][seen] - plane_depth).abs()
+    errors = (out.depth[0][seen] - PLANE_DEPTH).abs()
     assert errors.median() < 0.1
     assert (errors < 0.15).float().mean() > 0.9
     # The negated convention, computed by hand from the same logits, misses the plane.
     logits, _ = level.regularizer(correlation_volume(*inputs, groups=4))
     negated = (torch.softmax(-logits, dim=1) * hypotheses).sum(dim=1)
-    assert (negated[0][seen] - plane_depth).abs().median() > 0.3
+    assert (negated[0][seen] - PLANE_DEPTH).abs().median() > 0.3
