@@ -38,6 +38,12 @@ def test_group_correlation_matches_hand_computed_groups() -> None:
     cost = group_correlation(ref, warped, groups=2)
 
     torch.testing.assert_close(cost.flatten(), torch.tensor([1.5, 3.0]))
+    # Three channels per group and two groups: each group's mean divides by its 3 channels.
+    # [1, 2, 3 | 4, 5, 6] against [1, 1, 1 | 1, 0, 2]: (1 + 2 + 3) / 3 = 2, (4 + 0 + 12) / 3.
+    ref = torch.arange(1.0, 7.0).view(1, 6, 1, 1)
+    warped = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 2.0]).view(1, 6, 1, 1, 1)
+    cost = group_correlation(ref, warped, groups=2)
+    torch.testing.assert_close(cost.flatten(), torch.tensor([2.0, 16.0 / 3]))
 
 
 def test_correlation_averages_over_the_neighbours_used() -> None:

@@ -119,10 +119,12 @@ def test_in_frustum_is_false_outside_the_image_and_behind_the_camera() -> None:
     inside = points_at([(23.4, 15.4)], [2.0])
     right = points_at([(23.6, 3.0)], [2.0])
     above = points_at([(3.0, -0.6)], [2.0])
+    # Past the bottom edge (15.5) of the 16-row image, though within its 24 columns' span.
+    below = points_at([(3.0, 15.6)], [2.0])
     behind = -points_at([(11.5, 7.5)], [2.0])
-    points = torch.cat([inside, right, above, behind], dim=1)
+    points = torch.cat([inside, right, above, below, behind], dim=1)
     gathered, _ = gather(points)
-    assert gathered.in_frustum[0, :, 0, 0].tolist() == [True, False, False, False]
+    assert gathered.in_frustum[0, :, 0, 0].tolist() == [True, False, False, False, False]
 
 
 @pytest.mark.parametrize(
