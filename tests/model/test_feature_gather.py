@@ -14,6 +14,7 @@ from gsnerf.model.feature_gather import (
     gather_features,
     gather_semantic_features,
     project_to_sources,
+    sample_maps,
     select_samples,
 )
 from gsnerf.types import SourceGeometry, Views
@@ -113,6 +114,19 @@ def test_volume_is_read_at_the_hypothesis_fraction_and_levels_align() -> None:
     # The 1/2-resolution x ramp read at full-resolution x = 9 gives 9 (same normalised grid).
     coarse = gathered.volume[0, 0, :, 0, 0]
     assert torch.allclose(coarse, torch.full((4,), 9.0), atol=1e-5)
+
+
+def test_maps_of_several_batch_items_and_views_stay_with_their_item_and_view() -> None:
+    # Constant maps holding 10 b + v (channel 0) and -(10 b + v) (channel 1), read at any
+    # point: each read must come back at its own (b, v), whatever the flattening order inside.
+    batch, views = 2, 3
+    ids = 10.0 * torch.arange(batch)[:, None] + torch.arange(views)[None, :]
+    maps = torch.stack([ids, -ids], dim=-1)[..., None, None].expand(batch, views, 2, 4, 5)
+    grid = torch.rand(batch * views, 6, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    read = sample_maps(maps, grid)
+    assert read.shape == (batch, 6, 2, views, 2)
+    expected = torch.stack([ids, -ids], dim=-1)[:, None, None].expand_as(read)
+    torch.testing.assert_close(read, expected)
 
 
 def test_in_frustum_is_false_outside_the_image_and_behind_the_camera() -> None:
