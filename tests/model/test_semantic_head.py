@@ -76,3 +76,17 @@ def test_unknown_choices_are_rejected_with_the_field_name() -> None:
         SemanticHeadCfg(tokens="only_global")
     with pytest.raises(ValueError, match="SemanticHeadCfg.rendering"):
         SemanticHeadCfg(rendering="middle")
+
+
+@pytest.mark.parametrize("tokens", MODES)
+def test_masked_views_count_as_absent(tokens: str) -> None:
+    # A sample seen by one view among three masked ones has the logits of that view alone: the
+    # masked views are out of the attention and of the view mean's count.
+    features, in_frustum, visible, _ = inputs(4, 2)
+    mask = torch.zeros(features.shape[:-1], dtype=torch.bool)
+    mask[..., 0] = True
+    model = head(tokens)
+    with torch.no_grad():
+        among = model(features, in_frustum, visible, mask)
+        alone = model(features[..., :1, :], in_frustum[..., :1], visible[..., :1], mask[..., :1])
+    torch.testing.assert_close(among, alone, atol=1e-5, rtol=1e-5)
