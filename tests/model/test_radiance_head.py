@@ -90,6 +90,24 @@ def test_masked_views_do_not_change_density_or_colour(ray_mixer: str) -> None:
     assert torch.allclose(before.rgb[0, 0], gathered.colours[0, 0, :, 0], atol=1e-6)
 
 
+def test_the_viewing_angle_steers_the_blend_and_nothing_else() -> None:
+    # The angle between the target ray and each source ray enters only the blending weights
+    # (spec 2.6): new angles at one sample change its weights and colour, not the density.
+    gathered = features(2, 3)
+    mask = torch.ones(1, 2, 3, VIEWS, dtype=torch.bool)
+    angle = gathered.angle.clone()
+    angle[0, 0, 0] = torch.randn(VIEWS, ANGLE, generator=torch.Generator().manual_seed(5))
+    turned = dataclasses.replace(gathered, angle=angle)
+    model = head()
+    with torch.no_grad():
+        before = model(gathered, mask, positions(2, 3))
+        after = model(turned, mask, positions(2, 3))
+    assert (before.blend_weights[0, 0, 0] - after.blend_weights[0, 0, 0]).abs().max() > 1e-3
+    assert not torch.allclose(before.rgb[0, 0, 0], after.rgb[0, 0, 0], atol=1e-4)
+    torch.testing.assert_close(before.density, after.density, rtol=0, atol=1e-6)
+    torch.testing.assert_close(before.blend_weights[0, 1], after.blend_weights[0, 1])
+
+
 def test_rays_are_independent_and_samples_of_a_ray_interact() -> None:
     gathered = features(2, 6)
     mask = torch.ones(1, 2, 6, VIEWS, dtype=torch.bool)
