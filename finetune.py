@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from gsnerf.config import load_config, register_schema
+from gsnerf.engine.interruption import exit_quietly_when_interrupted
 from gsnerf.engine.runs import run_finetuning
 
 register_schema()
@@ -15,7 +16,8 @@ register_schema()
 
 @hydra.main(config_path="configs", config_name="finetune", version_base="1.3")
 def main(dict_cfg: DictConfig) -> None:
-    run_finetuning(load_config(dict_cfg))
+    with exit_quietly_when_interrupted():
+        run_finetuning(load_config(dict_cfg))
 
 
 if __name__ == "__main__":

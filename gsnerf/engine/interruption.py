@@ -1,4 +1,5 @@
-"""SIGTERM, the signal of a cluster's pre-emption or a job's time limit, as Ctrl-C.
+"""SIGTERM, the signal of a cluster's pre-emption or a job's time limit, as Ctrl-C; and how an
+interrupted command exits.
 
 Python ends a process on SIGTERM without unwinding, so the training loop would not get to write
 its checkpoint; raised as ``KeyboardInterrupt`` it takes the same path as Ctrl-C.
@@ -28,3 +29,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def exit_quietly_when_interrupted() -> Iterator[None]:
+    """An interrupted command ends with the shell's status (130 after Ctrl-C, 143 after SIGTERM)
+    instead of a traceback from deep inside torch: the trainer has already logged the step it
+    stopped at and the checkpoint it wrote."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        raise SystemExit(143 if "SIGTERM" in str(stop) else 130) from None
