@@ -90,3 +90,14 @@ def test_masked_views_count_as_absent(tokens: str) -> None:
         among = model(features, in_frustum, visible, mask)
         alone = model(features[..., :1, :], in_frustum[..., :1], visible[..., :1], mask[..., :1])
     torch.testing.assert_close(among, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", ["views_and_global", "global_only"])
+def test_the_global_token_is_always_attended(tokens: str) -> None:
+    # Spec 2.6: the global token is a key for every query even where no view is attended, so
+    # such a sample still gets logits (from the global token) rather than an empty attention.
+    features, in_frustum, visible, _ = inputs(2, 2)
+    nothing = torch.zeros(features.shape[:-1], dtype=torch.bool)
+    with torch.no_grad():
+        logits = head(tokens)(features, in_frustum, visible, nothing)
+    assert torch.isfinite(logits).all()
