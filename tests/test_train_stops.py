@@ -102,6 +102,21 @@ def test_sigterm_saves_the_last_finished_step_and_the_run_resumes_exactly(
     _assert_same_weights(resumed, straight)
 
 
+def test_a_stop_after_a_periodic_checkpoint_saves_the_steps_since(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(losses: dict) -> dict:
+        raise KeyboardInterrupt
+
+    # debug=fast writes a checkpoint every 2 steps: step 2 is saved, step 3 finishes, step 4 is
+    # interrupted. last.pt must move on to step 3, not stay at 2.
+    _act_at_batch(monkeypatch, 3, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_compose("train", _overrides(data_root), tmp_path))
+    assert load_checkpoint(tmp_path / "checkpoints" / "step-000000002.pt")["step"] == 2
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
+
+
 # Replacing optimizer.step makes the scheduler warn that it may have been skipped.
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_an_error_during_the_update_leaves_no_torn_checkpoint_and_is_logged(

@@ -154,3 +154,32 @@ def test_lpips_is_zero_when_images_differ_only_outside_the_mask(
     assert metric(pred, gt, mask).value == pytest.approx(0.0, abs=1e-7)
     assert metric(pred, gt).value > 1e-4
     np.testing.assert_equal(list(metric._networks), ["cpu"])
+
+
+@pytest.mark.parametrize(
+    ("backbone", "random_trunk"), [(LpipsBackbone.IMAGENET, False), (LpipsBackbone.RANDOM, True)]
+)
+def test_lpips_builds_a_random_trunk_only_for_the_random_backbone(
+    backbone: LpipsBackbone, random_trunk: bool, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the ImageNet file present, a random trunk would still give plausible numbers: a
+    # faked LPIPS. Record the constructor's flags instead of building VGG16 (no weights here).
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "vgg16-397923af.pth").touch()
+    built = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, **kwargs) -> None:
+            super().__init__()
+            built.append(kwargs)
+
+        def forward(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(1, 1, 1, 1)
+
+    monkeypatch.setattr(lpips, "LPIPS", Recorder)
+    result = LpipsMetric(backbone)(torch.rand(3, 8, 8), torch.rand(3, 8, 8))
+    assert result.value == 0.0
+    assert len(built) == 1
+    assert built[0]["pnet_rand"] is random_trunk
+    assert built[0]["net"] == "vgg"

@@ -9,6 +9,8 @@ from small_models import small_geo_reasoner_cfg
 
 from gsnerf.evaluation.benchmark import load_model_cfg
 from gsnerf.evaluation.benchmark_scene import plane_example
+from gsnerf.geometry.camera import scale_intrinsics
+from gsnerf.model.cost_volume import CostVolumeLevel
 from gsnerf.model.geo_reasoner import GeoReasonerCfg, SemanticGeoReasoner
 from gsnerf.types import SourceGeometry, Views
 
@@ -116,6 +118,41 @@ def test_every_level_depth_lies_inside_its_hypothesis_range(tiny_run) -> None:
     for depth, ranges in zip(geometry.depths, geometry.depth_ranges):
         assert (depth >= ranges[:, :, 0] - 1e-5).all()
         assert (depth <= ranges[:, :, 1] + 1e-5).all()
+
+
+def test_every_level_warps_with_intrinsics_scaled_to_its_resolution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The depths alone do not show which intrinsics a level used (same K everywhere: full-size
+    # neighbour intrinsics at 1/4 and 1/2 still give plausible depths), so spy on the inputs.
+    calls = []
+    original = CostVolumeLevel.forward
+
+    def spy(self, *args):
+        calls.append(args)
+        return original(self, *args)
+
+    monkeypatch.setattr(CostVolumeLevel, "forward", spy)
+    torch.manual_seed(0)
+    model = SemanticGeoReasoner(small_geo_reasoner_cfg(), NUM_CLASSES)
+    height, width = 32, 48
+    sources = make_views(1, 3, height, width)
+    # A different K per view, so a wrong neighbour index would show too.
+    sources.intrinsics[0, :, 0, 0] *= torch.tensor([1.0, 1.1, 1.3])
+    sources.intrinsics[0, :, 1, 2] += torch.tensor([0.0, 1.5, -2.0])
+    neighbours = ring_neighbours(1, 3, 2)
+    with torch.no_grad():
+        model(sources, neighbours)
+    assert len(calls) == 3
+    k = sources.intrinsics[0]
+    for level, (level_height, level_width) in enumerate([(8, 12), (16, 24), (32, 48)]):
+        ref_features, _, ref_k, _, neighbour_k, _, _ = calls[level]
+        assert tuple(ref_features.shape[-2:]) == (level_height, level_width)
+        size = (level_width, level_height)
+        expected_ref = scale_intrinsics(k, (width, height), size)
+        expected_neighbours = scale_intrinsics(k[neighbours[0]], (width, height), size)
+        torch.testing.assert_close(ref_k, expected_ref)
+        torch.testing.assert_close(neighbour_k, expected_neighbours)
 
 
 def test_gradients_reach_every_parameter() -> None:
