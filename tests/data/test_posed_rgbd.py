@@ -174,3 +174,43 @@ def test_binary_names_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError) as error:
         import_posed_rgbd(source, tmp_path / "out")
     assert str(error.value).startswith(f"{names}: not a text file of image names (byte 0 is")
+
+
+def tiny_source(tmp_path: Path, depths: dict[str, int], units_per_metre: float) -> PosedRgbdSource:
+    """One 4x6 black image per name with a constant raw depth; no names file."""
+    for folder in ("images", "depth"):
+        (tmp_path / folder).mkdir()
+    for name, raw in depths.items():
+        cv2.imwrite(str(tmp_path / "images" / name), np.zeros((4, 6, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "depth" / name), np.full((4, 6), raw, np.uint16))
+    np.savetxt(tmp_path / "poses.txt", np.tile(np.eye(4).reshape(1, 16), (len(depths), 1)))
+    np.savetxt(tmp_path / "K.txt", [[5.0, 0, 2.5], [0, 5.0, 1.5], [0, 0, 1]])
+    return PosedRgbdSource(
+        tmp_path / "images", tmp_path / "depth", tmp_path / "poses.txt", tmp_path / "K.txt",
+        depth_units_per_metre=units_per_metre,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "units_per_metre", "expected_mm"),
+    [
+        (4999, 5000.0, 1000),  # 999.8 mm rounds up, truncation would store 999
+        (10000, 100.0, 65535),  # 100 m saturates instead of wrapping around uint16
+    ],
+)
+def test_converted_depth_is_rounded_and_saturated(
+    tmp_path: Path, raw: int, units_per_metre: float, expected_mm: int
+) -> None:
+    import_posed_rgbd(tiny_source(tmp_path, {"a.png": raw}, units_per_metre), tmp_path / "out")
+    stored = cv2.imread(str(tmp_path / "out" / "depth" / "0.png"), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint16 and (stored == expected_mm).all()
+
+
+def test_images_without_names_file_are_taken_in_natural_order(tmp_path: Path) -> None:
+    # Plain string order would put 10.png before 2.png.
+    source = tiny_source(tmp_path, {"2.png": 2000, "10.png": 3000}, 1000.0)
+    assert import_posed_rgbd(source, tmp_path / "out") == 2
+    assert (tmp_path / "out" / "frame_names.txt").read_text().split() == ["2.png", "10.png"]
+    for index, expected_mm in enumerate((2000, 3000)):
+        stored = cv2.imread(str(tmp_path / "out" / "depth" / f"{index}.png"), cv2.IMREAD_UNCHANGED)
+        assert (stored == expected_mm).all()

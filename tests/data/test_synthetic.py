@@ -27,9 +27,10 @@ from gsnerf.data.synthetic.primitives import (
     intersect_cylinder,
     intersect_shell,
 )
-from gsnerf.data.synthetic.render import Lighting, RoomRenderer
+from gsnerf.data.synthetic.render import Lighting, RenderedFrame, RoomRenderer
 from gsnerf.data.synthetic.rooms import generate_room
 from gsnerf.data.synthetic.trajectory import camera_path
+from gsnerf.data.synthetic.writer import prepare_scene_dir, write_frame
 from gsnerf.geometry.camera import project_points, unproject_depth
 
 SIZE = (64, 48)
@@ -347,3 +348,16 @@ def test_camera_walks_smoothly_through_free_space() -> None:
     roll = np.degrees(np.arcsin(np.abs(poses[:, 2, 0])))
     assert roll.max() <= cfg.camera.roll_deg + 1e-6
     np.testing.assert_allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-9)
+
+
+def test_written_depth_is_rounded_to_the_nearest_millimetre(tmp_path: Path) -> None:
+    prepare_scene_dir(tmp_path)
+    frame = RenderedFrame(
+        color=np.zeros((2, 3, 3), np.uint8),
+        depth=np.full((2, 3), 1.0006),
+        raw_labels=np.zeros((2, 3), np.int64),
+    )
+    write_frame(tmp_path, 0, frame, np.eye(4))
+    stored = cv2.imread(str(tmp_path / "depth" / "0.png"), cv2.IMREAD_UNCHANGED)
+    # 1000.6 mm: truncation would store 1000.
+    assert stored.dtype == np.uint16 and (stored == 1001).all()
