@@ -46,9 +46,12 @@ def _act_at_batch(monkeypatch: pytest.MonkeyPatch, batch: int, act) -> None:
     monkeypatch.setattr(trainer_module, "training_losses", training_losses)
 
 
-def _assert_same_weights(run: Path, reference: Path) -> None:
-    expected = _weights(reference)
-    for name, value in _weights(run).items():
+def _assert_resumes_to(straight: Path, stopped: Path, data_root: Path) -> None:
+    """Resumed into a new directory, ``stopped`` must end with ``straight``'s weights exactly."""
+    resumed = stopped.parent / f"{stopped.name}_resumed"
+    run_training(_compose("train", _overrides(data_root, f"resume={stopped}"), resumed))
+    expected = _weights(straight)
+    for name, value in _weights(resumed).items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
 
 
@@ -71,9 +74,7 @@ def test_a_skipped_step_takes_the_next_item_and_resumes_exactly(
     half = tmp_path / "half"
     run_training(_compose("train", _overrides(data_root, "train.stop_at_step=2"), half))
     assert load_checkpoint(half / "checkpoints" / "last.pt")["batches_done"] == 3
-    resumed = tmp_path / "resumed"
-    run_training(_compose("train", _overrides(data_root, f"resume={half}"), resumed))
-    _assert_same_weights(resumed, straight)
+    _assert_resumes_to(straight, half, data_root)
 
 
 def test_sigterm_saves_the_last_finished_step_and_the_run_resumes_exactly(
@@ -97,9 +98,7 @@ def test_sigterm_saves_the_last_finished_step_and_the_run_resumes_exactly(
     assert "training interrupted at step 2" in log_text and "step 2 saved to" in log_text
 
     monkeypatch.undo()
-    resumed = tmp_path / "resumed"
-    run_training(_compose("train", _overrides(data_root, f"resume={stopped}"), resumed))
-    _assert_same_weights(resumed, straight)
+    _assert_resumes_to(straight, stopped, data_root)
 
 
 def test_a_stop_after_a_periodic_checkpoint_saves_the_steps_since(
