@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.nn import GroupNorm
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gsnerf.model.feature_net import FeatureNet, FeatureNetCfg
@@ -33,6 +34,15 @@ def test_unet_outputs_pyramid_semantics_and_logits_at_their_resolutions() -> Non
     assert out.semantic_features.shape == (2, 5, 32, 48)
     assert out.semantic_logits.shape == (2, 5, 32, 48)
     assert net.image_channels == 4 and net.semantic_channels == 5
+
+
+def test_group_norms_hold_the_configured_channels_per_group() -> None:
+    # GroupNorm by channels per group (4), not by a fixed group count: widths 8 and 16 get 2 and
+    # 4 groups; a width that 4 does not divide (6) takes their largest common divisor, 2 channels
+    # in each of 3 groups.
+    net = FeatureNet(replace(TINY, stem_width=6), num_classes=5)
+    norms = {(m.num_channels, m.num_groups) for m in net.modules() if isinstance(m, GroupNorm)}
+    assert norms == {(6, 3), (8, 2), (16, 4)}
 
 
 def test_logits_are_a_one_by_one_conv_of_the_semantic_features() -> None:
